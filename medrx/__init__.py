@@ -1,0 +1,1 @@
+"""The medication-recommendation task: EHR readers, vocabulary, model, metrics, training."""

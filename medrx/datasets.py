@@ -1,0 +1,120 @@
+"""Resolve a dataset spec (``mimic3-demo``, ``eicu-demo``, ``synthetic``, or a path) to a Cohort.
+
+Layout detection for a path:
+
+* a ``.jsonl`` file: canonical records written by :func:`fedrx.medrx.records.write_jsonl`;
+* a folder with an ``ADMISSIONS`` table: MIMIC-III layout, one hospital;
+* a folder whose sub-folders hold ``ADMISSIONS`` tables: MIMIC-III layout, one hospital
+  per sub-folder (what ``fedrx data synth`` writes), drug mappings from ``DIR/mappings``;
+* a folder with a ``patient`` table: eICU layout (hospitals from ``hospitalid``).
+
+The shared open data (``mimic3-demo``, ``eicu-demo``) is found through the environment
+variable ``FEDRX_DATA_ROOT`` or a ``shared/data`` folder beside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fedrx.errors import DataError
+from fedrx.medrx.records import Cohort, read_jsonl
+from fedrx.medrx.tables import find_table
+
+NAMED = ("mimic3-demo", "eicu-demo", "synthetic")
+
+
+def shared_data_root() -> Path | None:
+    """The folder holding ``mimic3-demo/`` and ``eicu-demo/``, or None if not found."""
+    env = os.environ.get("FEDRX_DATA_ROOT")
+    if env:
+        p = Path(env).expanduser()
+        return p if p.is_dir() else None
+    starts = [Path(__file__).resolve(), Path.cwd().resolve()]
+    for start in starts:
+        for parent in [start, *start.parents]:
+            cand = parent / "shared" / "data"
+            if (cand / "mimic3-demo").is_dir() or (cand / "eicu-demo").is_dir():
+                return cand
+    return None
+
+
+def named_dataset_path(name: str) -> Path:
+    root = shared_data_root()
+    if root is None or not (root / name).is_dir():
+        raise DataError(
+            f"dataset {name} not found: set FEDRX_DATA_ROOT to the folder holding {name}/"
+        )
+    return root / name
+
+
+def _is_eicu(path: Path) -> bool:
+    try:
+        return find_table(path, "patient", required=False) is not None
+    except DataError:
+        return False
+
+
+def load_dataset(
+    spec: str | Path,
+    *,
+    mappings_dir: Path | None = None,
+    min_visits: int = 1,
+) -> Cohort:
+    """Load a dataset by name or path. Raises :class:`DataError` for an unknown layout."""
+    from fedrx.medrx.mimic import is_mimic3_folder, read_mimic3
+
+    s = str(spec)
+    if s == "synthetic":
+        raise DataError(
+            "'synthetic' needs generating first: run `fedrx data synth --out DIR` "
+            "and pass --data DIR"
+        )
+    if s == "mimic3-demo":
+        path = named_dataset_path(s)
+        cohort = read_mimic3(path, mappings_dir, hospital="mimic3", min_visits=min_visits)
+        cohort.name = "mimic3-demo"
+        return cohort
+    if s == "eicu-demo":
+        from fedrx.medrx.eicu import read_eicu
+
+        cohort = read_eicu(named_dataset_path(s))
+        cohort.name = "eicu-demo"
+        return _min_visits(cohort, min_visits)
+    path = Path(s).expanduser()
+    if not path.exists():
+        raise DataError(f"dataset not found: {s} (expected mimic3-demo, eicu-demo or a path)")
+    if path.is_file():
+        if path.suffix == ".jsonl":
+            return _min_visits(Cohort(path.stem, list(read_jsonl(path))), min_visits)
+        raise DataError(f"{path}: unknown data file type (expected a .jsonl file or a folder)")
+    if is_mimic3_folder(path):
+        return read_mimic3(path, mappings_dir, min_visits=min_visits)
+    if _is_eicu(path):
+        from fedrx.medrx.eicu import read_eicu
+
+        return _min_visits(read_eicu(path), min_visits)
+    subs = sorted(p for p in path.iterdir() if p.is_dir() and is_mimic3_folder(p))
+    if subs:
+        mdir = mappings_dir or (path / "mappings" if (path / "mappings").is_dir() else None)
+        patients = []
+        stats: dict[str, int] = {}
+        for sub in subs:
+            c = read_mimic3(sub, mdir, hospital=sub.name, min_visits=min_visits)
+            patients.extend(c.patients)
+            for k, v in c.stats.items():
+                stats[k] = stats.get(k, 0) + v
+        return Cohort(path.name, patients, stats)
+    raise DataError(
+        f"{path}: unknown layout (no ADMISSIONS table for MIMIC-III, no patient table for "
+        "eICU, no per-hospital sub-folders)"
+    )
+
+
+def _min_visits(cohort: Cohort, min_visits: int) -> Cohort:
+    if min_visits <= 1:
+        return cohort
+    kept = [p for p in cohort.patients if len(p.visits) >= min_visits]
+    cohort.stats["patients_dropped_min_visits"] = len(cohort.patients) - len(kept)
+    cohort.patients = kept
+    return cohort

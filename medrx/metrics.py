@@ -1,0 +1,153 @@
+"""Evaluation metrics exactly as SafeDrug (Yang et al., IJCAI 2021) defines them.
+
+For every visit with true label set ``T``, predicted set ``P`` (probability >= 0.5) and
+probabilities ``p``:
+
+* Jaccard ``|P & T| / |P | T|`` (0 when both are empty);
+* precision ``|P & T| / |P|`` (0 when ``P`` is empty), recall ``|P & T| / |T|`` (0 when
+  ``T`` is empty), F1 their harmonic mean (0 when both are 0);
+* PRAUC: average precision of ranking the label vocabulary by ``p`` against ``T``
+  (scikit-learn's ``average_precision_score`` definition: ``sum_k (R_k - R_{k-1}) P_k``
+  over distinct score thresholds; 0 when ``T`` is empty).
+
+These are averaged over a patient's visits, then over patients. The DDI rate is POOLED:
+over all visits, the fraction of unordered pairs of predicted drugs that interact.
+The average number of drugs is pooled too: predicted drugs / visits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedrx.errors import DataError
+from fedrx.medrx.tables import iter_rows
+
+THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Task metrics. All are fractions in [0, 1] except ``avg_meds`` (drugs per visit)."""
+
+    jaccard: float
+    prauc: float
+    f1: float
+    precision: float
+    recall: float
+    ddi_rate: float
+    avg_meds: float
+    patients: int
+    visits: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of one ranking (binary ``y_true``, real ``scores``)."""
+    y_true = np.asarray(y_true).astype(bool)
+    n_pos = int(y_true.sum())
+    if n_pos == 0:
+        return 0.0
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    s = np.asarray(scores, dtype=np.float64)[order]
+    t = y_true[order]
+    tp = np.cumsum(t)
+    fp = np.cumsum(~t)
+    # keep the last index of each run of equal scores (a threshold includes all ties)
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp, fp = tp[last], fp[last]
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    prev_recall = np.r_[0.0, recall[:-1]]
+    return float(np.sum((recall - prev_recall) * precision))
+
+
+def visit_scores(true: set[int], pred: set[int]) -> tuple[float, float, float, float]:
+    """(jaccard, precision, recall, f1) of one visit."""
+    inter = len(true & pred)
+    union = len(true | pred)
+    ja = inter / union if union else 0.0
+    pr = inter / len(pred) if pred else 0.0
+    re = inter / len(true) if true else 0.0
+    f1 = 2 * pr * re / (pr + re) if pr + re > 0 else 0.0
+    return ja, pr, re, f1
+
+
+def load_ddi_pairs(path: Path) -> set[frozenset[str]]:
+    """Read interacting ATC-3 pairs (columns ``atc3_a,atc3_b``)."""
+    pairs: set[frozenset[str]] = set()
+    for row in iter_rows(Path(path), ("atc3_a", "atc3_b")):
+        a, b = row["atc3_a"].strip(), row["atc3_b"].strip()
+        if a and b and a != b:
+            pairs.add(frozenset((a, b)))
+    if not pairs:
+        raise DataError(f"{path}: no DDI pairs")
+    return pairs
+
+
+def ddi_matrix(labels: Sequence[str], pairs: set[frozenset[str]]) -> np.ndarray:
+    """Symmetric boolean interaction matrix over a label vocabulary."""
+    idx = {lab: i for i, lab in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=bool)
+    for pair in pairs:
+        a, b = tuple(pair)
+        if a in idx and b in idx:
+            m[idx[a], idx[b]] = m[idx[b], idx[a]] = True
+    return m
+
+
+def evaluate(
+    patients: Iterable[tuple[np.ndarray, np.ndarray]],
+    ddi: np.ndarray | None = None,
+    threshold: float = THRESHOLD,
+) -> Metrics:
+    """Compute SafeDrug metrics.
+
+    ``patients`` yields, per patient, ``(y_true, y_prob)``: arrays of shape
+    ``(visits, labels)``, ``y_true`` binary and ``y_prob`` probabilities (a hard 0/1
+    prediction is a valid probability). ``ddi`` is a ``(labels, labels)`` boolean matrix.
+    """
+    per_patient: list[tuple[float, float, float, float, float]] = []
+    ddi_all = ddi_hit = 0
+    n_meds = n_visits = 0
+    for y_true, y_prob in patients:
+        y_true = np.asarray(y_true)
+        y_prob = np.asarray(y_prob, dtype=np.float64)
+        if y_true.shape != y_prob.shape or y_true.ndim != 2:
+            raise ValueError("y_true and y_prob must have the same (visits, labels) shape")
+        if len(y_true) == 0:
+            continue
+        rows = []
+        for t_row, p_row in zip(y_true, y_prob, strict=True):
+            true = set(np.flatnonzero(t_row).tolist())
+            pred_idx = np.flatnonzero(p_row >= threshold)
+            ja, pr, re, f1 = visit_scores(true, set(pred_idx.tolist()))
+            rows.append((ja, average_precision(t_row, p_row), f1, pr, re))
+            n_meds += len(pred_idx)
+            n_visits += 1
+            k = len(pred_idx)
+            if k > 1:
+                ddi_all += k * (k - 1) // 2
+                if ddi is not None:
+                    sub = ddi[np.ix_(pred_idx, pred_idx)]
+                    ddi_hit += int(np.triu(sub, 1).sum())
+        per_patient.append(tuple(np.mean(rows, axis=0).tolist()))  # type: ignore[arg-type]
+    if not per_patient:
+        raise DataError("no visits to evaluate")
+    m = np.mean(per_patient, axis=0)
+    return Metrics(
+        jaccard=float(m[0]),
+        prauc=float(m[1]),
+        f1=float(m[2]),
+        precision=float(m[3]),
+        recall=float(m[4]),
+        ddi_rate=ddi_hit / ddi_all if ddi_all else 0.0,
+        avg_meds=n_meds / n_visits,
+        patients=len(per_patient),
+        visits=n_visits,
+    )
