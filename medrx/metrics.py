@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 from fedrx.errors import DataError
 from fedrx.medrx.tables import iter_rows
 

@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
-
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.features import VisitTensors, encode, input_width
 from fedrx.medrx.metrics import Metrics, evaluate
@@ -22,6 +20,7 @@ from fedrx.medrx.model import build_model
 from fedrx.medrx.records import Cohort
 from fedrx.medrx.split import Split, split_patients
 from fedrx.medrx.vocab import Vocabulary, build_vocabulary
+from torch import nn
 
 
 @dataclass
@@ -161,10 +160,11 @@ def train_centralized(
     progress: Callable[[str, int, float, float], None] | None = None,
     split: Split | None = None,
     vocab: Vocabulary | None = None,
-) -> tuple[TrainResult, Vocabulary]:
+) -> tuple[TrainResult, Vocabulary, nn.Module]:
     """Train the model and the logistic-regression baseline; evaluate them and copy-last-visit.
 
-    The vocabulary is built from the TRAINING patients only unless given.
+    The vocabulary is built from the TRAINING patients only unless given. Returns the
+    results, the vocabulary and the trained recommender (best validation epoch).
     """
     from fedrx.medrx.metrics import ddi_matrix
 
@@ -189,11 +189,15 @@ def train_centralized(
             "hospitals": len(cohort.hospitals),
         },
     )
+    best: nn.Module | None = None
     for kind, name in ((cfg.model, "model"), ("logreg", "logreg")):
         model, ep = fit_with_early_stopping(cfg, kind, tr, va, n_in, n_lab, ddi, progress)
+        if name == "model":
+            best = model
         result.test[name] = evaluate_model(model, te, ddi).as_dict()
         if len(va):
             result.val[name] = evaluate_model(model, va, ddi).as_dict()
         result.epochs_run[name] = ep
     result.test["copy_last_visit"] = evaluate_probs(te, te.prev, ddi).as_dict()
-    return result, vocab
+    assert best is not None
+    return result, vocab, best

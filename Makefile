@@ -1,0 +1,33 @@
+# fedrx: one-command setup + run. Each target creates .venv if missing and installs
+# torch==2.13.0 (CPU build) FIRST, then the project with its dev extra.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedrx-installed
+RUN ?= runs/demo
+
+.PHONY: setup demo test test-all lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/fedrx train --data mimic3-demo --json $(RUN)/results.json --save-model $(RUN)/model.npz
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

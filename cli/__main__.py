@@ -1,0 +1,3 @@
+from fedrx.cli.main import entry
+
+entry()

@@ -1,0 +1,238 @@
+"""The ``fedrx`` command line.
+
+Every user mistake (bad data, bad config, bad flag) ends as ONE line on stderr,
+``fedrx: error: ...``, and a non-zero exit code; never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from fedrx.errors import ConfigError, FedrxError
+from rich.console import Console
+from rich.table import Table
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fedrx")
+def app() -> None:
+    """Privacy-hardened secure aggregation for federated medication recommendation."""
+
+
+@app.group("data")
+def data_app() -> None:
+    """Read, inspect, export and synthesise EHR data."""
+
+
+console = Console(stderr=True)
+out = Console()
+
+PathType = click.Path(path_type=Path)
+data_option = click.option(
+    "--data", default="mimic3-demo", show_default=True,
+    help="mimic3-demo, eicu-demo, or a PATH (folder or .jsonl)",
+)
+mappings_option = click.option(
+    "--mappings", type=PathType, default=None,
+    help="folder with ndc2rxnorm_mapping.txt and ndc2atc_level4.csv(.gz)",
+)
+
+
+def _ddi_for(spec: str, mappings: Path | None, ddi: Path | None):
+    """Locate the DDI pair file: --ddi, else the mappings folder, else the shared demo's."""
+    from fedrx.medrx.datasets import shared_data_root
+    from fedrx.medrx.metrics import load_ddi_pairs
+    from fedrx.medrx.mimic import DDI_FILE
+
+    candidates = [ddi] if ddi else []
+    if mappings:
+        candidates.append(mappings / DDI_FILE)
+    p = Path(spec)
+    if p.is_dir():
+        candidates += [p / "mappings" / DDI_FILE, p.parent / "mappings" / DDI_FILE]
+    root = shared_data_root()
+    if root:
+        candidates.append(root / "mimic3-demo" / "mappings" / DDI_FILE)
+    for c in candidates:
+        if c and c.is_file():
+            return load_ddi_pairs(c), c
+    if ddi:
+        raise ConfigError(f"DDI file not found: {ddi}")
+    console.print("[yellow]warning:[/] no DDI graph found; DDI rate is reported as 0")
+    return None, None
+
+
+def metrics_table(title: str, rows: dict[str, dict]) -> Table:
+    t = Table(title=title)
+    t.add_column("method")
+    for col in ("jaccard", "prauc", "f1", "precision", "recall", "ddi_rate", "avg_meds"):
+        t.add_column(col, justify="right")
+    for name, m in rows.items():
+        t.add_row(name, *(f"{m[c]:.4f}" for c in
+                          ("jaccard", "prauc", "f1", "precision", "recall", "ddi_rate")),
+                  f"{m['avg_meds']:.2f}")
+    return t
+
+
+@app.command()
+@data_option
+@click.option("--json", "json_out", type=PathType, help="write results (JSON) here")
+@click.option("--config", type=PathType, help="TOML file with a [train] table")
+@click.option("--model", type=click.Choice(["mlp", "logreg"]), help="model kind")
+@click.option("--epochs", type=int, help="maximum epochs")
+@click.option("--batch-size", type=int, help="visits per minibatch")
+@click.option("--lr", type=float, help="Adam learning rate")
+@click.option("--hidden", type=int, help="hidden width")
+@click.option("--seed", type=int, help="seed for split, init and batch order")
+@click.option("--min-visits", type=int, default=1, show_default=True,
+              help="drop patients with fewer visits (GAMENet used 2)")
+@mappings_option
+@click.option("--ddi", type=PathType, help="DDI pairs CSV (atc3_a,atc3_b)")
+@click.option("--save-model", type=PathType, help="write the model's weights (.npz, no pickle)")
+def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, min_visits,
+          mappings, ddi, save_model) -> None:
+    """Centralized training of the recommender, plus logistic-regression and
+    copy-last-visit baselines; prints a test-metrics table."""
+    from fedrx.cli.config import build, section
+    from fedrx.medrx.datasets import load_dataset
+    from fedrx.medrx.records import atomic_write_text
+    from fedrx.medrx.train import TrainConfig, train_centralized
+    from rich.progress import Progress
+
+    cfg = build(TrainConfig, section(config, "train"), {
+        "model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "hidden": hidden, "seed": seed,
+    })
+    cfg.validate()
+    for target in (json_out, save_model):
+        if target is not None and target.is_dir():
+            raise ConfigError(f"{target} is a folder; give a file name")
+    cohort = load_dataset(data, mappings_dir=mappings, min_visits=min_visits)
+    pairs, ddi_path = _ddi_for(data, mappings, ddi)
+    console.print(f"[bold]{cohort.name}[/]: {len(cohort.patients)} patients, "
+                  f"{cohort.n_visits} visits, {len(cohort.hospitals)} hospital(s)")
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("training", total=cfg.epochs)
+
+        def step(kind: str, epoch: int, loss: float, score: float) -> None:
+            prog.update(task, completed=epoch,
+                        description=f"{kind} epoch {epoch} loss {loss:.4f} val jaccard {score:.4f}")
+
+        result, vocab, best = train_centralized(cohort, cfg, pairs, progress=step)
+    out.print(metrics_table(f"test metrics: {cohort.name} ({result.sizes['test_patients']} "
+                            f"patients, {result.sizes['test_visits']} visits)", result.test))
+    payload = result.as_dict()
+    payload["ddi_file"] = str(ddi_path) if ddi_path else None
+    payload["reader_stats"] = cohort.stats
+    if save_model is not None:
+        from fedrx.medrx.modelio import save_model as _save
+
+        payload["model_sha256"] = _save(save_model, best, {
+            "model": cfg.model, "hidden": cfg.hidden, "vocab_sizes": list(vocab.sizes)})
+        vocab.save(save_model.with_suffix(".vocab.json"))
+        console.print(f"model written to {save_model}")
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(payload, indent=1, sort_keys=True) + "\n")
+        console.print(f"results written to {json_out}")
+
+
+@data_app.command("inspect")
+@click.argument("data")
+@mappings_option
+def data_inspect(data: str, mappings: Path | None) -> None:
+    """Read DATA (mimic3-demo, eicu-demo, or a PATH) and print per-hospital counts."""
+    from fedrx.medrx.datasets import load_dataset
+
+    cohort = load_dataset(data, mappings_dir=mappings)
+    t = Table(title=f"{cohort.name}: {len(cohort.patients)} patients, {cohort.n_visits} visits")
+    for col in ("hospital", "patients", "visits", "labels/visit", "dx/visit", "px/visit"):
+        t.add_column(col, justify="right")
+    for h, pts in cohort.by_hospital().items():
+        visits = [v for p in pts for v in p.visits]
+        n = max(len(visits), 1)
+        t.add_row(h, str(len(pts)), str(len(visits)),
+                  f"{sum(len(v.labels) for v in visits) / n:.1f}",
+                  f"{sum(len(v.diagnoses) for v in visits) / n:.1f}",
+                  f"{sum(len(v.procedures) for v in visits) / n:.1f}")
+    out.print(t)
+    for k, v in sorted(cohort.stats.items()):
+        out.print(f"  {k}: {v}")
+
+
+@data_app.command("export")
+@click.argument("data")
+@click.option("--out", "out_path", type=PathType, required=True,
+              help="canonical records file (.jsonl)")
+@mappings_option
+def data_export(data: str, out_path: Path, mappings: Path | None) -> None:
+    """Write DATA as canonical visit records (JSON Lines, one patient per line)."""
+    from fedrx.medrx.datasets import load_dataset
+    from fedrx.medrx.records import write_jsonl
+
+    if out_path.suffix != ".jsonl":
+        raise ConfigError(f"--out must end in .jsonl, got {out_path.name}")
+    cohort = load_dataset(data, mappings_dir=mappings)
+    write_jsonl(out_path, cohort.patients)
+    console.print(f"{len(cohort.patients)} patients written to {out_path}")
+
+
+@data_app.command("synth")
+@click.option("--out", "out_dir", type=PathType, required=True,
+              help="output folder (must be new or empty)")
+@click.option("--hospitals", type=int, help="number of hospitals [5]")
+@click.option("--patients", type=int, help="patients in total [5000]")
+@click.option("--seed", type=int, help="generator seed [0]")
+@click.option("--size-skew", type=float, help="0 = equal hospital sizes")
+@click.option("--case-mix-skew", type=float,
+              help="Dirichlet concentration of the case mix (small = more non-IID)")
+@click.option("--prescribing-skew", type=float,
+              help="probability a hospital substitutes its own preferred drug")
+@click.option("--overwrite", is_flag=True, help="replace a non-empty --out")
+@click.option("--config", type=PathType, help="TOML file with a [synth] table")
+def data_synth(out_dir, hospitals, patients, seed, size_skew, case_mix_skew,
+               prescribing_skew, overwrite, config) -> None:
+    """Generate a seeded synthetic multi-hospital EHR in the MIMIC-III CSV layout."""
+    import time
+
+    from fedrx.cli.config import build, section
+    from fedrx.medrx.synth import SynthConfig, generate
+
+    cfg = build(SynthConfig, section(config, "synth"), {
+        "hospitals": hospitals, "patients": patients, "seed": seed, "size_skew": size_skew,
+        "case_mix_skew": case_mix_skew, "prescribing_skew": prescribing_skew,
+    })
+    t0 = time.perf_counter()
+    summary = generate(cfg, out_dir, overwrite=overwrite)
+    console.print(f"wrote {sum(summary.patients.values())} patients in "
+                  f"{len(summary.hospitals)} hospitals to {out_dir} "
+                  f"({time.perf_counter() - t0:.1f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: runs the app, turning user errors into one line."""
+    try:
+        rv = app.main(args=argv, prog_name="fedrx", standalone_mode=False)
+    except click.exceptions.Abort:
+        print("fedrx: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("fedrx: interrupted", file=sys.stderr)
+        return 130
+    except FedrxError as exc:
+        print(f"fedrx: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click.ClickException as exc:
+        print(f"fedrx: error: {exc.format_message()}", file=sys.stderr)
+        return exc.exit_code
+    return rv if isinstance(rv, int) else 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
