@@ -1,0 +1,505 @@
+"""Reader for the eICU Collaborative Research Database layout.
+
+:func:`read_eicu` turns an eICU folder (the open demo or the full release) into the
+canonical :class:`~fedrx.medrx.records.Cohort` named ``"eicu"``.
+
+Tables (``NAME.csv.gz`` or ``NAME.csv``, file names and headers in any case):
+
+* ``patient`` -- one row per ICU unit stay. Patient = ``uniquepid``, visit =
+  ``patientunitstayid``, hospital = ``hospitalid``.
+* ``diagnosis`` -- ``icd9code`` holds "ICD-9, ICD-10" strings; see :func:`split_icd_codes`.
+* ``treatment`` -- ``treatmentstring`` paths, truncated by :func:`truncate_treatment`.
+* ``medication`` -- ``drugname`` / ``drughiclseqno``, mapped to ATC level 3 through a
+  curated lexicon (:class:`DrugLexicon`, ``resources/eicu_drug_atc3.csv``).
+
+All four tables must exist; ``patient`` must have at least one row, the other three may
+hold only a header. ``hospital.csv`` is not needed. Every problem with the input
+(missing file or column, corrupt gzip, bad value) is a :class:`~fedrx.errors.DataError`
+naming the file and the problem.
+
+Invariants of the returned cohort:
+
+* every patient belongs to exactly one hospital: the hospital of the patient's FIRST
+  stay; stays of that patient at other hospitals are dropped (counted in
+  ``stats["dropped_cross_hospital_stays"]``);
+* visits are sorted by :attr:`Visit.time`, a zero-padded key built from
+  (``hospitaldischargeyear``, ``patienthealthsystemstayid``, minutes from hospital
+  admission to unit admission = ``-hospitaladmitoffset``, ``unitvisitnumber``), ties
+  broken by the stay id;
+* diagnoses are ICD-9-CM codes without the dot (``"4019"``), procedures are treatment
+  paths of at most ``treatment_depth`` levels, labels are ATC-3 classes (``"B01A"``);
+  each is a sorted tuple without duplicates;
+* every kept stay is a visit, even one with no codes or labels;
+* patients are ordered by ``patient_id``.
+
+Tables are streamed with the :mod:`csv` module; only per-stay code sets are held in
+memory, so the full eICU release (about 200k stays, 7M medication rows) fits easily.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrx.errors import ConfigError, DataError
+from fedrx.medrx.records import Cohort, Patient, Visit, sort_visits
+
+__all__ = [
+    "DEFAULT_LEXICON_PATH",
+    "DrugLexicon",
+    "find_eicu_table",
+    "load_lexicon",
+    "read_eicu",
+    "split_icd_codes",
+    "truncate_treatment",
+]
+
+csv.field_size_limit(16 * 1024 * 1024)
+
+DEFAULT_LEXICON_PATH = Path(__file__).resolve().parent / "resources" / "eicu_drug_atc3.csv"
+
+PATIENT_COLUMNS = (
+    "patientunitstayid",
+    "patienthealthsystemstayid",
+    "uniquepid",
+    "hospitalid",
+    "hospitaldischargeyear",
+    "hospitaladmitoffset",
+    "unitvisitnumber",
+)
+DIAGNOSIS_COLUMNS = ("patientunitstayid", "icd9code")
+TREATMENT_COLUMNS = ("patientunitstayid", "treatmentstring")
+MEDICATION_COLUMNS = ("patientunitstayid", "drugname", "drughiclseqno", "drugordercancelled")
+
+_ATC3 = re.compile(r"^[A-Z][0-9]{2}[A-Z]$")
+_TOKEN_SPLIT = re.compile(r"[^A-Z0-9]+")
+# ICD-9-CM DIAGNOSIS formats: 3 digits (+ up to 2 decimals), V + 2 digits (+ up to 2
+# decimals), E + 3 digits (+ 1 decimal). ICD-10-CM E codes have only 2 digits after the
+# letter (E87.2), so an E code is never ambiguous; ICD-10-CM V codes (V43.52XA) are told
+# apart by position (see split_icd_codes).
+_ICD9_DX = re.compile(
+    r"^(?:[0-9]{3}(?:\.[0-9]{1,2})?|V[0-9]{2}(?:\.[0-9]{1,2})?|E[0-9]{3}(?:\.[0-9])?)$"
+)
+_TIME_BIAS = 10**9  # keeps the (possibly negative) minutes field non-negative in the key
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def find_eicu_table(root: Path, name: str) -> Path:
+    """Path of table ``name`` in ``root``: ``name.csv.gz`` or ``name.csv``, any case.
+
+    If both forms exist the uncompressed ``.csv`` is used. A missing table is a
+    :class:`DataError`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"eICU data folder not found: {root}")
+    wanted = {f"{name}.csv": 0, f"{name}.csv.gz": 1}
+    found = sorted(
+        (wanted[p.name.lower()], p.name, p)
+        for p in root.iterdir()
+        if p.name.lower() in wanted and p.is_file()
+    )
+    if not found:
+        raise DataError(f"eICU table {name!r} not found in {root} (expected {name}.csv.gz or .csv)")
+    return found[0][2]
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
+
+
+def _iter_table(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+    """Stream ``(line number, [values of columns])`` rows of a CSV table.
+
+    Headers are matched case-insensitively. A zero-byte file, a missing column, a row
+    shorter than the header, or any decoding / decompression failure is a DataError.
+    """
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{path} is empty (no header row)")
+            names = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
+            index = {}
+            for col in columns:
+                if col not in names:
+                    raise DataError(f"{path}: required column {col!r} is missing")
+                index[col] = names.index(col)
+            idx = [index[c] for c in columns]
+            need = max(idx) + 1
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) < need:
+                    raise DataError(
+                        f"{path}:{reader.line_num}: row has {len(row)} fields, "
+                        f"header has {len(names)}"
+                    )
+                yield reader.line_num, [row[i] for i in idx]
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataError(f"cannot read {path}: {reason or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"cannot read {path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise DataError(f"cannot read {path}: malformed CSV ({exc})") from None
+
+
+def _int_field(path: Path, line: int, column: str, value: str) -> int:
+    value = value.strip()
+    if not value:
+        return 0
+    try:
+        return int(float(value)) if "." in value else int(value)
+    except ValueError:
+        raise DataError(
+            f"{path}:{line}: column {column!r} is not a number: {value[:40]!r}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- codes
+
+
+def split_icd_codes(field: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split an eICU ``icd9code`` field into (ICD-9-CM codes without dot, other codes).
+
+    eICU writes the ICD-9-CM code(s) FIRST and the ICD-10-CM code(s) after them, e.g.
+    ``"401.9, I10"`` or ``"E980.2, 965.00, T40.60"``. The rule:
+
+    1. split on commas, strip and upper-case each token, drop empty tokens;
+    2. the leading run of tokens that have an ICD-9-CM *diagnosis* format -- ``ddd`` or
+       ``ddd.d[d]``, ``Vdd[.d[d]]``, ``Eddd[.d]`` -- is ICD-9;
+    3. the first token that does not have that format, and EVERY token after it, is
+       returned as "other" (ICD-10-CM, or an ICD-9 procedure code such as ``31.1``).
+
+    E codes are unambiguous by format (ICD-9 ``E980.2`` has 3 digits, ICD-10 ``E87.2``
+    has 2). V codes are decided by position: a ``Vdd.dd``-shaped token after an ICD-10
+    token is ICD-10 (external cause), one in the leading run is ICD-9 (``V62.84``).
+    ICD-9 codes lose their dot (``"401.9"`` -> ``"4019"``, MIMIC-III style); duplicates
+    are removed, first occurrence kept.
+    """
+    icd9: list[str] = []
+    other: list[str] = []
+    in_icd9 = True
+    for raw in field.split(","):
+        token = raw.strip().upper()
+        if not token:
+            continue
+        if in_icd9 and _ICD9_DX.match(token):
+            code = token.replace(".", "")
+            if code not in icd9:
+                icd9.append(code)
+        else:
+            in_icd9 = False
+            if token not in other:
+                other.append(token)
+    return tuple(icd9), tuple(other)
+
+
+def truncate_treatment(path: str, depth: int = 3) -> str:
+    """First ``depth`` levels of an eICU ``treatmentstring`` (``"a|b|c|d"`` -> ``"a|b|c"``).
+
+    Levels are stripped of surrounding blanks; empty levels are dropped. An empty path
+    gives ``""``.
+    """
+    parts = [p.strip() for p in path.split("|")]
+    return "|".join([p for p in parts if p][:depth])
+
+
+# --------------------------------------------------------------------------- lexicon
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    return tuple(t for t in _TOKEN_SPLIT.split(text.upper()) if t)
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    tokens: tuple[str, ...]
+    text: str
+    atc3: str
+
+
+class DrugLexicon:
+    """Maps free-text eICU drug names to ATC-3 classes.
+
+    A pattern matches a drug name when its word sequence occurs in the name's word
+    sequence, where words are the maximal runs of ``A-Z0-9`` in the upper-cased text
+    (so ``"K-DUR"`` matches ``"K-DUR 20 MEQ"`` and ``"ALBUTEROL-IPRATROPIUM"`` also
+    matches ``"ALBUTEROL/IPRATROPIUM"``, but ``"NS"`` does not match ``"NSS"``).
+    The longest matching pattern (most characters in its normalised word sequence)
+    wins; ties go to the pattern found earlier in the name, then to the smaller text.
+    Results are cached per distinct name.
+    """
+
+    def __init__(self, patterns: dict[str, str]) -> None:
+        self._by_first: dict[str, list[_Pattern]] = {}
+        for text, atc3 in patterns.items():
+            toks = _tokens(text)
+            if not toks:
+                raise DataError(f"drug lexicon pattern {text!r} has no letters or digits")
+            self._by_first.setdefault(toks[0], []).append(_Pattern(toks, " ".join(toks), atc3))
+        self._cache: dict[str, str | None] = {}
+        self.size = len(patterns)
+
+    def match(self, name: str) -> str | None:
+        """ATC-3 class of drug name ``name``, or ``None`` when no pattern matches."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        toks = _tokens(name)
+        best: tuple[int, int, str] | None = None
+        best_atc: str | None = None
+        for i, tok in enumerate(toks):
+            for pat in self._by_first.get(tok, ()):
+                n = len(pat.tokens)
+                if toks[i : i + n] == pat.tokens:
+                    key = (-len(pat.text), i, pat.text)
+                    if best is None or key < best:
+                        best, best_atc = key, pat.atc3
+        if len(self._cache) < 2_000_000:
+            self._cache[name] = best_atc
+        return best_atc
+
+
+def load_lexicon(path: Path | None = None) -> DrugLexicon:
+    """Load a ``pattern,atc3,note`` CSV (default: the shipped eICU lexicon).
+
+    Patterns are case-insensitive; ``atc3`` must look like ``B01A``. A pattern listed
+    twice is an error.
+    """
+    path = Path(path) if path is not None else DEFAULT_LEXICON_PATH
+    if not path.is_file():
+        raise DataError(f"drug lexicon not found: {path}")
+    patterns: dict[str, str] = {}
+    for line, (pattern, atc3) in _iter_table(path, ("pattern", "atc3")):
+        pattern = pattern.strip().upper()
+        atc3 = atc3.strip().upper()
+        if not pattern:
+            raise DataError(f"{path}:{line}: empty pattern")
+        if not _ATC3.match(atc3):
+            raise DataError(f"{path}:{line}: {atc3!r} is not an ATC level-3 code (like B01A)")
+        if pattern in patterns:
+            raise DataError(f"{path}:{line}: pattern {pattern!r} is listed twice")
+        patterns[pattern] = atc3
+    if not patterns:
+        raise DataError(f"{path}: drug lexicon has no patterns")
+    return DrugLexicon(patterns)
+
+
+# --------------------------------------------------------------------------- reader
+
+
+@dataclass
+class _Stay:
+    patient: str
+    hospital: str
+    time: str
+
+
+def _read_patients(path: Path, stats: Counter[str]) -> dict[str, _Stay]:
+    """All stays of the patient table, keyed by stay id, hospital not yet reconciled."""
+    stays: dict[str, _Stay] = {}
+    for line, (stay, hss, pid, hosp, year, admitoff, uvn) in _iter_table(path, PATIENT_COLUMNS):
+        stay, pid, hosp = stay.strip(), pid.strip(), hosp.strip()
+        for col, val in (("patientunitstayid", stay), ("uniquepid", pid), ("hospitalid", hosp)):
+            if not val:
+                raise DataError(f"{path}:{line}: column {col!r} is empty")
+        if stay in stays:
+            raise DataError(f"{path}:{line}: patientunitstayid {stay} appears twice")
+        if not (year.strip() and hss.strip() and admitoff.strip() and uvn.strip()):
+            stats["stays_missing_time_fields"] += 1
+        y = _int_field(path, line, "hospitaldischargeyear", year)
+        h = _int_field(path, line, "patienthealthsystemstayid", hss)
+        m = -_int_field(path, line, "hospitaladmitoffset", admitoff) + _TIME_BIAS
+        u = _int_field(path, line, "unitvisitnumber", uvn)
+        if min(y, h, m, u) < 0:
+            raise DataError(f"{path}:{line}: negative or out-of-range time field")
+        stays[stay] = _Stay(pid, hosp, f"{y:04d}-{h:012d}-{m:012d}-{u:04d}")
+    if not stays:
+        raise DataError(f"{path} has no rows")
+    return stays
+
+
+def _assign_hospitals(stays: dict[str, _Stay], stats: Counter[str]) -> dict[str, _Stay]:
+    """Keep, for every patient, only the stays at the hospital of their first stay."""
+    first: dict[str, tuple[str, str, str]] = {}
+    hospitals_of: dict[str, set[str]] = {}
+    for sid, s in stays.items():
+        key = (s.time, sid, s.hospital)
+        if s.patient not in first or key < first[s.patient]:
+            first[s.patient] = key
+        hospitals_of.setdefault(s.patient, set()).add(s.hospital)
+    stats["patients_multi_hospital"] = sum(len(h) > 1 for h in hospitals_of.values())
+    kept = {sid: s for sid, s in stays.items() if s.hospital == first[s.patient][2]}
+    stats["dropped_cross_hospital_stays"] = len(stays) - len(kept)
+    return kept
+
+
+def read_eicu(
+    root: Path,
+    *,
+    lexicon_path: Path | None = None,
+    treatment_depth: int = 3,
+) -> Cohort:
+    """Read an eICU folder into a :class:`Cohort` named ``"eicu"``.
+
+    ``lexicon_path`` replaces the shipped drug lexicon. ``treatment_depth`` is how many
+    levels of ``treatmentstring`` are kept: 3 levels ("cardiovascular|arrhythmias|
+    anticoagulant administration") keeps the procedure vocabulary at a few hundred codes
+    (the demo has ~400 3-level paths vs ~1,200 full paths), which a per-hospital model
+    can actually learn; deeper levels are mostly drug or dose detail already covered by
+    the medication labels.
+
+    Labels: a non-cancelled medication row (``drugordercancelled`` != "Yes") whose
+    ``drugname`` matches the lexicon gives its ATC-3 class. A row with an empty
+    ``drugname`` takes the majority class (ties: smallest code) of its
+    ``drughiclseqno`` among the named, mapped rows of the same medication table.
+    Unmatched names are counted in ``stats["unmapped_drug_rows"]``, never an error.
+    Rows of any table whose stay is not kept (absent from ``patient``, or dropped as a
+    cross-hospital stay) are skipped and counted in ``stats["<table>_rows_not_kept"]``.
+    See the module docstring for the invariants of the result.
+    """
+    if not isinstance(treatment_depth, int) or treatment_depth < 1:
+        raise ConfigError(f"treatment_depth must be a positive integer, got {treatment_depth!r}")
+    root = Path(root)
+    paths = {
+        t: find_eicu_table(root, t) for t in ("patient", "diagnosis", "treatment", "medication")
+    }
+    lexicon = load_lexicon(lexicon_path)
+    stats: Counter[str] = Counter()
+
+    all_stays = _read_patients(paths["patient"], stats)
+    stats["stays_read"] = len(all_stays)
+    stays = _assign_hospitals(all_stays, stats)
+    del all_stays
+
+    diagnoses: dict[str, set[str]] = {}
+    for _line, (sid, field) in _iter_table(paths["diagnosis"], DIAGNOSIS_COLUMNS):
+        stats["diagnosis_rows"] += 1
+        sid = sid.strip()
+        if sid not in stays:
+            stats["diagnosis_rows_not_kept"] += 1
+            continue
+        if not field.strip():
+            stats["diagnosis_rows_without_code"] += 1
+            continue
+        icd9, _other = split_icd_codes(field)
+        if not icd9:
+            stats["diagnosis_rows_without_icd9"] += 1
+            continue
+        diagnoses.setdefault(sid, set()).update(icd9)
+
+    procedures: dict[str, set[str]] = {}
+    for _line, (sid, tpath) in _iter_table(paths["treatment"], TREATMENT_COLUMNS):
+        stats["treatment_rows"] += 1
+        sid = sid.strip()
+        if sid not in stays:
+            stats["treatment_rows_not_kept"] += 1
+            continue
+        code = truncate_treatment(tpath, treatment_depth)
+        if code:
+            procedures.setdefault(sid, set()).add(code)
+
+    labels: dict[str, set[str]] = {}
+    hicl_votes: dict[str, Counter[str]] = {}
+    pending: Counter[tuple[str, str]] = Counter()  # (stay, hicl) -> unnamed rows
+    stays_with_medication: set[str] = set()
+    for _line, (sid, name, hicl, cancelled) in _iter_table(paths["medication"], MEDICATION_COLUMNS):
+        stats["medication_rows"] += 1
+        if cancelled.strip().lower() == "yes":
+            stats["cancelled_medication_rows"] += 1
+            continue
+        sid, name, hicl = sid.strip(), name.strip(), hicl.strip()
+        known = sid in stays
+        if known:
+            stays_with_medication.add(sid)
+        else:
+            stats["medication_rows_not_kept"] += 1
+        if name:
+            atc = lexicon.match(name)
+            if atc is None:
+                if known:
+                    stats["unmapped_drug_rows"] += 1
+                continue
+            if hicl:
+                hicl_votes.setdefault(hicl, Counter())[atc] += 1
+            if known:
+                stats["mapped_drug_rows"] += 1
+                labels.setdefault(sid, set()).add(atc)
+        elif known:
+            if hicl:
+                pending[(sid, hicl)] += 1
+            else:
+                stats["unresolved_unnamed_drug_rows"] += 1
+
+    hicl_atc = {
+        h: min(votes.items(), key=lambda kv: (-kv[1], kv[0]))[0] for h, votes in hicl_votes.items()
+    }
+    for (sid, hicl), n in pending.items():
+        atc = hicl_atc.get(hicl)
+        if atc is None:
+            stats["unresolved_unnamed_drug_rows"] += n
+        else:
+            stats["hicl_backfilled_rows"] += n
+            labels.setdefault(sid, set()).add(atc)
+    del pending, hicl_votes
+
+    per_patient: dict[str, list[Visit]] = {}
+    hospital_of: dict[str, str] = {}
+    for sid, s in stays.items():
+        visit = Visit(
+            visit_id=sid,
+            time=s.time,
+            diagnoses=tuple(sorted(diagnoses.get(sid, ()))),
+            procedures=tuple(sorted(procedures.get(sid, ()))),
+            labels=tuple(sorted(labels.get(sid, ()))),
+        )
+        per_patient.setdefault(s.patient, []).append(visit)
+        hospital_of[s.patient] = s.hospital
+    patients = [
+        Patient(pid, hospital_of[pid], sort_visits(per_patient[pid])) for pid in sorted(per_patient)
+    ]
+
+    hospitals = {s.hospital for s in stays.values()}
+    with_med = {stays[sid].hospital for sid in stays_with_medication}
+    visits = [v for p in patients for v in p.visits]
+    stats["stays_kept"] = len(stays)
+    stats["patients"] = len(patients)
+    stats["hospitals"] = len(hospitals)
+    stats["hospitals_without_medication"] = len(hospitals - with_med)
+    stats["visits_with_medication_rows"] = len(stays_with_medication)
+    stats["visits_with_diagnoses"] = sum(bool(v.diagnoses) for v in visits)
+    stats["visits_with_procedures"] = sum(bool(v.procedures) for v in visits)
+    stats["visits_with_labels"] = sum(bool(v.labels) for v in visits)
+    stats["distinct_diagnoses"] = len({c for v in visits for c in v.diagnoses})
+    stats["distinct_procedures"] = len({c for v in visits for c in v.procedures})
+    stats["distinct_labels"] = len({c for v in visits for c in v.labels})
+    stats["lexicon_patterns"] = lexicon.size
+    for key in (
+        "stays_missing_time_fields",
+        "cancelled_medication_rows",
+        "mapped_drug_rows",
+        "unmapped_drug_rows",
+        "hicl_backfilled_rows",
+        "unresolved_unnamed_drug_rows",
+        "diagnosis_rows_without_code",
+        "diagnosis_rows_without_icd9",
+    ):
+        stats.setdefault(key, 0)
+    return Cohort(
+        name="eicu", patients=patients, stats={k: int(v) for k, v in sorted(stats.items())}
+    )
