@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from fedrx.errors import DataError
-from fedrx.medrx.records import Cohort, read_jsonl
+from fedrx.medrx.records import Cohort, Patient, read_jsonl
 from fedrx.medrx.tables import find_table
 
 NAMED = ("mimic3-demo", "eicu-demo", "synthetic")
@@ -78,7 +78,7 @@ def load_dataset(
     if s == "eicu-demo":
         from fedrx.medrx.eicu import read_eicu
 
-        cohort = read_eicu(named_dataset_path(s))
+        cohort = _require_labels(read_eicu(named_dataset_path(s)))
         cohort.name = "eicu-demo"
         return _min_visits(cohort, min_visits)
     path = Path(s).expanduser()
@@ -93,7 +93,7 @@ def load_dataset(
     if _is_eicu(path):
         from fedrx.medrx.eicu import read_eicu
 
-        return _min_visits(read_eicu(path), min_visits)
+        return _min_visits(_require_labels(read_eicu(path)), min_visits)
     subs = sorted(p for p in path.iterdir() if p.is_dir() and is_mimic3_folder(p))
     if subs:
         mdir = mappings_dir or (path / "mappings" if (path / "mappings").is_dir() else None)
@@ -109,6 +109,27 @@ def load_dataset(
         f"{path}: unknown layout (no ADMISSIONS table for MIMIC-III, no patient table for "
         "eICU, no per-hospital sub-folders)"
     )
+
+
+def _require_labels(cohort: Cohort) -> Cohort:
+    """Drop visits without any drug label (no training signal; Jaccard undefined).
+
+    eICU hospitals that record no medication lose all their patients here; the counts
+    are kept in ``cohort.stats`` (``visits_dropped_no_labels``, ``patients_dropped_no_labels``).
+    """
+    kept = []
+    dropped_visits = 0
+    for p in cohort.patients:
+        visits = tuple(v for v in p.visits if v.labels)
+        dropped_visits += len(p.visits) - len(visits)
+        if visits:
+            kept.append(Patient(p.patient_id, p.hospital, visits))
+    cohort.stats["visits_dropped_no_labels"] = dropped_visits
+    cohort.stats["patients_dropped_no_labels"] = len(cohort.patients) - len(kept)
+    cohort.patients = kept
+    if not kept:
+        raise DataError(f"{cohort.name}: no visit has a drug label")
+    return cohort
 
 
 def _min_visits(cohort: Cohort, min_visits: int) -> Cohort:
