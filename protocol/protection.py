@@ -1,0 +1,194 @@
+"""The pluggable protection interface: how a hospital's update is hidden from the aggregator.
+
+A protection level (``none``, ``mask``, ``ckks``) is a :class:`Protection` factory that makes,
+for ONE round, one :class:`ServerProtection` (the aggregator's state machine) and one
+:class:`ClientProtection` per participating hospital. Both sides walk the same ordered list
+of named ``stages``. In each stage the aggregator builds one request per live hospital
+(:meth:`ServerProtection.requests`), the transport delivers them, each hospital answers
+(:meth:`ClientProtection.handle`), and the aggregator collects the answers that arrived
+before the stage deadline (:meth:`ServerProtection.collect`). A hospital that does not
+answer has DROPPED for the rest of the round.
+
+Invariants every implementation keeps:
+
+* The protected input is a float64 vector of a length fixed for the round
+  (:attr:`RoundContext.vector_length`). The round logic puts the hospital's example
+  count in it, so weighting is protected too.
+* :meth:`ServerProtection.result` returns the SUM of the inputs of exactly the hospitals
+  in :attr:`AggregateResult.contributors`, and nothing about any single input.
+* If too few hospitals remain for the protection to stay sound, ``collect`` raises
+  :class:`ProtectionAbort` with a reason; nothing secret has been revealed at that point.
+* Requests and replies are plain dataclasses (``messages``) a transport can encode; they
+  carry no secret of the sender unless encrypted to its recipient.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedrx.errors import ProtocolError
+
+
+class ProtectionAbort(ProtocolError):
+    """The round cannot complete under this protection; ``reason`` says why."""
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """What both sides agree on for one round.
+
+    ``session_id`` is 32 bytes fixed for a federation session; ``round`` counts from 1;
+    ``participants`` are the selected hospital ids in sorted order; ``vector_length`` is
+    the protected vector's length (model parameters + 1 for the example count).
+    """
+
+    session_id: bytes
+    round: int
+    participants: tuple[str, ...]
+    vector_length: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """Sum of the contributors' input vectors (float64) and who contributed."""
+
+    total: np.ndarray
+    contributors: tuple[str, ...]
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ClientProtection(ABC):
+    """One hospital's side of one round."""
+
+    stages: tuple[str, ...]
+
+    @abstractmethod
+    def set_input(self, vector: np.ndarray) -> None:
+        """Give the hospital's input vector (float64, length ``vector_length``)."""
+
+    @abstractmethod
+    def handle(self, stage: str, request: Any) -> Any:
+        """Answer the aggregator's request for ``stage``; raise ProtectionAbort to refuse."""
+
+
+class ServerProtection(ABC):
+    """The aggregator's side of one round."""
+
+    stages: tuple[str, ...]
+
+    @abstractmethod
+    def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
+        """Requests for ``stage``, one per live hospital that must take part in it."""
+
+    @abstractmethod
+    def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
+        """Take the replies that arrived in time; raise ProtectionAbort if the round fails."""
+
+    @abstractmethod
+    def result(self) -> AggregateResult:
+        """The aggregate, after the last stage."""
+
+
+class Protection(ABC):
+    """Factory for one protection level. ``name`` is what users type (``--protection``)."""
+
+    name: str
+    stages: tuple[str, ...]
+
+    def validate(self, n_hospitals: int, vector_length: int) -> None:  # noqa: B027
+        """Reject an unsafe or impossible configuration before any round starts."""
+
+    @abstractmethod
+    def new_server(self, ctx: RoundContext) -> ServerProtection: ...
+
+    @abstractmethod
+    def new_client(self, ctx: RoundContext, hospital: str) -> ClientProtection: ...
+
+    def min_survivors(self, n_participants: int) -> int:
+        """Fewest hospitals that must reach the end of a round for it to complete."""
+        return 1
+
+
+# ---------------------------------------------------------------------------- none
+
+
+@dataclass(frozen=True)
+class PlainUploadRequest:
+    round: int
+
+
+@dataclass(frozen=True)
+class PlainUpload:
+    """An update in the clear: the aggregator sees it (that is what ``none`` means)."""
+
+    vector: np.ndarray
+
+
+class _PlainClient(ClientProtection):
+    stages = ("upload",)
+
+    def __init__(self, ctx: RoundContext):
+        self.ctx = ctx
+        self.vector: np.ndarray | None = None
+
+    def set_input(self, vector: np.ndarray) -> None:
+        if vector.shape != (self.ctx.vector_length,):
+            raise ProtectionAbort(f"input length {vector.shape} != {self.ctx.vector_length}")
+        self.vector = np.asarray(vector, dtype=np.float64)
+
+    def handle(self, stage: str, request: Any) -> Any:
+        if stage != "upload" or not isinstance(request, PlainUploadRequest):
+            raise ProtectionAbort(f"unexpected request for stage {stage!r}")
+        if request.round != self.ctx.round:
+            raise ProtectionAbort(f"request for round {request.round}, expected {self.ctx.round}")
+        if self.vector is None:
+            raise ProtectionAbort("no input set before upload")
+        return PlainUpload(self.vector)
+
+
+class _PlainServer(ServerProtection):
+    stages = ("upload",)
+
+    def __init__(self, ctx: RoundContext):
+        self.ctx = ctx
+        self.total = np.zeros(ctx.vector_length, dtype=np.float64)
+        self.contributors: list[str] = []
+        self.rejected: list[str] = []
+
+    def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
+        return {h: PlainUploadRequest(self.ctx.round) for h in alive}
+
+    def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
+        for h in sorted(replies):
+            msg = replies[h]
+            if (not isinstance(msg, PlainUpload) or msg.vector.shape != (self.ctx.vector_length,)
+                    or not np.all(np.isfinite(msg.vector))):
+                self.rejected.append(h)
+                continue
+            self.total += msg.vector
+            self.contributors.append(h)
+        if not self.contributors:
+            raise ProtectionAbort("no hospital uploaded a valid update")
+
+    def result(self) -> AggregateResult:
+        return AggregateResult(self.total.copy(), tuple(self.contributors),
+                               {"rejected": list(self.rejected)})
+
+
+class NoProtection(Protection):
+    """Plaintext FedAvg: the aggregator sees every update. For baselines only."""
+
+    name = "none"
+    stages = ("upload",)
+
+    def new_server(self, ctx: RoundContext) -> ServerProtection:
+        return _PlainServer(ctx)
+
+    def new_client(self, ctx: RoundContext, hospital: str) -> ClientProtection:
+        return _PlainClient(ctx)
