@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from fedrx.errors import DataError
 from fedrx.medrx.tables import iter_rows
 
@@ -100,20 +101,52 @@ def ddi_matrix(labels: Sequence[str], pairs: set[frozenset[str]]) -> np.ndarray:
     return m
 
 
-def evaluate(
+@dataclass
+class MetricSums:
+    """Additive sufficient statistics of :class:`Metrics`.
+
+    Sums of per-patient means (so hospitals can report them and the pooled metrics equal
+    those of evaluating all patients together), plus pooled counts. ``combine`` adds two.
+    """
+
+    jaccard: float = 0.0
+    prauc: float = 0.0
+    f1: float = 0.0
+    precision: float = 0.0
+    recall: float = 0.0
+    patients: int = 0
+    visits: int = 0
+    meds: int = 0
+    ddi_pairs: int = 0
+    ddi_hits: int = 0
+
+    def combine(self, other: MetricSums) -> MetricSums:
+        return MetricSums(**{k: getattr(self, k) + getattr(other, k)
+                             for k in asdict(self)})
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+    def metrics(self) -> Metrics:
+        if self.patients == 0:
+            raise DataError("no visits to evaluate")
+        n = self.patients
+        return Metrics(
+            jaccard=self.jaccard / n, prauc=self.prauc / n, f1=self.f1 / n,
+            precision=self.precision / n, recall=self.recall / n,
+            ddi_rate=self.ddi_hits / self.ddi_pairs if self.ddi_pairs else 0.0,
+            avg_meds=self.meds / self.visits, patients=n, visits=self.visits,
+        )
+
+
+def evaluate_sums(
     patients: Iterable[tuple[np.ndarray, np.ndarray]],
     ddi: np.ndarray | None = None,
     threshold: float = THRESHOLD,
-) -> Metrics:
-    """Compute SafeDrug metrics.
-
-    ``patients`` yields, per patient, ``(y_true, y_prob)``: arrays of shape
-    ``(visits, labels)``, ``y_true`` binary and ``y_prob`` probabilities (a hard 0/1
-    prediction is a valid probability). ``ddi`` is a ``(labels, labels)`` boolean matrix.
-    """
-    per_patient: list[tuple[float, float, float, float, float]] = []
-    ddi_all = ddi_hit = 0
-    n_meds = n_visits = 0
+) -> MetricSums:
+    """Additive statistics over ``patients`` (see :func:`evaluate` for the input format)."""
+    acc = np.zeros(5)
+    n_pat = ddi_all = ddi_hit = n_meds = n_visits = 0
     for y_true, y_prob in patients:
         y_true = np.asarray(y_true)
         y_prob = np.asarray(y_prob, dtype=np.float64)
@@ -135,18 +168,21 @@ def evaluate(
                 if ddi is not None:
                     sub = ddi[np.ix_(pred_idx, pred_idx)]
                     ddi_hit += int(np.triu(sub, 1).sum())
-        per_patient.append(tuple(np.mean(rows, axis=0).tolist()))  # type: ignore[arg-type]
-    if not per_patient:
-        raise DataError("no visits to evaluate")
-    m = np.mean(per_patient, axis=0)
-    return Metrics(
-        jaccard=float(m[0]),
-        prauc=float(m[1]),
-        f1=float(m[2]),
-        precision=float(m[3]),
-        recall=float(m[4]),
-        ddi_rate=ddi_hit / ddi_all if ddi_all else 0.0,
-        avg_meds=n_meds / n_visits,
-        patients=len(per_patient),
-        visits=n_visits,
-    )
+        acc += np.mean(rows, axis=0)
+        n_pat += 1
+    ja, ap, f1, pr, re = (float(v) for v in acc)
+    return MetricSums(ja, ap, f1, pr, re, n_pat, n_visits, n_meds, ddi_all, ddi_hit)
+
+
+def evaluate(
+    patients: Iterable[tuple[np.ndarray, np.ndarray]],
+    ddi: np.ndarray | None = None,
+    threshold: float = THRESHOLD,
+) -> Metrics:
+    """Compute SafeDrug metrics.
+
+    ``patients`` yields, per patient, ``(y_true, y_prob)``: arrays of shape
+    ``(visits, labels)``, ``y_true`` binary and ``y_prob`` probabilities (a hard 0/1
+    prediction is a valid probability). ``ddi`` is a ``(labels, labels)`` boolean matrix.
+    """
+    return evaluate_sums(patients, ddi, threshold).metrics()
