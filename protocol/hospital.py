@@ -1,0 +1,175 @@
+"""The hospital side of a round: an explicit state machine around local training and the
+protection client.
+
+States per round: ``IDLE -> TRAINED -> PROTECTING -> DONE``; ``REFUSED`` (the hospital
+declined to train, e.g. its privacy budget would be exceeded) and ``ABORTED`` (a check
+failed) end the round for this hospital. Every request is validated before it is acted
+on: the round must be newer than any round seen before (replay protection), the model
+hash must match the weights, the protection level must be the one this hospital was
+configured with (no downgrade by the aggregator), and protection stages must come in
+order.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedrx.errors import ProtocolError
+from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest, TrainAck, TrainRequest
+from fedrx.protocol.protection import ClientProtection, Protection, ProtectionAbort, RoundContext
+from fedrx.protocol.task import ClientOptimizer, FederatedTask, model_hash
+
+
+class HospitalState(enum.Enum):
+    IDLE = "idle"
+    TRAINED = "trained"
+    PROTECTING = "protecting"
+    DONE = "done"
+    REFUSED = "refused"
+    ABORTED = "aborted"
+
+
+@dataclass
+class RoundLog:
+    """What the hospital did in one round (kept locally; feeds the privacy ledger)."""
+
+    round: int
+    state: HospitalState
+    loss: float | None = None
+    n_examples: int = 0
+    dp: dict[str, Any] | None = None
+    reason: str = ""
+
+
+class HospitalParty:
+    """One hospital: private data, local trainer, and its own protection instance."""
+
+    def __init__(self, hospital: str, task: FederatedTask, data: Any, protection: Protection,
+                 client_optimizer: ClientOptimizer, seed: int = 0, dp: Any = None,
+                 personalize_optimizer: ClientOptimizer | None = None):
+        self.hospital = hospital
+        self.task = task
+        self.data = data
+        self.protection = protection
+        self.opt = client_optimizer
+        self.personal_opt = personalize_optimizer or ClientOptimizer(
+            client_optimizer.name, client_optimizer.lr, epochs=2,
+            batch_size=client_optimizer.batch_size)
+        self.seed = seed
+        self.dp = dp
+        self.state = HospitalState.IDLE
+        self.last_round = 0
+        self.current_round = 0
+        self.stage_index = -1
+        self.client: ClientProtection | None = None
+        self.log: list[RoundLog] = []
+
+    # -- helpers ----------------------------------------------------------------------
+    def _abort(self, reason: str) -> ProtocolError:
+        self.state = HospitalState.ABORTED
+        if self.log and self.log[-1].round == self.current_round:
+            self.log[-1].state = HospitalState.ABORTED
+            self.log[-1].reason = reason
+        return ProtectionAbort(f"{self.hospital}: {reason}")
+
+    def handle(self, stage: str, request: Any) -> Any:
+        """Answer one request from the aggregator. Raises ProtocolError to refuse it."""
+        if stage == TRAIN:
+            return self._on_train(request)
+        if stage == EVALUATE:
+            return self._on_evaluate(request)
+        return self._on_protection_stage(stage, request)
+
+    # -- train --------------------------------------------------------------------------
+    def _on_train(self, req: Any) -> TrainAck:
+        if not isinstance(req, TrainRequest):
+            raise ProtocolError(f"{self.hospital}: expected a TrainRequest")
+        if req.round <= self.last_round:
+            raise ProtocolError(f"{self.hospital}: round {req.round} is not newer than "
+                                f"{self.last_round} (replay?)")
+        if self.hospital not in req.participants:
+            raise ProtocolError(f"{self.hospital}: not listed as a participant")
+        if req.protection != self.protection.name:
+            raise ProtocolError(f"{self.hospital}: aggregator asked for protection "
+                                f"{req.protection!r}, this hospital requires "
+                                f"{self.protection.name!r}")
+        if model_hash(req.weights) != req.model_hash:
+            raise ProtocolError(f"{self.hospital}: global model does not match its hash")
+        n_params = req.weights.size
+        if req.vector_length != n_params + 1:
+            raise ProtocolError(f"{self.hospital}: vector length {req.vector_length} != "
+                                f"{n_params} parameters + 1")
+        self.last_round = self.current_round = req.round
+        self.stage_index = -1
+        self.client = None
+        entry = RoundLog(req.round, HospitalState.IDLE)
+        self.log.append(entry)
+        if self.dp is not None:
+            refusal = self.dp.check_budget(self.hospital, req.round)
+            if refusal:
+                self.state = entry.state = HospitalState.REFUSED
+                entry.reason = refusal
+                return TrainAck(req.round, self.hospital, "refused", refusal)
+        round_seed = hash_seed(self.seed, self.hospital, req.round)
+        result = self.task.local_train(req.weights, self.data, self.opt, round_seed, dp=self.dp)
+        delta = result.weights.astype(np.float64) - req.weights.astype(np.float64)
+        n = float(result.n_examples)
+        vector = np.concatenate([delta * n, [n]])
+        ctx = RoundContext(req.session_id, req.round, tuple(req.participants),
+                           req.vector_length, dict(req.params))
+        self.client = self.protection.new_client(ctx, self.hospital)
+        self.client.set_input(vector)
+        entry.loss, entry.n_examples, entry.dp = result.loss, result.n_examples, result.dp
+        self.state = entry.state = HospitalState.TRAINED
+        head = self.dp.ledger_head(self.hospital) if self.dp is not None else ""
+        return TrainAck(req.round, self.hospital, "trained", ledger_head=head)
+
+    # -- protection stages ----------------------------------------------------------------
+    def _on_protection_stage(self, stage: str, request: Any) -> Any:
+        if self.client is None or self.state not in (HospitalState.TRAINED,
+                                                     HospitalState.PROTECTING):
+            raise ProtocolError(f"{self.hospital}: stage {stage!r} outside a trained round")
+        stages = self.protection.stages
+        if stage not in stages:
+            raise self._abort(f"unknown stage {stage!r}")
+        idx = stages.index(stage)
+        if idx <= self.stage_index:
+            raise self._abort(f"stage {stage!r} repeated or out of order")
+        rnd = getattr(request, "round", self.current_round)
+        if rnd != self.current_round:
+            raise self._abort(f"request for round {rnd} during round {self.current_round}")
+        self.stage_index = idx
+        self.state = HospitalState.PROTECTING
+        try:
+            reply = self.client.handle(stage, request)
+        except ProtocolError as exc:
+            raise self._abort(str(exc)) from None
+        if idx == len(stages) - 1:
+            self.state = HospitalState.DONE
+            self.log[-1].state = HospitalState.DONE
+        return reply
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _on_evaluate(self, req: Any) -> EvalReport:
+        if not isinstance(req, EvalRequest):
+            raise ProtocolError(f"{self.hospital}: expected an EvalRequest")
+        if model_hash(req.weights) != req.model_hash:
+            raise ProtocolError(f"{self.hospital}: model does not match its hash")
+        sums = self.task.evaluate(req.weights, self.data, req.part).as_dict()
+        out: dict[str, Any] = {"global": sums}
+        if getattr(req, "personalize", False):
+            seed = hash_seed(self.seed, self.hospital, "personal", req.round)
+            personal = self.task.personalize(req.weights, self.data, self.personal_opt, seed)
+            out["personal"] = self.task.evaluate(personal, self.data, req.part).as_dict()
+        return EvalReport(req.round, self.hospital, out)
+
+
+def hash_seed(*parts: object) -> int:
+    import hashlib
+
+    d = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(d[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
