@@ -155,6 +155,9 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--partition", help="iid or skew (single-site data only)  [iid]")
 @click.option("--min-patients", type=int, help="merge sites smaller than this  [20]")
 @click.option("--drop", help="fault injection: HOSPITAL@STAGE:ROUND[,...]")
+@click.option("--clip-norm", type=float,
+              help="mask: L2 bound on each hospital's model delta  [10.0]")
+@click.option("--threshold", type=int, help="mask: Shamir threshold t  [floor(2n/3)+1]")
 @click.option("--centralized/--no-centralized", default=None,
               help="also train centrally on the same split, for comparison")
 @click.option("--config", type=PathType, help="TOML file with a [simulate] table")

@@ -55,6 +55,8 @@ class SimulationConfig:
     min_patients: int = 20
     min_visits: int = 1
     drop: str = ""
+    clip_norm: float = 10.0
+    threshold: int | None = None
     personalize: bool = True
     centralized: bool = False
     mappings: str = ""
@@ -77,6 +79,16 @@ class SimulationConfig:
             raise ConfigError(f"unknown server optimizer {self.server_optimizer!r}")
         if self.min_patients < 3:
             raise ConfigError("min_patients must be >= 3")
+
+
+def protection_params(cfg: SimulationConfig) -> dict[str, Any]:
+    """Protection-specific settings derived from the simulation config."""
+    if cfg.protection == "mask":
+        params: dict[str, Any] = {"clip_norm": cfg.clip_norm}
+        if cfg.threshold is not None:
+            params["threshold"] = cfg.threshold
+        return params
+    return {}
 
 
 def metrics_from_sums(reports: list[dict]) -> dict[str, float]:
@@ -148,7 +160,8 @@ def run_simulation(cfg: SimulationConfig,
     process = build_federated_averaging_process(
         prep.task, client_optimizer=opt,
         server_optimizer=ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr),
-        protection=cfg.protection, seed=cfg.seed, drops=cfg.drop or None,
+        protection=cfg.protection, protection_params=protection_params(cfg),
+        seed=cfg.seed, drops=cfg.drop or None,
         metrics_from_sums=metrics_from_sums)
     state = process.initialize()
     process.enroll(prep.hospitals)

@@ -26,9 +26,18 @@ def make_protection(name: str, *, federation: Federation | None = None,
             raise ConfigError(f"protection 'none' takes no parameters (got {sorted(params)})")
         return NoProtection()
     if name == "mask":
-        from fedrx.protocol.protections.mask import make_mask_protection
+        import dataclasses
 
-        return make_mask_protection(federation=federation, identity=identity, params=params)
+        from fedrx.protocol.protections.mask import MaskConfig, MaskProtection
+
+        known = {f.name for f in dataclasses.fields(MaskConfig)}
+        bad = sorted(set(params) - known)
+        if bad:
+            raise ConfigError(f"unknown mask parameter(s) {', '.join(bad)} "
+                              f"(known: {', '.join(sorted(known))})")
+        if federation is None:
+            raise ConfigError("protection 'mask' needs the federation's pinned identities")
+        return MaskProtection(identity, federation, MaskConfig(**params))
     if name == "ckks":
         from fedrx.protocol.protections.ckks import make_ckks_protection
 

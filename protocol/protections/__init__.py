@@ -1,0 +1,1 @@
+"""Protection levels other than ``none`` (which lives in :mod:`fedrx.protocol.protection`)."""

@@ -1,0 +1,497 @@
+"""``--protection ckks``: CKKS homomorphic aggregation; the aggregator never holds a secret key.
+
+Stages (both sides walk them in this order):
+
+``keys``
+    Only when the aggregator has no key epoch yet, or ``config.rotate_every`` rounds have
+    passed: it asks ONE live hospital (the key holder, rotating with the epoch number) to run
+    :meth:`fedrx.secagg.ckks.CkksKeyring.create` for the next epoch. The reply holds the signed
+    manifest, the key-less public context and one sealed package per federation member; the
+    aggregator verifies the signatures and keeps it. Otherwise nobody is asked.
+
+``upload``
+    The aggregator asks each live participant for its update under the current key epoch
+    (``key_id``), attaching that hospital's sealed key package until the hospital has once
+    uploaded under the epoch (relayed; the aggregator cannot open it, and cannot forge one:
+    packages are signed by the key holder). A hospital accepts only NEWER epochs. The hospital checks the epoch, the vector length and the CKKS range
+    (``|x_i| <= params.max_abs_input(n_participants)``), encrypts its float64 input
+    ``[count * delta..., count]`` with the epoch's secret key into ``ceil(L / 4096)``
+    ciphertexts (one chunk = one ciphertext), and signs ``(session, round, key id, hospital,
+    SHA-256 of every chunk)`` with its Ed25519 identity key. The aggregator verifies the
+    signature against the pinned key, then checks and adds the upload chunk by chunk into ONE
+    running sum (memory O(model)). A bad upload (wrong epoch/context, corrupted, oversized,
+    unsigned) is rejected with its reason in ``stats["rejected"]``; the round goes on.
+
+``decrypt``
+    The aggregator sends the aggregate ciphertexts, with every contributor's signed upload
+    header, to ``config.decryptors`` live key-holding hospitals (contributors first, rotated by
+    round). A hospital decrypts at most ONE aggregate per round, and only if it carries at
+    least ``config.min_contributors`` distinct valid signed headers from round participants.
+    It returns the sum flooded with deterministic noise and rounded to a grid
+    (:meth:`fedrx.secagg.ckks.CkksSecretKey.release`), never the raw decryption.
+    If several hospitals decrypt, the aggregator checks that they agree within the bound.
+
+What the decrypting hospital CAN verify: the epoch; that ``>= min_contributors`` distinct
+participants signed an upload for this session/round/epoch; that no aggregate chunk is
+byte-identical to a contributor's chunk (stops only the naive "return one upload" replay);
+that the ciphertexts are well-formed, fresh-scale, data-level. What it CANNOT verify: that the
+aggregate is the sum of those uploads. Checking that would need the individual ciphertexts,
+which it could then decrypt. A malicious aggregator can return one hospital's ciphertext plus a
+known plaintext offset and have it decrypted: CKKS gives no input privacy against a malicious
+aggregator, nor against an aggregator colluding with any hospital (see threat_model.md 4.4).
+
+Dropouts: a hospital that dropped after ``upload`` stays in the sum; the round needs
+``min_contributors`` valid uploads and one live decryptor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedrx.errors import ConfigError, CryptoError
+from fedrx.protocol.protection import (
+    AggregateResult,
+    ClientProtection,
+    Protection,
+    ProtectionAbort,
+    RoundContext,
+    ServerProtection,
+)
+from fedrx.secagg.ckks import (
+    CkksAccumulator,
+    CkksKeyring,
+    CkksParams,
+    CkksPublicContext,
+    CkksSecretKey,
+    ReleasePolicy,
+)
+from fedrx.secagg.identity import Federation, Identity
+
+STAGES = ("keys", "upload", "decrypt")
+_UPLOAD_DOMAIN = b"fedrx-ckks-upload/1\x00"
+
+
+@dataclass(frozen=True)
+class CkksConfig:
+    """Configuration of the ``ckks`` protection (identical at every party).
+
+    ``min_contributors``: fewest valid uploads an aggregate must have before the aggregator
+    asks for, and a hospital performs, its decryption (>= 2). ``decryptors``: how many live
+    hospitals are asked to decrypt (>= 1; with more, the aggregator cross-checks them).
+    ``flood_bits``: flooding noise std as a power-of-two multiple of the CKKS error std
+    (None disables flooding; the output is still rounded to the error grid).
+    ``rotate_every``: start a new key epoch every that many rounds (None: one epoch for the
+    life of the aggregator's protection instance). ``params``: CKKS parameters.
+    """
+
+    min_contributors: int = 2
+    decryptors: int = 2
+    flood_bits: int | None = 16
+    rotate_every: int | None = None
+    params: CkksParams = CkksParams()
+
+    def check(self) -> None:
+        if self.min_contributors < 2:
+            raise ConfigError("ckks min_contributors must be >= 2 (a hospital must never "
+                              "decrypt a single update)")
+        if self.decryptors < 1:
+            raise ConfigError("ckks decryptors must be >= 1")
+        if self.flood_bits is not None and not 0 <= self.flood_bits <= 40:
+            raise ConfigError("ckks flood_bits must be in [0, 40] or None")
+        if self.rotate_every is not None and self.rotate_every < 1:
+            raise ConfigError("ckks rotate_every must be >= 1 or None")
+        self.params.validate()
+
+
+def upload_statement(session_id: bytes, round_: int, key_id: bytes, hospital: str,
+                     digests: Sequence[bytes]) -> bytes:
+    """The bytes a hospital signs for its upload (domain-separated, length-prefixed)."""
+    h = hospital.encode()
+    return (_UPLOAD_DOMAIN + session_id + struct.pack(">QI", round_, len(h)) + h + key_id
+            + struct.pack(">I", len(digests)) + b"".join(digests))
+
+
+# ------------------------------------------------------------------------------ messages
+
+
+@dataclass(frozen=True)
+class CkksUploadRequest:
+    session_id: bytes
+    round: int
+    epoch: int
+    key_id: bytes
+    vector_length: int
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """A hospital's signed statement of what it uploaded: SHA-256 of each chunk, in order."""
+
+    hospital: str
+    digests: tuple[bytes, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class CkksUpload:
+    """One hospital's encrypted update: header first, then ``chunks`` (one ciphertext each).
+
+    A streaming transport can send ``header`` then each chunk; the aggregator checks chunk
+    ``i`` against ``header.digests[i]`` before parsing it.
+    """
+
+    round: int
+    key_id: bytes
+    header: UploadHeader
+    chunks: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return (f"CkksUpload(hospital={self.header.hospital!r}, round={self.round}, "
+                f"chunks={len(self.chunks)}, bytes={sum(len(c) for c in self.chunks)})")
+
+
+@dataclass(frozen=True)
+class CkksDecryptRequest:
+    session_id: bytes
+    round: int
+    key_id: bytes
+    contributors: tuple[UploadHeader, ...]
+    aggregate: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return (f"CkksDecryptRequest(round={self.round}, contributors="
+                f"{[c.hospital for c in self.contributors]}, chunks={len(self.aggregate)})")
+
+
+@dataclass(frozen=True)
+class CkksDecryption:
+    """The released (flooded, rounded) sum and the bound the decryptor applied."""
+
+    hospital: str
+    round: int
+    key_id: bytes
+    total: np.ndarray
+    error_bound: float
+
+
+# ------------------------------------------------------------------------------- client
+
+
+class CkksClient(ClientProtection):
+    stages = STAGES
+
+    def __init__(self, ctx: RoundContext, config: CkksConfig, identity: Identity,
+                 secret: CkksSecretKey, federation: Federation):
+        self.ctx = ctx
+        self.config = config
+        self.identity = identity
+        self.secret = secret
+        self.federation = federation
+        self.vector: np.ndarray | None = None
+        self._upload: CkksUpload | None = None
+        self._decrypted = False
+
+    def __repr__(self) -> str:
+        return f"CkksClient(hospital={self.identity.hospital!r}, round={self.ctx.round})"
+
+    def set_input(self, vector: np.ndarray) -> None:
+        x = np.asarray(vector, dtype=np.float64)
+        if x.shape != (self.ctx.vector_length,):
+            raise ProtectionAbort(f"input length {x.shape} != {self.ctx.vector_length}")
+        if not np.all(np.isfinite(x)):
+            raise ProtectionAbort("input has non-finite values")
+        limit = self.secret.params.max_abs_input(len(self.ctx.participants))
+        if float(np.max(np.abs(x))) > limit:
+            raise ProtectionAbort(f"an input entry exceeds the CKKS range |x| <= {limit:.6g} "
+                                  f"for {len(self.ctx.participants)} participants")
+        self.vector = x.copy()
+
+    def _check(self, session_id: bytes, round_: int, key_id: bytes) -> None:
+        if session_id != self.ctx.session_id or round_ != self.ctx.round:
+            raise ProtectionAbort(f"request for another session or round ({round_}), "
+                                  f"expected round {self.ctx.round}")
+        if key_id != self.secret.key_id:
+            mine = self.secret.key_id.hex()[:16]
+            raise ProtectionAbort(f"aggregator uses key id {key_id.hex()[:16]}, this hospital "
+                                  f"holds epoch {self.secret.epoch} ({mine})")
+
+    def handle(self, stage: str, request: Any) -> Any:
+        if stage == "upload" and isinstance(request, CkksUploadRequest):
+            return self._handle_upload(request)
+        if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
+            return self._handle_decrypt(request)
+        raise ProtectionAbort(f"unexpected request for stage {stage!r}")
+
+    def _handle_upload(self, req: CkksUploadRequest) -> CkksUpload:
+        self._check(req.session_id, req.round, req.key_id)
+        if req.vector_length != self.ctx.vector_length:
+            raise ProtectionAbort("upload request has the wrong vector length")
+        if self.vector is None:
+            raise ProtectionAbort("no input set before upload")
+        if self._upload is None:  # answer a repeated request with the same ciphertexts
+            chunks = tuple(self.secret.encrypt(self.vector))
+            digests = tuple(hashlib.sha256(c).digest() for c in chunks)
+            me = self.identity.hospital
+            sig = self.identity.sign(upload_statement(self.ctx.session_id, self.ctx.round,
+                                                      self.secret.key_id, me, digests))
+            self._upload = CkksUpload(self.ctx.round, self.secret.key_id,
+                                      UploadHeader(me, digests, sig), chunks)
+            self.vector = None
+        return self._upload
+
+    def _handle_decrypt(self, req: CkksDecryptRequest) -> CkksDecryption:
+        self._check(req.session_id, req.round, req.key_id)
+        if self._decrypted:
+            raise ProtectionAbort("already decrypted one aggregate this round")
+        params = self.secret.params
+        n_chunks = params.chunk_count(self.ctx.vector_length)
+        seen: set[str] = set()
+        own_chunks: set[bytes] = set()
+        for hdr in req.contributors:
+            if hdr.hospital in seen or hdr.hospital not in self.ctx.participants:
+                raise ProtectionAbort(f"contributor {hdr.hospital!r} repeated or not a "
+                                      "participant of this round")
+            stmt = upload_statement(self.ctx.session_id, self.ctx.round, self.secret.key_id,
+                                    hdr.hospital, hdr.digests)
+            if len(hdr.digests) != n_chunks or not self.federation.verify(
+                    hdr.hospital, hdr.signature, stmt):
+                raise ProtectionAbort(f"upload header of {hdr.hospital!r} does not verify")
+            seen.add(hdr.hospital)
+            own_chunks.update(hdr.digests)
+        if len(seen) < self.config.min_contributors:
+            raise ProtectionAbort(f"refusing to decrypt an aggregate of {len(seen)} signed "
+                                  f"uploads (< {self.config.min_contributors})")
+        if len(req.aggregate) != n_chunks:
+            raise ProtectionAbort(f"aggregate has {len(req.aggregate)} chunks, expected {n_chunks}")
+        if any(hashlib.sha256(c).digest() in own_chunks for c in req.aggregate):
+            raise ProtectionAbort("aggregate chunk is byte-identical to an individual upload")
+        self._decrypted = True  # set before decrypting: no second try with other inputs
+        try:
+            total, policy = self.secret.release(req.aggregate, self.ctx.vector_length,
+                                                len(seen), self.config.flood_bits)
+        except CryptoError as exc:
+            raise ProtectionAbort(f"aggregate does not decrypt: {exc}") from None
+        return CkksDecryption(self.identity.hospital, self.ctx.round, self.secret.key_id,
+                              total, policy.error_bound)
+
+
+# ------------------------------------------------------------------------------- server
+
+
+class CkksServer(ServerProtection):
+    stages = STAGES
+
+    def __init__(self, ctx: RoundContext, config: CkksConfig, public: CkksPublicContext,
+                 federation: Federation, key_holders: Sequence[str]):
+        self.ctx = ctx
+        self.config = config
+        self.public = public
+        self.federation = federation
+        self.key_holders = frozenset(key_holders)
+        self.n_chunks = public.params.chunk_count(ctx.vector_length)
+        self.acc: CkksAccumulator = public.accumulator(ctx.vector_length)
+        self.headers: dict[str, UploadHeader] = {}
+        self.rejected: dict[str, str] = {}
+        self.asked: list[str] = []
+        self.decryptors: list[str] = []
+        self.upload_bytes = 0
+        self.total: np.ndarray | None = None
+        self.policy: ReleasePolicy | None = None
+
+    def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
+        if stage == "upload":
+            req = CkksUploadRequest(self.ctx.session_id, self.ctx.round, self.public.epoch,
+                                    self.public.key_id, self.ctx.vector_length)
+            return {h: req for h in alive if h in self.ctx.participants}
+        if stage == "decrypt":
+            contributors = tuple(self.acc.contributors)
+            if len(contributors) < self.config.min_contributors:
+                return {}
+            parts = sorted(self.ctx.participants)
+            shift = (self.ctx.round - 1) % len(parts)
+            rotated = parts[shift:] + parts[:shift]
+            cands = [h for h in rotated if h in alive and h in self.key_holders]
+            cands.sort(key=lambda h: h not in contributors)  # stable: contributors first
+            self.asked = cands[: self.config.decryptors]
+            req = CkksDecryptRequest(self.ctx.session_id, self.ctx.round, self.public.key_id,
+                                     tuple(self.headers[h] for h in contributors),
+                                     tuple(self.acc.chunks()))
+            return {h: req for h in self.asked}
+        raise ProtectionAbort(f"unknown stage {stage!r}")
+
+    def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
+        if stage == "upload":
+            self._collect_uploads(replies)
+        elif stage == "decrypt":
+            self._collect_decryptions(replies)
+        else:
+            raise ProtectionAbort(f"unknown stage {stage!r}")
+
+    def _collect_uploads(self, replies: Mapping[str, Any]) -> None:
+        for h in sorted(replies):
+            msg = replies[h]
+            try:
+                self._add_upload(h, msg)
+            except CryptoError as exc:
+                self.rejected[h] = str(exc)
+        if len(self.acc.contributors) < self.config.min_contributors:
+            raise ProtectionAbort(f"only {len(self.acc.contributors)} valid CKKS uploads "
+                                  f"(< {self.config.min_contributors})")
+
+    def _add_upload(self, h: str, msg: Any) -> None:
+        if not isinstance(msg, CkksUpload) or msg.header.hospital != h:
+            raise CryptoError("not a CKKS upload from this hospital")
+        if h not in self.ctx.participants or msg.round != self.ctx.round:
+            raise CryptoError("upload for another round or from a non-participant")
+        if msg.key_id != self.public.key_id:
+            raise CryptoError(f"upload under key id {msg.key_id.hex()[:16]}, the round uses "
+                              f"epoch {self.public.epoch} ({self.public.key_id.hex()[:16]})")
+        hdr = msg.header
+        if len(hdr.digests) != self.n_chunks or len(msg.chunks) != self.n_chunks:
+            raise CryptoError(f"upload has {len(msg.chunks)} chunks / {len(hdr.digests)} "
+                              f"digests, expected {self.n_chunks}")
+        stmt = upload_statement(self.ctx.session_id, self.ctx.round, self.public.key_id, h,
+                                hdr.digests)
+        if not self.federation.verify(h, hdr.signature, stmt):
+            raise CryptoError("upload signature does not verify against the pinned key")
+        self.acc.add(h, msg.chunks, hdr.digests)
+        self.headers[h] = hdr
+        self.upload_bytes += sum(len(c) for c in msg.chunks)
+
+    def _collect_decryptions(self, replies: Mapping[str, Any]) -> None:
+        n = len(self.acc.contributors)
+        policy = ReleasePolicy.for_sum(self.public.params, n, self.config.flood_bits)
+        good: dict[str, np.ndarray] = {}
+        for h in sorted(replies):
+            msg = replies[h]
+            if (h not in self.asked or not isinstance(msg, CkksDecryption) or msg.hospital != h
+                    or msg.round != self.ctx.round or msg.key_id != self.public.key_id):
+                self.rejected[h] = "invalid decryption reply"
+                continue
+            total = np.asarray(msg.total, dtype=np.float64)
+            if total.shape != (self.ctx.vector_length,) or not np.all(np.isfinite(total)):
+                self.rejected[h] = "decryption has the wrong shape or non-finite values"
+                continue
+            good[h] = total
+        if not good:
+            raise ProtectionAbort("no key-holding hospital returned the decrypted aggregate")
+        first = next(iter(good.values()))
+        tol = 2 * policy.error_bound
+        for h, t in good.items():
+            if float(np.max(np.abs(t - first))) > tol:
+                raise ProtectionAbort(f"decryptions disagree beyond {tol:.3g} ({h!r})")
+        self.decryptors = list(good)
+        self.total = first
+        self.policy = policy
+
+    def result(self) -> AggregateResult:
+        if self.total is None or self.policy is None:
+            raise ProtectionAbort("the CKKS round has not completed")
+        return AggregateResult(self.total.copy(), tuple(self.acc.contributors), {
+            "rejected": dict(self.rejected), "decryptors": list(self.decryptors),
+            "epoch": self.public.epoch, "error_bound": self.policy.error_bound,
+            "ciphertexts_per_upload": self.n_chunks, "upload_bytes": self.upload_bytes,
+        })
+
+
+# ---------------------------------------------------------------------------- protection
+
+
+class CkksProtection(Protection):
+    """CKKS secure aggregation (``--protection ckks``).
+
+    ``keyring``: the current epoch's keyring (manifest, public context, sealed packages; safe
+    for anyone). ``identities``: the hospitals this instance acts for: one on a hospital node,
+    all of them in an in-process simulation, none on the aggregator. Each opens its own sealed
+    package from the keyring on first use. ``federation``: pinned public identities.
+    """
+
+    name = "ckks"
+    stages = STAGES
+
+    def __init__(self, federation: Federation, keyring: CkksKeyring,
+                 identities: Sequence[Identity] = (), config: CkksConfig | None = None):
+        self.federation = federation
+        self.config = config or CkksConfig()
+        self.config.check()
+        self.identities = {i.hospital: i for i in identities}
+        self._secrets: dict[str, CkksSecretKey] = {}
+        self.keyring = keyring
+        self._public = keyring.server_context(federation)
+
+    def __repr__(self) -> str:
+        return (f"CkksProtection(epoch={self.keyring.epoch}, "
+                f"acting_for={sorted(self.identities)})")
+
+    @classmethod
+    def simulated(cls, hospitals: Sequence[str], *, config: CkksConfig | None = None,
+                  params: CkksParams | None = None, epoch: int = 1,
+                  key_holder: str | None = None) -> CkksProtection:
+        """An in-process federation: fresh identities, keyring made by ``key_holder``
+        (default: the first hospital in sorted order), packages relayed via the keyring."""
+        ids = [Identity.generate(h) for h in sorted(set(hospitals))]
+        fed = Federation.of(ids)
+        holder = next(i for i in ids if i.hospital == (key_holder or ids[0].hospital))
+        ring = CkksKeyring.create(holder, fed, epoch=epoch, federation_id=os.urandom(32),
+                                  params=params)
+        return cls(fed, ring, ids, config)
+
+    def rotate(self, keyring: CkksKeyring) -> None:
+        """Switch to a new key epoch (must be newer); old keys are forgotten."""
+        if keyring.epoch <= self.keyring.epoch:
+            raise ConfigError(f"key epoch {keyring.epoch} is not newer than {self.keyring.epoch}")
+        public = keyring.server_context(self.federation)
+        self.keyring, self._public, self._secrets = keyring, public, {}
+
+    def new_epoch(self, key_holder: str | None = None) -> CkksKeyring:
+        """Create and switch to the next epoch, generated by one of this instance's hospitals."""
+        holder = self.identities.get(key_holder or min(self.identities, default=""))
+        if holder is None:
+            raise ConfigError("new_epoch needs the key holder's identity on this instance")
+        ring = CkksKeyring.create(holder, self.federation, epoch=self.keyring.epoch + 1,
+                                  federation_id=self.keyring.manifest.federation_id,
+                                  params=self.keyring.manifest.params,
+                                  recipients=self.keyring.manifest.recipients)
+        self.rotate(ring)
+        return ring
+
+    def secret_for(self, hospital: str) -> CkksSecretKey:
+        if hospital not in self._secrets:
+            ident = self.identities.get(hospital)
+            if ident is None:
+                raise ConfigError(f"ckks protection has no identity for {hospital!r}")
+            self._secrets[hospital] = self.keyring.open(ident, self.federation)
+        return self._secrets[hospital]
+
+    def validate(self, n_hospitals: int, vector_length: int) -> None:
+        if n_hospitals < self.config.min_contributors:
+            raise ConfigError(f"ckks needs at least min_contributors="
+                              f"{self.config.min_contributors} hospitals, got {n_hospitals}")
+        if vector_length < 1:
+            raise ConfigError("vector_length must be >= 1")
+
+    def min_survivors(self, n_participants: int) -> int:
+        return self.config.min_contributors
+
+    def new_server(self, ctx: RoundContext) -> ServerProtection:
+        self.validate(len(ctx.participants), ctx.vector_length)
+        return CkksServer(ctx, self.config, self._public, self.federation,
+                          self.keyring.manifest.recipients)
+
+    def new_client(self, ctx: RoundContext, hospital: str) -> ClientProtection:
+        self.validate(len(ctx.participants), ctx.vector_length)
+        secret = self.secret_for(hospital)  # ConfigError if this instance lacks the identity
+        return CkksClient(ctx, self.config, self.identities[hospital], secret, self.federation)
+
+
+__all__ = [
+    "CkksClient", "CkksConfig", "CkksDecryptRequest", "CkksDecryption", "CkksProtection",
+    "CkksServer", "CkksUpload", "CkksUploadRequest", "UploadHeader", "upload_statement",
+]

@@ -1,0 +1,169 @@
+"""Fixed-point quantisation of weighted model deltas for masking modulo ``R = 2**m``.
+
+Input (from the round logic): a float64 vector ``v = [c * delta_1, ..., c * delta_d, c]``
+where ``c`` is the hospital's example count, an integer in ``[0, max_count]``.
+
+Encoding, per hospital:
+
+1. ``delta = v[:d] / c`` (``c = 0`` requires ``v[:d] == 0``).
+2. **Clip the L2 norm of the unweighted delta** to ``clip_norm`` = B:
+   ``delta <- delta * min(1, B / ||delta||_2)``. Hence every coordinate has ``|delta_i| <= B``.
+3. Scale: ``y_i = c * delta_i * 2**frac_bits`` (so ``|y_i| <= M = max_count * B * 2**f``;
+   a final clamp to ``[-M, M]`` absorbs floating-point overshoot).
+4. **Unbiased stochastic rounding**: ``x_i = floor(y_i) + [u_i < y_i - floor(y_i)]`` with
+   ``u_i`` uniform on ``[0, 1)`` with 53-bit resolution from an AES-CTR stream keyed by
+   ``os.urandom`` (never numpy's RNG). ``E[x_i] = y_i`` (exactly, up to the 2**-53 grid).
+5. The count ``c`` is carried exactly as an integer coordinate, and the number of clipped
+   coordinates (``d`` if the norm clip fired on a non-zero delta, else 0; non-zero entries
+   only) as another, so the aggregator learns only their SUMS.
+
+The encoded vector has length ``d + 2``; entries are signed integers stored mod ``R`` as uint64.
+
+Modulus rule: per hospital every encoded entry has ``|x| <= per_bound = max(ceil(M),
+max_count, d)``, so any sum over ``n`` hospitals lies in ``[-n*per_bound, n*per_bound]``.
+We pick the smallest ``m`` with ``2**m > 2 * n * per_bound``; a centred lift of the sum
+mod ``2**m`` then recovers it exactly (no wrap-around). ``m > 64`` is refused with a
+:class:`~fedrx.errors.ConfigError` that names the knobs to turn down.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedrx.errors import ConfigError
+from fedrx.secagg.prg import prg_bytes
+
+MAX_MODULUS_BITS = 64
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Quantisation parameters shared by all parties of a round.
+
+    ``clip_norm``: L2 bound B on the unweighted delta (model-parameter units).
+    ``frac_bits``: fixed-point fractional bits f (resolution 2**-f in weighted units).
+    ``max_count``: largest example count c a hospital may report.
+    """
+
+    clip_norm: float = 1.0
+    frac_bits: int = 16
+    max_count: int = 100_000
+
+    def check(self) -> None:
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError("clip_norm must be a finite positive number")
+        if not isinstance(self.frac_bits, int) or not 0 <= self.frac_bits <= 52:
+            raise ConfigError("frac_bits must be an integer in [0, 52]")
+        if not isinstance(self.max_count, int) or self.max_count < 1:
+            raise ConfigError("max_count must be a positive integer")
+
+
+def value_bound(cfg: QuantConfig) -> float:
+    """M = max_count * clip_norm * 2**frac_bits: largest |scaled weighted delta| coordinate."""
+    return cfg.max_count * cfg.clip_norm * float(2**cfg.frac_bits)
+
+
+def per_hospital_bound(cfg: QuantConfig, model_length: int) -> int:
+    """Largest |encoded entry| a single honest hospital can produce."""
+    return max(math.ceil(value_bound(cfg)), cfg.max_count, model_length)
+
+
+def modulus_bits(cfg: QuantConfig, n_hospitals: int, model_length: int) -> int:
+    """Smallest m with 2**m > 2 * n * per_bound; ConfigError naming the fix if m > 64."""
+    cfg.check()
+    if n_hospitals < 1 or model_length < 0:
+        raise ConfigError("need n_hospitals >= 1 and model_length >= 0")
+    need = 2 * n_hospitals * per_hospital_bound(cfg, model_length)
+    m = max(need.bit_length(), 1)
+    if m > MAX_MODULUS_BITS:
+        raise ConfigError(
+            f"masking modulus would need {m} bits (> {MAX_MODULUS_BITS}) for {n_hospitals} "
+            f"hospitals, clip_norm={cfg.clip_norm}, frac_bits={cfg.frac_bits}, "
+            f"max_count={cfg.max_count}: the sum could wrap; lower frac_bits by at least "
+            f"{m - MAX_MODULUS_BITS}, or lower clip_norm or max_count, or use fewer hospitals")
+    return m
+
+
+@dataclass(frozen=True)
+class ClipStats:
+    """What clipping did to one hospital's input (safe to log locally)."""
+
+    norm: float
+    norm_clipped: bool
+    clipped_coordinates: int
+
+
+def _uniform01(n: int) -> np.ndarray:
+    """n uniforms on [0, 1) with 53-bit resolution from AES-CTR keyed by os.urandom."""
+    words = np.frombuffer(prg_bytes(os.urandom(32), 8 * n), dtype="<u8")
+    return (words >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+
+
+def stochastic_round(y: np.ndarray) -> np.ndarray:
+    """Unbiased stochastic rounding of a float64 array to int64 (CSPRNG coins)."""
+    y = np.asarray(y, dtype=np.float64)
+    fl = np.floor(y)
+    up = _uniform01(y.size).reshape(y.shape) < (y - fl)
+    return fl.astype(np.int64) + up.astype(np.int64)
+
+
+def encode(vector: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, ClipStats]:
+    """Encode ``[c*delta..., c]`` to uint64 entries mod 2**m (length d + 2), plus clip stats."""
+    cfg.check()
+    v = np.asarray(vector, dtype=np.float64)
+    if v.ndim != 1 or v.size < 1:
+        raise ConfigError("input must be a non-empty 1-D vector [c*delta..., c]")
+    if not np.all(np.isfinite(v)):
+        raise ConfigError("input vector has NaN or infinite entries")
+    c = v[-1]
+    if c != math.floor(c) or not 0 <= c <= cfg.max_count:
+        raise ConfigError(f"example count must be an integer in [0, max_count={cfg.max_count}]; "
+                          "raise max_count if hospitals have more examples")
+    count = int(c)
+    weighted = v[:-1]
+    if count == 0:
+        if np.any(weighted != 0):
+            raise ConfigError("example count is 0 but the weighted delta is not zero")
+        delta = np.zeros_like(weighted)
+    else:
+        delta = weighted / count
+    norm = float(np.linalg.norm(delta))
+    clipped = norm > cfg.clip_norm
+    if clipped:
+        delta = delta * (cfg.clip_norm / norm)
+    bound = value_bound(cfg)
+    y = np.clip(delta * (count * float(2**cfg.frac_bits)), -bound, bound)
+    x = np.empty(v.size + 1, dtype=np.int64)
+    x[:-2] = stochastic_round(y)
+    x[-2] = count
+    n_clip = int(np.count_nonzero(delta)) if clipped else 0
+    x[-1] = n_clip
+    out = x.view(np.uint64)
+    if m < 64:
+        out &= np.uint64((1 << m) - 1)
+    return out, ClipStats(norm, clipped, n_clip)
+
+
+def centred_lift(total: np.ndarray, m: int) -> np.ndarray:
+    """Map uint64 values mod 2**m to signed integers in [-2**(m-1), 2**(m-1)) as int64."""
+    t = np.asarray(total, dtype=np.uint64)
+    if m < 64:
+        t = t & np.uint64((1 << m) - 1)
+        half = np.uint64(1 << (m - 1))
+        signed = t.astype(np.int64)
+        return np.where(t >= half, signed - np.int64(1 << (m - 1)) - np.int64(1 << (m - 1)),
+                        signed)
+    return t.view(np.int64)
+
+
+def decode(total: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, int]:
+    """Decode a sum of encodings: (float64 ``[sum c*delta..., sum c]``, total clipped count)."""
+    s = centred_lift(total, m)
+    out = np.empty(s.size - 1, dtype=np.float64)
+    out[:-1] = s[:-2].astype(np.float64) / float(2**cfg.frac_bits)
+    out[-1] = float(s[-2])
+    return out, int(s[-1])

@@ -1,0 +1,344 @@
+"""Known-answer and property tests for the secagg building blocks (PRG, KDF, AEAD, Shamir,
+quantisation, bit-packing, neighbour graphs)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedrx.errors import ConfigError, CryptoError, ProtocolError
+from fedrx.secagg import bitpack, graph, kex, prg, quantize, shamir
+
+KAT = json.loads((Path(__file__).parent / "vectors" / "secagg_kat.json").read_text())
+
+
+# ------------------------------------------------------------------------------ PRG
+
+
+def test_prg_kat_matches_direct_aes_ctr():
+    v = KAT["prg"]
+    key = bytes.fromhex(v["key"])
+    direct = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(64))
+    assert prg.prg_bytes(key, 64).hex() == v["bytes64"] == direct.hex()
+    words8 = np.frombuffer(direct, dtype="<u8")
+    assert [int(x) for x in prg.prg_vector(key, 8, 64)[:4]] == [int(x) for x in v["vector_m64"]]
+    assert [int(x) for x in prg.prg_vector(key, 8, 37)] == \
+        [int(w) & ((1 << 37) - 1) for w in words8] == [int(x) for x in v["vector_m37"]]
+    words4 = np.frombuffer(direct[:32], dtype="<u4")
+    assert [int(x) for x in prg.prg_vector(key, 8, 20)] == \
+        [int(w) & ((1 << 20) - 1) for w in words4] == [int(x) for x in v["vector_m20"]]
+
+
+def test_prg_range_and_key_checks():
+    key = secrets.token_bytes(32)
+    for m in (1, 7, 32, 33, 63, 64):
+        v = prg.prg_vector(key, 1000, m)
+        assert v.dtype == np.uint64 and v.shape == (1000,)
+        if m < 64:
+            assert int(v.max()) < (1 << m)
+    with pytest.raises(CryptoError):
+        prg.prg_bytes(b"short", 8)
+    with pytest.raises(ConfigError):
+        prg.prg_vector(key, 4, 65)
+
+
+# ------------------------------------------------------------------------------ KDF
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def _lp(*parts: bytes) -> bytes:
+    return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def test_x25519_rfc7748_vector():
+    v = KAT["x25519_rfc7748"]
+    a = X25519PrivateKey.from_private_bytes(bytes.fromhex(v["alice_private"]))
+    b = X25519PrivateKey.from_private_bytes(bytes.fromhex(v["bob_private"]))
+    assert kex.public_bytes(a).hex() == v["alice_public"]
+    assert kex.public_bytes(b).hex() == v["bob_public"]
+    assert kex.agree(a, bytes.fromhex(v["bob_public"])).hex() == v["shared"]
+    assert kex.agree(b, bytes.fromhex(v["alice_public"])).hex() == v["shared"]
+
+
+def test_hkdf_derivations_pinned_and_recomputed():
+    v = KAT["kdf"]
+    a = kex.private_from_bytes(bytes.fromhex(v["sk_a"]))
+    shared = kex.agree(a, bytes.fromhex(v["pk_b"]))
+    assert shared.hex() == v["shared"]
+    sid, seed, r = bytes.fromhex(v["sid"]), bytes.fromhex(v["seed"]), v["round"]
+    rb = r.to_bytes(8, "big")
+    mk = kex.mask_key(shared, sid, r, "h1", "h0")
+    assert mk == kex.mask_key(shared, sid, r, "h0", "h1")  # order-independent
+    assert mk.hex() == v["mask_key_h0_h1"] == _hkdf(
+        shared, sid, _lp(b"fedrx/secagg/v1/pairwise-mask", rb, b"h0", b"h1")).hex()
+    assert kex.self_mask_key(seed, sid, r, "h0").hex() == v["self_mask_key_h0"] == _hkdf(
+        seed, sid, _lp(b"fedrx/secagg/v1/self-mask", rb, b"h0")).hex()
+    assert kex.share_key(shared, sid, r, "h0", "h1").hex() == v["share_key_h0_to_h1"]
+    assert kex.share_key(shared, sid, r, "h1", "h0").hex() == v["share_key_h1_to_h0"]
+    assert v["share_key_h0_to_h1"] != v["share_key_h1_to_h0"]  # directional
+
+
+def test_mask_keys_bound_to_session_round_and_pair():
+    """P3: changing the session id, round or pair yields an unrelated key and mask."""
+    shared, sid = secrets.token_bytes(32), secrets.token_bytes(32)
+    base = kex.mask_key(shared, sid, 1, "a", "b")
+    others = [kex.mask_key(shared, secrets.token_bytes(32), 1, "a", "b"),
+              kex.mask_key(shared, sid, 2, "a", "b"), kex.mask_key(shared, sid, 1, "a", "c")]
+    assert len({base, *others}) == 4
+    v0 = prg.prg_vector(base, 256, 32)
+    for k in others:
+        assert np.mean(prg.prg_vector(k, 256, 32) == v0) < 0.02
+
+
+# ----------------------------------------------------------------------------- AEAD
+
+
+def test_aead_kat_and_direct_aesgcm():
+    v = KAT["aead"]
+    key, nonce = bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"])
+    pt, ad = bytes.fromhex(v["plaintext"]), bytes.fromhex(v["ad"])
+    _, ct = kex.seal(key, pt, ad, nonce)
+    assert ct.hex() == v["ciphertext"] == AESGCM(key).encrypt(nonce, pt, ad).hex()
+    kd = KAT["kdf"]
+    assert ad == kex.share_ad(bytes.fromhex(kd["sid"]), kd["round"], "h0", "h1")
+    assert kex.open_sealed(key, nonce, ct, ad) == pt
+
+
+def test_aead_rejects_tampering_wrong_ad_and_wrong_receiver():
+    """P6: altered ciphertext, altered AD (other round/sender/receiver) are rejected."""
+    v = KAT["aead"]
+    key, nonce = bytes.fromhex(v["key"]), bytes.fromhex(v["nonce"])
+    ct, ad = bytes.fromhex(v["ciphertext"]), bytes.fromhex(v["ad"])
+    bad = bytearray(ct)
+    bad[3] ^= 1
+    sid = bytes.fromhex(KAT["kdf"]["sid"])
+    for c, a in [(bytes(bad), ad), (ct, kex.share_ad(sid, 4, "h0", "h1")),
+                 (ct, kex.share_ad(sid, 3, "h0", "h2")), (ct, kex.share_ad(sid, 3, "h1", "h0"))]:
+        with pytest.raises(CryptoError, match="authentication"):
+            kex.open_sealed(key, nonce, c, a)
+
+
+def test_encode_fields_is_injective_on_boundaries():
+    assert kex.encode_fields("ab", "c") != kex.encode_fields("a", "bc")
+    assert kex.encode_fields(1) != kex.encode_fields(b"\x01")
+
+
+# --------------------------------------------------------------------------- Shamir
+
+
+def test_shamir_kat_reconstruct_from_every_subset():
+    v = KAT["shamir"]
+    shares = {int(x): bytes.fromhex(s) for x, s in v["shares"].items()}
+    coeffs = [int(c) for c in v["coefficients"]]
+    for x, s in shares.items():  # independent polynomial evaluation
+        assert int.from_bytes(s, "big") == sum(c * x**i for i, c in enumerate(coeffs)) % (
+            (1 << 521) - 1)
+    import itertools
+    for sub in itertools.combinations(sorted(shares), v["t"]):
+        assert shamir.reconstruct({x: shares[x] for x in sub}, v["t"]).hex() == v["secret"]
+    with pytest.raises(CryptoError):
+        shamir.reconstruct({1: shares[1], 2: shares[2]}, 3)
+
+
+def test_shamir_split_reconstruct_and_t_minus_one_privacy():
+    """P5: any t shares reconstruct; t-1 shares are consistent with every secret."""
+    secret = secrets.token_bytes(32)
+    xs = list(range(1, 8))
+    sh = shamir.split(secret, 4, xs)
+    assert shamir.reconstruct({x: sh[x] for x in (2, 5, 6, 7)}, 4) == secret
+    # With t-1 = 3 shares, for ANY candidate secret there is a degree-3 polynomial through
+    # (0, candidate) and the 3 shares: interpolating with a 4th point at x=0 never fails.
+    other = secrets.token_bytes(32)
+    pts = {x: sh[x] for x in (1, 3, 4)}
+    p = shamir.PRIME
+    # Lagrange-evaluate the degree-3 polynomial through (0, other) + pts at x = 2
+    allp = [(0, int.from_bytes(other, "big"))] + [(x, int.from_bytes(y, "big"))
+                                                  for x, y in pts.items()]
+    val = 0
+    for i, (xi, yi) in enumerate(allp):
+        num = den = 1
+        for j, (xj, _) in enumerate(allp):
+            if i != j:
+                num, den = num * (2 - xj) % p, den * (xi - xj) % p
+        val = (val + yi * num * pow(den, -1, p)) % p
+    fake = dict(pts)
+    fake[2] = val.to_bytes(shamir.SHARE_BYTES, "big")
+    assert shamir.reconstruct(fake, 4) == other
+    with pytest.raises(ConfigError):
+        shamir.split(secret, 8, xs)
+    with pytest.raises(CryptoError):
+        shamir.split(b"short", 2, xs)
+
+
+# ---------------------------------------------------------------------- quantisation
+
+
+def test_quantize_kat_exact_grid_values():
+    v = KAT["quantize"]
+    cfg = quantize.QuantConfig(v["clip_norm"], v["frac_bits"], v["max_count"])
+    m = quantize.modulus_bits(cfg, v["n_hospitals"], v["model_length"])
+    assert m == v["modulus_bits"]
+    enc, stats = quantize.encode(np.array(v["exact_input"]), cfg, m)
+    assert [int(x) for x in enc] == [int(x) for x in v["exact_encoded"]]
+    assert not stats.norm_clipped and stats.clipped_coordinates == 0
+    dec, clipped = quantize.decode(enc, cfg, m)
+    assert np.array_equal(dec, np.array(v["exact_input"])) and clipped == 0
+    for case in v["modulus_cases"]:
+        c = quantize.QuantConfig(case["clip_norm"], case["frac_bits"], case["max_count"])
+        assert quantize.modulus_bits(c, case["n"], case["d"]) == case["m"]
+
+
+def test_modulus_refuses_configs_that_could_wrap():
+    """P4: a config whose worst-case sum needs > 64 bits is refused, naming the fix."""
+    cfg = quantize.QuantConfig(clip_norm=100.0, frac_bits=40, max_count=1_000_000)
+    with pytest.raises(ConfigError, match="lower frac_bits"):
+        quantize.modulus_bits(cfg, 10, 1000)
+    # the chosen modulus really cannot wrap: n worst-case inputs decode exactly
+    cfg = quantize.QuantConfig(clip_norm=1.0, frac_bits=8, max_count=50)
+    n, d = 9, 4
+    m = quantize.modulus_bits(cfg, n, d)
+    worst = np.array([50 * 1.0, 0, 0, 0, 50.0])  # |c*delta_0| = max_count * clip
+    for sign in (1, -1):
+        w = worst.copy()
+        w[0] *= sign
+        total = np.zeros(d + 2, dtype=np.uint64)
+        for _ in range(n):
+            total += quantize.encode(w, cfg, m)[0]
+        dec, _ = quantize.decode(total, cfg, m)
+        assert dec[0] == sign * n * 50.0 and dec[-1] == n * 50
+    assert (1 << m) > 2 * n * quantize.per_hospital_bound(cfg, d)
+    assert (1 << (m - 1)) <= 2 * n * quantize.per_hospital_bound(cfg, d)
+
+
+def test_quantize_rejects_bad_inputs():
+    cfg = quantize.QuantConfig(1.0, 8, 10)
+    m = quantize.modulus_bits(cfg, 3, 2)
+    for bad in ([0.1, 0.2, 11.0], [0.1, 0.2, 2.5], [np.nan, 0, 1.0], [0.1, 0.0, 0.0]):
+        with pytest.raises(ConfigError):
+            quantize.encode(np.array(bad), cfg, m)
+    with pytest.raises(ConfigError):
+        quantize.QuantConfig(-1.0).check()
+
+
+def test_clipping_l2_norm_of_unweighted_delta_and_clip_count():
+    cfg = quantize.QuantConfig(clip_norm=1.0, frac_bits=20, max_count=100)
+    m = quantize.modulus_bits(cfg, 2, 3)
+    delta = np.array([3.0, 4.0, 0.0])  # norm 5
+    enc, stats = quantize.encode(np.append(10 * delta, 10.0), cfg, m)
+    assert stats.norm_clipped and stats.norm == pytest.approx(5.0)
+    assert stats.clipped_coordinates == 2  # non-zero coordinates changed by the clip
+    dec, clipped = quantize.decode(enc, cfg, m)
+    assert clipped == 2 and dec[-1] == 10.0
+    assert np.allclose(dec[:-1], 10 * delta / 5.0, atol=2**-20)
+
+
+def test_stochastic_rounding_is_unbiased():
+    """P4: mean of many CSPRNG-rounded draws is within 5 sigma of the true value."""
+    vals = np.array([0.3, -1.7, 2.5, 1e-3, -0.999, 7.0])
+    draws = 20000
+    rounded = quantize.stochastic_round(np.tile(vals, (draws, 1)))
+    assert rounded.dtype == np.int64
+    assert np.all(rounded - np.floor(vals) >= 0) and np.all(rounded - np.floor(vals) <= 1)
+    frac = vals - np.floor(vals)
+    sigma = np.sqrt(frac * (1 - frac) / draws) + 1e-12
+    assert np.all(np.abs(rounded.mean(axis=0) - vals) <= 5 * sigma + 1e-12)
+    assert np.all(rounded[:, 5] == 7)  # grid values never move
+
+
+def test_centred_lift_edges():
+    for m in (8, 37, 64):
+        R = 1 << m
+        raw = np.array([0, 1, R // 2 - 1, R // 2, R - 1], dtype=np.uint64)
+        assert [int(x) for x in quantize.centred_lift(raw, m)] == [0, 1, R // 2 - 1,
+                                                                  -(R // 2), -1]
+
+
+# ------------------------------------------------------------------------- bitpack
+
+
+def test_bitpack_kat_and_roundtrip():
+    v = KAT["bitpack"]
+    vals = np.array(v["values"], dtype=np.uint64)
+    packed = bitpack.pack(vals, v["m"])
+    assert packed.hex() == v["packed"] and len(packed) == bitpack.packed_size(11, 5) == 7
+    assert np.array_equal(bitpack.unpack(packed, 5, 11), vals)
+    for m in (1, 5, 8, 13, 32, 37, 63, 64):
+        x = prg.prg_vector(secrets.token_bytes(32), 101, m)
+        p = bitpack.pack(x, m)
+        assert len(p) == (101 * m + 7) // 8
+        assert np.array_equal(bitpack.unpack(p, m, 101), x)
+
+
+def test_bitpack_rejects_bad_size_padding_and_overflow():
+    with pytest.raises(ProtocolError):
+        bitpack.unpack(b"\x00" * 6, 5, 11)
+    with pytest.raises(ProtocolError, match="padding"):
+        bitpack.unpack(b"\x00" * 6 + b"\x80", 5, 11)
+    with pytest.raises(ProtocolError):
+        bitpack.pack(np.array([32], dtype=np.uint64), 5)
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+@pytest.mark.parametrize("n,k", [(10, 4), (11, 6), (12, 5), (20, 8), (7, 6), (30, 3)])
+def test_harary_graph_is_k_regular_connected_and_deterministic(n, k):
+    parts = [f"h{i:02d}" for i in range(n)]
+    sid = bytes(range(32))
+    g = graph.harary_graph(parts, k, sid, 3)
+    assert g.is_regular(k) and g.is_connected()
+    assert all(h not in g.of(h) for h in parts)
+    assert all(h in g.of(w) for h in parts for w in g.of(h))  # undirected
+    assert g == graph.harary_graph(list(reversed(parts)), k, sid, 3)  # P12: deterministic
+    if k < n - 1:
+        assert g != graph.harary_graph(parts, k, sid, 4)  # re-drawn each round
+
+
+def test_harary_rejects_impossible_and_default_rule():
+    with pytest.raises(ConfigError, match="even k"):
+        graph.harary_graph([str(i) for i in range(7)], 3, bytes(32), 1)
+    for bad_k in (7, 1):
+        with pytest.raises(ConfigError):
+            graph.harary_graph([str(i) for i in range(7)], bad_k, bytes(32), 1)
+    for n in (3, 5, 10, 20, 101, 1000):
+        k = graph.default_k(n)
+        assert 1 <= k <= n - 1 and (k % 2 == 0 or n % 2 == 0)
+        graph.check_threshold(graph.default_threshold(k + 1), k + 1,
+                              graph.default_corrupt(k + 1))
+    assert graph.default_k(20) == 14 and graph.default_k(1000) == 30
+
+
+def test_threshold_rule():
+    for n in range(3, 40):
+        graph.check_threshold(graph.default_threshold(n), n, graph.default_corrupt(n))
+    with pytest.raises(ConfigError, match="exceeds"):
+        graph.check_threshold(6, 5, 1)
+    with pytest.raises(ConfigError, match="raise t"):
+        graph.check_threshold(3, 5, 1)
+    with pytest.raises(ConfigError, match="t - n_C"):
+        graph.check_threshold(2, 2, 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 40).flatmap(
+    lambda n: st.tuples(st.just(n), st.integers(min(2, n - 1), n - 1))))
+def test_harary_property(nk):
+    n, k = nk
+    if n % 2 == 1 and k % 2 == 1:
+        return
+    g = graph.harary_graph([f"p{i}" for i in range(n)], k, b"s" * 32, 1)
+    assert g.is_regular(k) and g.is_connected()
