@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedrx.medrx.records import Patient
 from fedrx.medrx.vocab import Vocabulary
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedrx.errors import DataError
 from fedrx.medrx.records import atomic_write_text
-from torch import nn
 
 
 def state_to_arrays(model: nn.Module) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
 from fedrx.errors import ConfigError
 from fedrx.medrx.records import Patient
 

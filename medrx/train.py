@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
+
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.features import VisitTensors, encode, input_width
 from fedrx.medrx.metrics import Metrics, evaluate
@@ -20,7 +22,6 @@ from fedrx.medrx.model import build_model
 from fedrx.medrx.records import Cohort
 from fedrx.medrx.split import Split, split_patients
 from fedrx.medrx.vocab import Vocabulary, build_vocabulary
-from torch import nn
 
 
 @dataclass
