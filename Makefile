@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedrx train --data mimic3-demo --json $(RUN)/results.json --save-model $(RUN)/model.npz
+	$(BIN)/fedrx simulate --data mimic3-demo --hospitals 3 --rounds 10 --local-epochs 5 --protection mask --centralized --out $(RUN)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
