@@ -1,0 +1,293 @@
+"""Independent audit of privacy ledgers (``fedrx audit DIR``).
+
+For every hospital ledger it checks, entry by entry:
+
+* structure: a JSON object with every key of :data:`fedrx.dp.ledger.ENTRY_KEYS`,
+  ``format`` and ``privacy_unit == "patient"``, the file's hospital, ``seq == position``;
+* the Ed25519 ``signature`` against the hospital's public identity (``identities/``);
+* ``entry_hash`` recomputed, and ``prev_hash`` equal to the previous ``entry_hash``
+  (missing, inserted, reordered and edited entries break this chain);
+* rounds strictly increasing (a repeated round is reported as a duplicate);
+* truncation, relative to an anchored head ``(length, head_hash)`` when one is given
+  (e.g. from a signed round receipt): without an anchor a truncated ledger is a valid
+  shorter chain and cannot be detected;
+* epsilon recomputed from the recorded ``(sample_rate, noise_multiplier, steps)`` of every
+  trained entry up to it with an INDEPENDENT accountant, Google's ``dp_accounting`` PLD
+  accountant (``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` self-composed ``steps``
+  times per entry, add-or-remove-one neighbouring, discretisation 1e-4). Tolerance
+  :func:`tolerance` = ``max(0.02, 2% of the PLD epsilon)``. Findings: recorded epsilon below
+  PLD - tol (understated, any accountant); for ``prv`` entries any |recorded - PLD| > tol;
+  for ``rdp`` entries (a looser bound, legitimately above PLD) |recorded - RDP| > tol where
+  RDP is dp_accounting's own RDP accountant;
+* budget: recorded or recomputed epsilon above ``budget_epsilon`` (+ tol for recomputed).
+
+The audit trusts nothing written by fedrx's accounting code (it does not import Opacus).
+It checks a signed self-report of parameters, not that the noise was really added.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedrx.dp.ledger import (
+    ENTRY_KEYS,
+    FORMAT,
+    GENESIS_HASH,
+    PRIVACY_UNIT,
+    LedgerHead,
+    compute_entry_hash,
+    read_entries,
+    read_public_identity,
+    signing_bytes,
+)
+from fedrx.errors import ConfigError, LedgerError
+from fedrx.secagg.identity import PublicIdentity
+
+TOL_ABS = 0.02
+TOL_REL = 0.02
+
+
+def tolerance(eps: float) -> float:
+    """Allowed |recorded - recomputed| epsilon difference: ``max(0.02, 0.02 * eps)``."""
+    return max(TOL_ABS, TOL_REL * eps)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One audit problem. ``seq`` is the entry position (None for file-level findings)."""
+
+    hospital: str
+    kind: str
+    message: str
+    seq: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.hospital}" + (f" entry {self.seq}" if self.seq is not None else "")
+        return f"{where}: {self.kind}: {self.message}"
+
+
+def _events(history: Sequence[tuple[float, float, int]]) -> Any:
+    import dp_accounting
+
+    return dp_accounting.ComposedDpEvent([
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(s)), n)
+        for q, s, n in history
+    ])
+
+
+def pld_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """dp_accounting PLD epsilon of ``[(sample_rate, noise_multiplier, steps), ...]``."""
+    from dp_accounting import pld
+
+    if not history:
+        return 0.0
+    acc = pld.PLDAccountant(value_discretization_interval=1e-4)
+    acc.compose(_events(history))
+    return float(acc.get_epsilon(delta))
+
+
+def rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """dp_accounting RDP epsilon (for checking entries recorded with ``accountant="rdp"``)."""
+    from dp_accounting import rdp
+
+    if not history:
+        return 0.0
+    acc = rdp.RdpAccountant()
+    acc.compose(_events(history))
+    return float(acc.get_epsilon(delta))
+
+
+def _merge(history: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    merged: dict[tuple[float, float], int] = {}
+    for q, s, n in history:
+        merged[(q, s)] = merged.get((q, s), 0) + n
+    return [(q, s, n) for (q, s), n in merged.items()]
+
+
+def audit_ledger(
+    hospital: str,
+    entries: Sequence[Mapping[str, Any]],
+    public: PublicIdentity | None,
+    anchor: LedgerHead | None = None,
+    *,
+    recompute: bool = True,
+) -> list[Finding]:
+    """All findings for one hospital's parsed ledger entries (empty list: clean)."""
+    out: list[Finding] = []
+
+    def add(kind: str, msg: str, seq: int | None = None) -> None:
+        out.append(Finding(hospital, kind, msg, seq))
+
+    if public is None:
+        add("missing-identity", "no public identity to verify signatures against")
+    elif public.hospital != hospital:
+        add("identity-mismatch", f"identity file names hospital {public.hospital!r}")
+    prev = GENESIS_HASH
+    last_round: int | None = None
+    history: list[tuple[float, float, int]] = []
+    for i, e in enumerate(entries):
+        missing = sorted(ENTRY_KEYS - set(e))
+        if missing:
+            add("malformed", f"missing keys {missing}", i)
+            prev = str(e.get("entry_hash", ""))
+            continue
+        if e["format"] != FORMAT:
+            add("malformed", f"format {e['format']!r} (expected {FORMAT})", i)
+        if e["privacy_unit"] != PRIVACY_UNIT:
+            add("privacy-unit", f"privacy_unit is {e['privacy_unit']!r}, not 'patient'", i)
+        if e["hospital"] != hospital:
+            add("wrong-hospital", f"entry names hospital {e['hospital']!r}", i)
+        if e["seq"] != i:
+            add("sequence", f"seq {e['seq']} at position {i} (missing or reordered entry)", i)
+        if e["prev_hash"] != prev:
+            add("chain-break", "prev_hash does not match the previous entry_hash "
+                "(entry missing, inserted, reordered or edited)", i)
+        if compute_entry_hash(e) != e["entry_hash"]:
+            add("hash-mismatch", "entry_hash does not match the entry (edited)", i)
+        if public is not None:
+            try:
+                sig = bytes.fromhex(str(e["signature"]))
+            except ValueError:
+                sig = b""
+            if not public.verify(sig, signing_bytes(e)):
+                add("bad-signature", "Ed25519 signature does not verify (edited or forged)", i)
+        try:
+            rnd = int(e["round"])
+        except (TypeError, ValueError):
+            add("malformed", f"round {e['round']!r} is not an integer", i)
+            rnd = None
+        if rnd is not None and last_round is not None:
+            if rnd == last_round:
+                add("duplicate-round", f"round {rnd} recorded twice", i)
+            elif rnd < last_round:
+                add("round-order", f"round {rnd} after round {last_round} (reordered)", i)
+        last_round = rnd if rnd is not None else last_round
+        prev = str(e["entry_hash"])
+        try:
+            q, s, n = float(e["sample_rate"]), float(e["noise_multiplier"]), int(e["steps"])
+            eps, delta = float(e["epsilon"]), float(e["delta"])
+            budget = float(e["budget_epsilon"])
+        except (TypeError, ValueError):
+            add("malformed", "non-numeric DP parameters", i)
+            continue
+        if e["status"] == "trained":
+            if not (0 < q <= 1 and s > 0 and n >= 1):
+                add("malformed", f"invalid mechanism q={q} sigma={s} steps={n}", i)
+                continue
+            history.append((q, s, n))
+        elif e["status"] == "refused":
+            if n != 0:
+                add("malformed", f"refused entry with steps={n}", i)
+        else:
+            add("malformed", f"unknown status {e['status']!r}", i)
+        if eps > budget:
+            add("budget-overrun", f"recorded epsilon {eps:.4f} > budget {budget}", i)
+        if not recompute or not (0 < delta < 1):
+            continue
+        hist = _merge(history)
+        ref = pld_epsilon(hist, delta)
+        tol = tolerance(ref)
+        if eps < ref - tol:
+            add("epsilon-understated", f"recorded {eps:.4f} < independent PLD {ref:.4f} "
+                f"(tolerance {tol:.3f}, delta {delta:g})", i)
+        elif e["accountant"] == "prv" and abs(eps - ref) > tol:
+            add("epsilon-mismatch", f"recorded PRV {eps:.4f} vs independent PLD {ref:.4f} "
+                f"(tolerance {tol:.3f})", i)
+        elif e["accountant"] == "rdp":
+            ref_rdp = rdp_epsilon(hist, delta)
+            if abs(eps - ref_rdp) > tolerance(ref_rdp):
+                add("epsilon-mismatch", f"recorded RDP {eps:.4f} vs dp_accounting RDP "
+                    f"{ref_rdp:.4f} (tolerance {tolerance(ref_rdp):.3f})", i)
+        elif e["accountant"] not in ("prv", "rdp"):
+            add("malformed", f"unknown accountant {e['accountant']!r}", i)
+        if ref > budget + tol:
+            add("budget-overrun", f"independent PLD epsilon {ref:.4f} > budget {budget}", i)
+    if anchor is not None:
+        if len(entries) < anchor.length:
+            add("truncated", f"{len(entries)} entries but the anchored head has "
+                f"{anchor.length}")
+        elif anchor.length > 0 and entries[anchor.length - 1].get("entry_hash") != \
+                anchor.head_hash:
+            add("head-mismatch", f"entry {anchor.length - 1} does not match the anchored "
+                "head hash")
+    return out
+
+
+def _locate(path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Ledger and identity files of a run dir (``ledger/``, ``identities/``) or a flat dir."""
+    path = Path(path)
+    if path.is_file():
+        led_dir, id_dir = path.parent, path.parent.parent / "identities"
+        ledgers = {path.name.removesuffix(".jsonl"): path}
+    else:
+        led_dir = path / "ledger" if (path / "ledger").is_dir() else path
+        id_dir = path / "identities" if (path / "identities").is_dir() else path
+        ledgers = {p.name.removesuffix(".jsonl"): p for p in sorted(led_dir.glob("*.jsonl"))
+                   if not p.name.startswith(".")}
+    ids = {p.name.removesuffix(".pub.json"): p for p in sorted(id_dir.glob("*.pub.json"))}
+    if not ids and (led_dir / "identities").is_dir():
+        ids = {p.name.removesuffix(".pub.json"): p
+               for p in sorted((led_dir / "identities").glob("*.pub.json"))}
+    return ledgers, ids
+
+
+def load_anchors(path: Path) -> dict[str, LedgerHead]:
+    """Anchors JSON: ``{"<hospital>": {"length": n, "head_hash": "<hex>"}, ...}``."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {h: LedgerHead(int(v["length"]), str(v["head_hash"])) for h, v in obj.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise LedgerError(f"anchors file {path} is unreadable or malformed") from None
+
+
+def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
+          *, recompute: bool = True) -> list[Finding]:
+    """Audit every ledger under ``path`` (see module doc); an empty list means clean."""
+    ledgers, ids = _locate(Path(path))
+    findings: list[Finding] = []
+    if not ledgers:
+        return [Finding(str(path), "no-ledger", "no <hospital>.jsonl ledger files found")]
+    anchors = anchors or {}
+    for h in sorted(set(anchors) - set(ledgers)):
+        findings.append(Finding(h, "missing-ledger", "anchored hospital has no ledger file"))
+    for h, lp in ledgers.items():
+        try:
+            entries = read_entries(lp)
+        except LedgerError as exc:
+            findings.append(Finding(h, "unreadable", str(exc)))
+            continue
+        public = None
+        if h in ids:
+            try:
+                public = read_public_identity(ids[h])
+            except (LedgerError, ConfigError) as exc:
+                findings.append(Finding(h, "bad-identity", str(exc)))
+        findings.extend(audit_ledger(h, entries, public, anchors.get(h), recompute=recompute))
+    return findings
+
+
+def audit_command(path: Path, anchors_path: Path | None = None) -> int:
+    """CLI glue: one line per finding on stdout; exit 0 when clean, 1 otherwise (2 on
+    unusable input)."""
+    try:
+        anchors = load_anchors(anchors_path) if anchors_path else None
+        findings = audit(Path(path), anchors)
+    except LedgerError as exc:
+        print(f"audit error: {exc}", file=sys.stderr)
+        return 2
+    for f in findings:
+        print(f"FINDING {f}")
+    if findings:
+        print(f"audit FAILED: {len(findings)} finding(s)")
+        return 1
+    ledgers, _ = _locate(Path(path))
+    n = sum(len(read_entries(p)) for p in ledgers.values())
+    print(f"audit OK: {len(ledgers)} ledger(s), {n} entries; signatures, hash chains and "
+          f"epsilon (dp_accounting PLD, tolerance max({TOL_ABS}, {TOL_REL:.0%})) verified")
+    return 0

@@ -1,0 +1,281 @@
+"""Append-only, signed, hash-chained privacy ledger: one JSONL file per hospital.
+
+Format (``fedrx-ledger/1``; full description for auditors in docs/ledger.md). Each line
+is one JSON object (an *entry*) with these keys:
+
+``format, seq, round, hospital, privacy_unit ("patient"), status ("trained"|"refused"),
+sample_rate, noise_multiplier, max_grad_norm, steps, delta, epsilon (cumulative, after this
+entry), budget_epsilon, accountant, library_versions, model_hash, prev_hash, entry_hash,
+signature``.
+
+* ``signature`` = hex Ed25519 signature by the hospital's identity key over
+  ``canonical(entry without "signature" and "entry_hash")``;
+* ``entry_hash`` = hex SHA-256 of ``canonical(entry without "entry_hash")`` (so it covers
+  the signature);
+* ``prev_hash`` = the previous entry's ``entry_hash``; ``GENESIS_HASH`` (64 zeros) for
+  ``seq`` 0.
+* ``canonical(obj)`` = ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+  ensure_ascii=False, allow_nan=False).encode("utf-8")``; floats are written in Python's
+  shortest round-trip ``repr`` form.
+
+Durability: every append rewrites the whole file to a temp file in the same folder,
+fsyncs it, renames it over the ledger and fsyncs the folder. A crash at any point leaves
+either the old or the new complete file, never a half-written entry (a leftover
+``.<name>.*`` temp file is ignored and may be deleted).
+
+Run-directory layout (written by simulate/nodes, read by audit and report)::
+
+    DIR/ledger/<hospital>.jsonl
+    DIR/identities/<hospital>.pub.json      (PublicIdentity.to_json())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedrx.dp.accountant import Mechanism, compute_epsilon
+from fedrx.errors import ConfigError, LedgerError
+from fedrx.secagg.identity import Identity, PublicIdentity
+
+FORMAT = "fedrx-ledger/1"
+GENESIS_HASH = "0" * 64
+PRIVACY_UNIT = "patient"
+STATUSES = ("trained", "refused")
+ENTRY_KEYS = frozenset({
+    "format", "seq", "round", "hospital", "privacy_unit", "status", "sample_rate",
+    "noise_multiplier", "max_grad_norm", "steps", "delta", "epsilon", "budget_epsilon",
+    "accountant", "library_versions", "model_hash", "prev_hash", "entry_hash", "signature",
+})
+_HOSPITAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    """Canonical encoding: sorted keys, no spaces, UTF-8, no NaN/Infinity."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def signing_bytes(entry: Mapping[str, Any]) -> bytes:
+    """What the signature covers: the entry without ``signature`` and ``entry_hash``."""
+    return canonical({k: v for k, v in entry.items() if k not in ("signature", "entry_hash")})
+
+
+def compute_entry_hash(entry: Mapping[str, Any]) -> str:
+    """SHA-256 hex of the entry without ``entry_hash`` (signature included)."""
+    return hashlib.sha256(
+        canonical({k: v for k, v in entry.items() if k != "entry_hash"})).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries the DP guarantee and its accounting depend on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("fedrx", "opacus", "torch", "dp-accounting", "cryptography", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def check_hospital_id(hospital: str) -> str:
+    """Hospital ids become file names: 1-64 of ``[A-Za-z0-9._-]``, not starting with a dot."""
+    if not _HOSPITAL_RE.match(hospital):
+        raise ConfigError(f"hospital id {hospital!r} is not a safe file name")
+    return hospital
+
+
+def ledger_path(run_dir: Path, hospital: str) -> Path:
+    return Path(run_dir) / "ledger" / f"{check_hospital_id(hospital)}.jsonl"
+
+
+def identity_path(run_dir: Path, hospital: str) -> Path:
+    return Path(run_dir) / "identities" / f"{check_hospital_id(hospital)}.pub.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, write, fsync, rename over ``path``, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_public_identity(run_dir: Path, public: PublicIdentity) -> Path:
+    """Write ``DIR/identities/<hospital>.pub.json`` (atomic)."""
+    p = identity_path(run_dir, public.hospital)
+    atomic_write_bytes(p, (json.dumps(public.to_json(), sort_keys=True, indent=1) + "\n")
+                       .encode("utf-8"))
+    return p
+
+
+def read_public_identity(path: Path) -> PublicIdentity:
+    try:
+        return PublicIdentity.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise LedgerError(f"cannot read identity {path}: {exc.strerror}") from None
+    except json.JSONDecodeError:
+        raise LedgerError(f"identity {path} is not JSON") from None
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """Parse a ledger file into entries (no verification; see :mod:`fedrx.dp.audit`)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    out = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise LedgerError(f"{path}:{lineno}: not a JSON object") from None
+        if not isinstance(obj, dict):
+            raise LedgerError(f"{path}:{lineno}: not a JSON object")
+        out.append(obj)
+    return out
+
+
+def mechanism_of(entry: Mapping[str, Any]) -> Mechanism | None:
+    """The DP mechanism an entry charges (None for refused or zero-step entries)."""
+    if entry.get("status") != "trained" or int(entry.get("steps", 0)) == 0:
+        return None
+    return Mechanism(float(entry["sample_rate"]), float(entry["noise_multiplier"]),
+                     int(entry["steps"]))
+
+
+@dataclass(frozen=True)
+class LedgerHead:
+    """What a round receipt anchors: number of entries and the last ``entry_hash``."""
+
+    length: int
+    head_hash: str
+
+
+class PrivacyLedger:
+    """One hospital's ledger file, opened for appending with its signing identity.
+
+    Invariant: the file always holds a complete, correctly chained list of entries; the
+    signing key is used only through ``Identity.sign`` and never written anywhere.
+    """
+
+    def __init__(self, path: Path, identity: Identity) -> None:
+        self.path = Path(path)
+        self.identity = identity
+        check_hospital_id(identity.hospital)
+        self._entries = read_entries(self.path)
+        for e in self._entries:
+            if e.get("hospital") != identity.hospital:
+                raise LedgerError(f"{self.path}: holds entries of another hospital")
+
+    @staticmethod
+    def in_run_dir(run_dir: Path, identity: Identity) -> PrivacyLedger:
+        """Open ``DIR/ledger/<hospital>.jsonl`` and (re)write the public identity beside it."""
+        write_public_identity(run_dir, identity.public)
+        return PrivacyLedger(ledger_path(run_dir, identity.hospital), identity)
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return [dict(e) for e in self._entries]
+
+    def head(self) -> LedgerHead:
+        last = self._entries[-1]["entry_hash"] if self._entries else GENESIS_HASH
+        return LedgerHead(len(self._entries), last)
+
+    def history(self) -> list[Mechanism]:
+        """Every charged mechanism so far (what the accountant replays)."""
+        return [m for m in (mechanism_of(e) for e in self._entries) if m is not None]
+
+    def append(
+        self,
+        *,
+        round: int,
+        mechanism: Mechanism | None,
+        max_grad_norm: float,
+        delta: float,
+        accountant: str,
+        model_hash: str,
+        budget_epsilon: float,
+        status: str = "trained",
+    ) -> dict[str, Any]:
+        """Sign and durably append one entry; returns it.
+
+        ``epsilon`` is recomputed from the WHOLE history plus ``mechanism`` (None or
+        ``status="refused"`` records a refused round: steps 0, epsilon unchanged).
+        Rounds must strictly increase.
+        """
+        if status not in STATUSES:
+            raise LedgerError(f"status must be one of {STATUSES}")
+        if self._entries and round <= int(self._entries[-1]["round"]):
+            raise LedgerError(f"round {round} is not after the last recorded round "
+                              f"{self._entries[-1]['round']}")
+        hist = self.history()
+        if status == "trained":
+            if mechanism is None or mechanism.steps < 1:
+                raise LedgerError("a trained entry needs a mechanism with steps >= 1")
+            hist.append(mechanism)
+        eps = compute_epsilon(hist, delta, accountant)
+        m = mechanism
+        entry: dict[str, Any] = {
+            "format": FORMAT,
+            "seq": len(self._entries),
+            "round": int(round),
+            "hospital": self.identity.hospital,
+            "privacy_unit": PRIVACY_UNIT,
+            "status": status,
+            "sample_rate": float(m.sample_rate) if m else 0.0,
+            "noise_multiplier": float(m.noise_multiplier) if m else 0.0,
+            "max_grad_norm": float(max_grad_norm),
+            "steps": int(m.steps) if (m and status == "trained") else 0,
+            "delta": float(delta),
+            "epsilon": float(eps),
+            "budget_epsilon": float(budget_epsilon),
+            "accountant": accountant,
+            "library_versions": library_versions(),
+            "model_hash": str(model_hash),
+            "prev_hash": self.head().head_hash,
+        }
+        entry["signature"] = self.identity.sign(signing_bytes(entry)).hex()
+        entry["entry_hash"] = compute_entry_hash(entry)
+        new = [*self._entries, entry]
+        atomic_write_bytes(self.path, b"".join(canonical(e) + b"\n" for e in new))
+        self._entries = new
+        return dict(entry)
