@@ -158,6 +158,13 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--clip-norm", type=float,
               help="mask: L2 bound on each hospital's model delta  [10.0]")
 @click.option("--threshold", type=int, help="mask: Shamir threshold t  [floor(2n/3)+1]")
+@click.option("--dp", "dp", type=click.Choice(["on", "off"]), default=None,
+              help="patient-level DP-SGD at every hospital  [off]")
+@click.option("--epsilon", type=float, help="DP: target epsilon for the whole run  [8]")
+@click.option("--delta", type=float, help="DP: delta  [below 1/patients]")
+@click.option("--max-grad-norm", type=float, help="DP: per-patient clipping norm C  [1.0]")
+@click.option("--dp-batch", type=int, help="DP: expected patients per batch  [32]")
+@click.option("--accountant", type=click.Choice(["prv", "rdp"]), help="DP accountant  [prv]")
 @click.option("--centralized/--no-centralized", default=None,
               help="also train centrally on the same split, for comparison")
 @click.option("--config", type=PathType, help="TOML file with a [simulate] table")
@@ -168,6 +175,8 @@ def simulate(config, **flags) -> None:
     from fedrx.cli.config import build, section
     from fedrx.medrx.simulate import METRIC_KEYS, SimulationConfig, run_simulation
 
+    if flags.get("dp") is not None:
+        flags["dp"] = flags["dp"] == "on"
     cfg = build(SimulationConfig, section(config, "simulate"), flags)
     cfg.validate()
     table = Table(title=f"fedrx simulate: {cfg.data}, protection {cfg.protection}")
@@ -196,8 +205,44 @@ def simulate(config, **flags) -> None:
     final = doc["final"]["global"]
     out.print("final global model: " + "  ".join(f"{k} {final[k]:.4f}" for k in METRIC_KEYS
                                                  if k in final))
+    if doc.get("dp"):
+        out.print("epsilon spent: " + ", ".join(f"{h} {d['epsilon']:.3f}/{d['budget_epsilon']:g}"
+                                              for h, d in doc["dp"].items()))
+    if doc.get("stopped"):
+        console.print(f"[yellow]{doc['stopped']}[/]")
     console.print(f"results: {Path(cfg.out) / 'results.json'}, "
-                  f"summary: {Path(cfg.out) / 'summary.md'}")
+                  f"summary: {Path(cfg.out) / 'summary.md'}"
+                  + (f", ledgers: {Path(cfg.out) / 'ledger'}" if doc.get("dp") else ""))
+
+
+@app.group("budget")
+def budget_app() -> None:
+    """Privacy-budget reports from a run's ledgers."""
+
+
+@budget_app.command("report")
+@click.argument("run_dir", type=PathType)
+@click.option("--out", "out_dir", type=PathType, required=True, help="report folder")
+def budget_report_cmd(run_dir: Path, out_dir: Path) -> None:
+    """Markdown, HTML, JSON and PNG plots of epsilon per round for every hospital."""
+    from fedrx.dp.report import budget_report
+
+    paths = budget_report(run_dir, out_dir)
+    for p in paths:
+        out.print(str(p))
+
+
+@app.command("audit")
+@click.argument("path", type=PathType)
+@click.option("--anchors", type=PathType, help="JSON of anchored ledger heads")
+def audit_cmd(path: Path, anchors: Path | None) -> None:
+    """Verify ledger signatures and hash chains and recompute epsilon independently
+    (Google dp-accounting, PLD). Exit 0 when clean, non-zero otherwise."""
+    from fedrx.dp.audit import audit_command
+
+    code = audit_command(path, anchors)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @data_app.command("inspect")
@@ -270,6 +315,107 @@ def data_synth(out_dir, hospitals, patients, seed, size_skew, case_mix_skew,
     console.print(f"wrote {sum(summary.patients.values())} patients in "
                   f"{len(summary.hospitals)} hospitals to {out_dir} "
                   f"({time.perf_counter() - t0:.1f} s)")
+
+
+# ----------------------------------------------------------------------------------------
+# gRPC deployment (fedrx.nodes): certs init, aggregator serve, node run, demo grpc.
+# Thin wrappers; the logic lives in fedrx.nodes.*.
+
+
+@app.group("certs")
+def certs_app() -> None:
+    """Certificates and the pinned federation file for a gRPC deployment."""
+
+
+@certs_app.command("init")
+@click.option("--out", "out_dir", type=PathType, required=True, help="folder for keys + certs")
+@click.option("--hospitals", required=True, help="comma-separated hospital ids, e.g. h1,h2,h3")
+@click.option("--days", type=int, default=825, show_default=True, help="certificate lifetime")
+def certs_init(out_dir: Path, hospitals: str, days: int) -> None:
+    """Create a CA, mutual-TLS certificates, hospital identities and federation.json."""
+    from fedrx.nodes.certs import init_certs
+
+    dep = init_certs(out_dir, hospitals.split(","), days=days)
+    console.print(f"CA, aggregator and {len(dep.hospitals)} hospital certificates + "
+                  f"identities written to {out_dir}; federation file "
+                  f"{out_dir / 'federation.json'} (id {dep.federation_id[:16]})")
+
+
+@app.group("aggregator")
+def aggregator_app() -> None:
+    """The aggregator of a gRPC deployment."""
+
+
+@aggregator_app.command("serve")
+@click.option("--config", type=PathType, required=True,
+              help="TOML with [aggregator] and [task]")
+@click.option("--insecure", is_flag=True, help="plaintext gRPC (testing only; no TLS)")
+def aggregator_serve(config: Path, insecure: bool) -> None:
+    """Serve hospitals over mutual TLS and run the federation's rounds."""
+    from fedrx.nodes.aggregator import AggregatorNode
+    from fedrx.nodes.config import load_config, setup_logging
+
+    setup_logging("aggregator")
+    cfg, task = load_config(config, "aggregator")
+    node = AggregatorNode(cfg, task, insecure=insecure)
+    node.install_signals()
+    doc = node.run()
+    console.print(f"results: {Path(cfg.out) / 'results.json'} "
+                  f"({len(doc['rounds'])} round(s))")
+
+
+@app.group("node")
+def node_app() -> None:
+    """A hospital site of a gRPC deployment."""
+
+
+@node_app.command("run")
+@click.option("--config", type=PathType, required=True, help="TOML with [node] and [task]")
+@click.option("--insecure", is_flag=True, help="plaintext gRPC (testing only; no TLS)")
+def node_run(config: Path, insecure: bool) -> int:
+    """Connect to the aggregator and answer its requests until the federation ends."""
+    from fedrx.nodes.config import load_config, setup_logging
+    from fedrx.nodes.hospital import HospitalNode
+
+    cfg, task = load_config(config, "node")
+    setup_logging(cfg.hospital)
+    node = HospitalNode(cfg, task, insecure=insecure)
+    node.install_signals()
+    node.build_party()
+    return node.run()
+
+
+@app.group("demo")
+def demo_app() -> None:
+    """Ready-made demonstrations."""
+
+
+@demo_app.command("grpc")
+@click.option("--out", "out_dir", type=PathType, default=Path("runs/grpc-demo"),
+              show_default=True, help="folder for certificates, configs, logs and results")
+@click.option("--data", default="mimic3-demo", show_default=True)
+@click.option("--hospitals", type=int, default=3, show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--protection", default="mask", show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True)
+@click.option("--local-epochs", type=int, default=2, show_default=True)
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="give up after this many seconds")
+def demo_grpc(out_dir: Path, data: str, hospitals: int, rounds: int, protection: str,
+              hidden: int, local_epochs: int, timeout: float) -> None:
+    """Certificates + an aggregator and hospital processes on loopback, then the table."""
+    from fedrx.nodes.launcher import DemoSpec, print_round_table, run_demo
+
+    spec = DemoSpec(out=out_dir, data=data, hospitals=hospitals, rounds=rounds,
+                    protection=protection, hidden=hidden, local_epochs=local_epochs,
+                    timeout=timeout)
+    doc = run_demo(spec, echo=lambda m: console.print(m))
+    print_round_table(doc, out)
+    console.print(f"results: {out_dir / 'aggregator' / 'results.json'}, summary: "
+                  f"{out_dir / 'aggregator' / 'summary.md'}, node state and receipts: "
+                  f"{out_dir / 'nodes'}/<hospital>/state.json, logs: {out_dir / 'logs'}")
+
+# ----------------------------------------------------------------------- end gRPC block
 
 
 def main(argv: list[str] | None = None) -> int:

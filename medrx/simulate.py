@@ -60,6 +60,24 @@ class SimulationConfig:
     personalize: bool = True
     centralized: bool = False
     mappings: str = ""
+    dp: bool = False
+    epsilon: float = 8.0
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    dp_batch: int = 32
+    accountant: str = "prv"
+    secure_noise: bool = True
+    budget_epsilon: float | None = None
+    on_budget_exhausted: str = "continue"
+
+    def dp_config(self):  # noqa: ANN201  (torch-free import at module level)
+        from fedrx.dp.dpsgd import DPConfig
+
+        return DPConfig(target_epsilon=self.epsilon, delta=self.delta,
+                        max_grad_norm=self.max_grad_norm,
+                        expected_batch_patients=self.dp_batch, accountant=self.accountant,
+                        secure_noise=self.secure_noise, budget_epsilon=self.budget_epsilon,
+                        seed=None if self.secure_noise else self.seed)
 
     def validate(self) -> None:
         if self.hospitals is not None and self.hospitals < 1:
@@ -79,6 +97,12 @@ class SimulationConfig:
             raise ConfigError(f"unknown server optimizer {self.server_optimizer!r}")
         if self.min_patients < 3:
             raise ConfigError("min_patients must be >= 3")
+        if self.on_budget_exhausted not in ("continue", "stop"):
+            raise ConfigError("on_budget_exhausted must be 'continue' or 'stop'")
+        if self.dp:
+            if not self.epsilon > 0:
+                raise ConfigError(f"--epsilon must be > 0, got {self.epsilon}")
+            self.dp_config().validate()
 
 
 def protection_params(cfg: SimulationConfig) -> dict[str, Any]:
@@ -89,6 +113,19 @@ def protection_params(cfg: SimulationConfig) -> dict[str, Any]:
             params["threshold"] = cfg.threshold
         return params
     return {}
+
+
+def dp_factory(cfg: SimulationConfig, run_dir: Path) -> Callable[..., Any]:
+    """Per-hospital DP: ledger in ``run_dir/ledger``, public identity in ``run_dir/identities``."""
+    from fedrx.dp.federated import DPPlan, HospitalDP
+
+    dp_cfg = cfg.dp_config()
+    plan = DPPlan(rounds=cfg.rounds, local_epochs=cfg.local_epochs)
+
+    def make(hospital: str, identity: Any, data: HospitalData) -> HospitalDP:
+        return HospitalDP(hospital, identity, dp_cfg, plan, data.train.n_patients, run_dir)
+
+    return make
 
 
 def metrics_from_sums(reports: list[dict]) -> dict[str, float]:
@@ -153,6 +190,9 @@ def run_simulation(cfg: SimulationConfig,
     out_dir = Path(cfg.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a folder")
+    if cfg.dp and (out_dir / "ledger").is_dir() and any((out_dir / "ledger").iterdir()):
+        raise ConfigError(f"{out_dir / 'ledger'} already holds privacy ledgers; ledgers are "
+                          "never overwritten: choose a new --out")
     t_start = time.perf_counter()
     prep = prepare(cfg)
     opt = ClientOptimizer(cfg.client_optimizer, cfg.lr, epochs=cfg.local_epochs,
@@ -163,17 +203,29 @@ def run_simulation(cfg: SimulationConfig,
         protection=cfg.protection, protection_params=protection_params(cfg),
         seed=cfg.seed, drops=cfg.drop or None,
         metrics_from_sums=metrics_from_sums)
+    if cfg.dp:
+        process.dp = dp_factory(cfg, out_dir)
     state = process.initialize()
     process.enroll(prep.hospitals)
     process.validate_drops(cfg.rounds)
     rounds: list[dict[str, Any]] = []
+    stopped = ""
     for r in range(1, cfg.rounds + 1):
         last = r == cfg.rounds
         state, outcome = process.next(state, prep.hospitals, personalize=last and cfg.personalize)
         rec = asdict(outcome)
+        if cfg.dp:
+            rec["privacy"] = {h: {"epsilon": p.dp.epsilon(), "delta": p.dp.delta,
+                                  "refused": h in outcome.refused}
+                              for h, p in process.parties.items()}
         rounds.append(rec)
         if progress:
             progress(rec)
+        if outcome.refused and (cfg.on_budget_exhausted == "stop"
+                                or len(outcome.refused) == len(outcome.participants)):
+            stopped = (f"stopped after round {r}: privacy budget exhausted at "
+                       f"{', '.join(sorted(outcome.refused))}")
+            break
     final = rounds[-1]
     per_hospital: dict[str, Any] = {}
     for h, sums in final["hospital_metrics"].items():
@@ -194,6 +246,9 @@ def run_simulation(cfg: SimulationConfig,
                                prep.task.vocab.sizes, strict=True)),
         "parameters": prep.task.spec.size,
         "rounds": rounds,
+        "stopped": stopped,
+        "dp": ({h: p.dp.describe() | {"epsilon": p.dp.epsilon()}
+                for h, p in process.parties.items()} if cfg.dp else None),
         "final": {"global": final["metrics"], "per_hospital": per_hospital,
                   "model_hash": final["model_hash"]},
         "seconds": 0.0,
@@ -253,6 +308,18 @@ def summary_markdown(doc: dict[str, Any]) -> str:
             if m:
                 lines.append(f"| {h} | {kind} | " +
                              " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS) + " |")
+    if doc.get("dp"):
+        lines += ["", "## Differential privacy (patient level, per hospital)", "",
+                  "| hospital | epsilon spent | budget | delta | noise multiplier | "
+                  "sample rate | steps/round | clip C |", "|---" * 8 + "|"]
+        for h, d in doc["dp"].items():
+            lines.append(f"| {h} | {d['epsilon']:.3f} | {d['budget_epsilon']:g} | "
+                         f"{d['delta']:.1e} | {d['noise_multiplier']:.3f} | "
+                         f"{d['sample_rate']:.3f} | {d['steps_per_round']} | "
+                         f"{d['max_grad_norm']:g} |")
+        lines += ["", "Ledgers: `ledger/<hospital>.jsonl`; verify with `fedrx audit DIR`."]
+    if doc.get("stopped"):
+        lines += ["", f"**{doc['stopped']}**"]
     if "centralized" in doc:
         lines += ["", "## Centralized training on the same split", "",
                   "| method | " + " | ".join(METRIC_KEYS) + " |",

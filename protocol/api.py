@@ -42,7 +42,7 @@ class FederatedProcess:
     protection: str = "none"
     protection_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    dp: Any = None
+    dp: Any = None  # None, or a factory (hospital, identity, data) -> HospitalDP
     drops: str | None = None
     evaluate: bool = True
     metrics_from_sums: Any = None
@@ -83,8 +83,10 @@ class FederatedProcess:
             proto = make_protection(self.protection, federation=self.federation,
                                     identity=self._identities[h],
                                     params=self.protection_params)
+            dp = (self.dp(h, self._identities[h], hospitals[h]) if callable(self.dp)
+                  else self.dp)
             self.parties[h] = HospitalParty(h, self.task, hospitals[h], proto,
-                                            self.client_optimizer, seed=self.seed, dp=self.dp)
+                                            self.client_optimizer, seed=self.seed, dp=dp)
         self._server_protection = server_proto
 
     def identity(self, hospital: str) -> Identity:

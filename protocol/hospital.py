@@ -61,6 +61,7 @@ class HospitalParty:
             batch_size=client_optimizer.batch_size)
         self.seed = seed
         self.dp = dp
+        self.last_dp: dict[str, Any] | None = None
         self.state = HospitalState.IDLE
         self.last_round = 0
         self.current_round = 0
@@ -109,7 +110,7 @@ class HospitalParty:
         entry = RoundLog(req.round, HospitalState.IDLE)
         self.log.append(entry)
         if self.dp is not None:
-            refusal = self.dp.check_budget(self.hospital, req.round)
+            refusal = self.dp.begin_round(req.round, req.model_hash)
             if refusal:
                 self.state = entry.state = HospitalState.REFUSED
                 entry.reason = refusal
@@ -124,8 +125,9 @@ class HospitalParty:
         self.client = self.protection.new_client(ctx, self.hospital)
         self.client.set_input(vector)
         entry.loss, entry.n_examples, entry.dp = result.loss, result.n_examples, result.dp
+        self.last_dp = result.dp
         self.state = entry.state = HospitalState.TRAINED
-        head = self.dp.ledger_head(self.hospital) if self.dp is not None else ""
+        head = self.dp.ledger_head() if self.dp is not None else ""
         return TrainAck(req.round, self.hospital, "trained", ledger_head=head)
 
     # -- protection stages ----------------------------------------------------------------
