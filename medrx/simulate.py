@@ -206,6 +206,7 @@ def run_simulation(cfg: SimulationConfig,
     if cfg.dp:
         process.dp = dp_factory(cfg, out_dir)
     state = process.initialize()
+    initial_hash = state.model_hash
     process.enroll(prep.hospitals)
     process.validate_drops(cfg.rounds)
     rounds: list[dict[str, Any]] = []
@@ -245,6 +246,7 @@ def run_simulation(cfg: SimulationConfig,
         "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
                                prep.task.vocab.sizes, strict=True)),
         "parameters": prep.task.spec.size,
+        "initial_model_hash": initial_hash,
         "rounds": rounds,
         "stopped": stopped,
         "dp": ({h: p.dp.describe() | {"epsilon": p.dp.epsilon()}
