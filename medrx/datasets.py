@@ -99,8 +99,16 @@ def load_dataset(
         mdir = mappings_dir or (path / "mappings" if (path / "mappings").is_dir() else None)
         patients = []
         stats: dict[str, int] = {}
+        owner: dict[str, str] = {}
         for sub in subs:
             c = read_mimic3(sub, mdir, hospital=sub.name, min_visits=min_visits)
+            for p in c.patients:
+                if p.patient_id in owner:
+                    raise DataError(
+                        f"patient {p.patient_id} appears in hospitals {owner[p.patient_id]} and "
+                        f"{sub.name}: each patient must belong to exactly one hospital (the DP "
+                        "guarantee relies on it); give patients hospital-unique ids")
+                owner[p.patient_id] = sub.name
             patients.extend(c.patients)
             for k, v in c.stats.items():
                 stats[k] = stats.get(k, 0) + v

@@ -86,3 +86,28 @@ def test_cli_dp_run_audit_report_and_tamper(mimic_demo, tmp_path):
     led.write_text(json.dumps(entry, separators=(",", ":"), sort_keys=True) + "\n")
     bad = run("audit", str(out))
     assert bad.returncode != 0 and "FINDING" in bad.stdout
+
+
+def test_server_params_cannot_weaken_local_dp_policy(mimic_demo, tmp_path):
+    """Whatever the aggregator puts in the round parameters, the hospital uses its own σ, C."""
+    from fedrx.protocol.aggregator import RoundMachine
+    from fedrx.protocol.api import build_federated_averaging_process
+    from fedrx.protocol.transport import InProcessTransport
+
+    cfg = _cfg(tmp_path, rounds=1)
+    from fedrx.medrx.simulate import dp_factory, prepare
+
+    prep = prepare(cfg)
+    p = build_federated_averaging_process(prep.task, protection="none", evaluate=False,
+                                          dp=dp_factory(cfg, tmp_path / "run"))
+    state = p.initialize()
+    p.enroll(prep.hospitals)
+    machine = RoundMachine(p._server_protection, InProcessTransport(p.parties))
+    hostile = {"noise_multiplier": 0.0, "max_grad_norm": 1e9, "epsilon": 1e9,
+               "sample_rate": 1.0, "dp": False}
+    _, out = machine.run(state, sorted(prep.hospitals), evaluate=False, params=hostile)
+    assert out.status == "completed"
+    for h, party in p.parties.items():
+        entry = read_entries(tmp_path / "run" / "ledger" / f"{h}.jsonl")[-1]
+        assert entry["noise_multiplier"] == party.dp.noise_multiplier > 0.5
+        assert entry["max_grad_norm"] == 1.0 and entry["sample_rate"] < 1.0

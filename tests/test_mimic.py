@@ -132,9 +132,23 @@ def test_unknown_layout(tmp_path):
 
 def test_multi_hospital_folder(tmp_path):
     write_mimic(tmp_path / "fed" / "hospA")
-    write_mimic(tmp_path / "fed" / "hospB")
+    b = write_mimic(tmp_path / "fed" / "hospB")
+    for name in ("admissions", "diagnoses_icd", "procedures_icd", "prescriptions"):
+        f = b / f"{name}.csv"
+        lines = f.read_text().splitlines()
+        # hospital-unique patient ids at hospital B
+        out = [lines[0]] + [",".join(c if i != 1 else "9" + c for i, c in
+                                     enumerate(ln.split(","))) for ln in lines[1:]]
+        f.write_text("\n".join(out) + "\n")
     c = load_dataset(tmp_path / "fed")
     assert c.hospitals == ["hospA", "hospB"]
+
+
+def test_patient_in_two_hospitals_is_rejected(tmp_path):
+    write_mimic(tmp_path / "fed" / "hospA")
+    write_mimic(tmp_path / "fed" / "hospB")
+    with pytest.raises(DataError, match="exactly one hospital"):
+        load_dataset(tmp_path / "fed")
 
 
 def test_real_mimic3_demo(mimic_demo):
