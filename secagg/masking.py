@@ -50,7 +50,7 @@ from fedrx.errors import CryptoError, ProtocolError
 from fedrx.secagg import bitpack, kex, shamir
 from fedrx.secagg.graph import Graph
 from fedrx.secagg.identity import Federation
-from fedrx.secagg.prg import prg_vector
+from fedrx.secagg.prg import new_scratch, prg_accumulate
 
 ADVERTISE = "advertise_keys"
 SHARE_KEYS = "share_keys"
@@ -438,22 +438,24 @@ class MaskingClient:
         if len(self._u2) < p.threshold:
             raise self._abort(f"only {len(self._u2)} share holders remain; need "
                               f"t={p.threshold}", MASKED_INPUT)
-        m, d = p.modulus_bits, p.length
+        m = p.modulus_bits
+        # Masks are added/subtracted in place with wrapping uint64 arithmetic and reduced
+        # once at the end: R = 2**m divides 2**64, so this equals the sum of the reduced
+        # PRG vectors mod R.
         y = self._x.copy()
-        y += prg_vector(kex.self_mask_key(self._seed, self._sid_r, p.round, self.hospital), d, m)
+        scratch = new_scratch()
+        prg_accumulate(kex.self_mask_key(self._seed, self._sid_r, p.round, self.hospital), y,
+                       m, 1, scratch)
         for v in sorted(self._u2 - {self.hospital}):
             k = kex.mask_key(kex.agree(self._mask_sk, self._ads[v].mask_public), self._sid_r,
                              p.round, self.hospital, v)
-            if mask_sign(self.hospital, v) > 0:
-                y += prg_vector(k, d, m)
-            else:
-                y -= prg_vector(k, d, m)
+            prg_accumulate(k, y, m, mask_sign(self.hospital, v), scratch)
         if m < 64:
             y &= np.uint64((1 << m) - 1)
         self._x = None
         self._seed = b""
         self.state = ClientState.MASKED
-        return MaskedInput(self.hospital, p.round, m, d, bitpack.pack(y, m))
+        return MaskedInput(self.hospital, p.round, m, p.length, bitpack.pack(y, m))
 
     def _check_survivors(self, survivors: Any, stage: str) -> tuple[str, ...]:
         p = self.params
@@ -572,6 +574,7 @@ class MaskingServer:
         self._ads: dict[str, AdvertiseKeys] = {}
         self._sid_r = b""
         self._inbox: dict[str, list[EncryptedShare]] = {}
+        self._sum = bitpack.SumAccumulator(params.modulus_bits, params.length)
         self._total = np.zeros(params.length, dtype=np.uint64)
         self._sigs: dict[str, ConsistencySignature] = {}
 
@@ -672,12 +675,11 @@ class MaskingServer:
                     or r.length != p.length or not isinstance(r.packed, bytes):
                 self.view.rejected[h] = "invalid masked input"
                 continue
-            try:
-                y = bitpack.unpack(r.packed, p.modulus_bits, p.length)
+            try:  # validates size and padding before anything is added
+                self._sum.add(r.packed)
             except ProtocolError:
                 self.view.rejected[h] = "malformed packed vector"
                 continue
-            self._total += y
             ok.append(h)
         self.view.u3 = tuple(ok)
         self._need(ok, "sent masked inputs", MASKED_INPUT)
@@ -722,8 +724,10 @@ class MaskingServer:
                     p.index(h)] = s.share
         v.u5 = tuple(ok)
         self._need(ok, "answered unmask", UNMASK)
-        m, d, t = p.modulus_bits, p.length, p.threshold
-        total = self._total
+        m, t = p.modulus_bits, p.threshold
+        # Reconstruct every secret first (any failure aborts before work), then remove the
+        # masks in place; one reduction mod 2**m at the end (see prg_accumulate).
+        self_keys: list[bytes] = []
         for u in v.u3:
             shares = b_sh.get(u, {})
             if len(shares) < t:
@@ -733,7 +737,8 @@ class MaskingServer:
                 seed = shamir.reconstruct(shares, t)
             except CryptoError:
                 raise self._abort(f"self-mask shares for {u} are inconsistent", UNMASK) from None
-            total -= prg_vector(kex.self_mask_key(seed, self._sid_r, p.round, u), d, m)
+            self_keys.append(kex.self_mask_key(seed, self._sid_r, p.round, u))
+        pair_keys: list[tuple[bytes, int]] = []
         for u in sorted(u2 - u3):
             shares = k_sh.get(u, {})
             if len(shares) < t:
@@ -749,10 +754,13 @@ class MaskingServer:
             for w in sorted(p.graph.of(u) & u3):
                 k = kex.mask_key(kex.agree(sk, self._ads[w].mask_public), self._sid_r,
                                  p.round, u, w)
-                if mask_sign(w, u) > 0:
-                    total -= prg_vector(k, d, m)
-                else:
-                    total += prg_vector(k, d, m)
+                pair_keys.append((k, -mask_sign(w, u)))
+        total = self._sum.total()
+        scratch = new_scratch()
+        for k in self_keys:
+            prg_accumulate(k, total, m, -1, scratch)
+        for k, sign in pair_keys:
+            prg_accumulate(k, total, m, sign, scratch)
         if m < 64:
             total &= np.uint64((1 << m) - 1)
         self._total = total

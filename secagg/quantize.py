@@ -13,6 +13,8 @@ Encoding, per hospital:
 4. **Unbiased stochastic rounding**: ``x_i = floor(y_i) + [u_i < y_i - floor(y_i)]`` with
    ``u_i`` uniform on ``[0, 1)`` with 53-bit resolution from an AES-CTR stream keyed by
    ``os.urandom`` (never numpy's RNG). ``E[x_i] = y_i`` (exactly, up to the 2**-53 grid).
+   ``u_i = (w_i >> 11) * 2**-53`` for the i-th little-endian 64-bit keystream word; the
+   comparison is done exactly in integers (``w_i >> 11 < frac_i * 2**53``).
 5. The count ``c`` is carried exactly as an integer coordinate, and the number of clipped
    coordinates (``d`` if the norm clip fired on a non-zero delta, else 0; non-zero entries
    only) as another, so the aggregator learns only their SUMS.
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrx.errors import ConfigError
-from fedrx.secagg.prg import prg_bytes
+from fedrx.secagg.prg import prg_words
 
 MAX_MODULUS_BITS = 64
 
@@ -97,18 +99,44 @@ class ClipStats:
     clipped_coordinates: int
 
 
+def _coins(n: int) -> np.ndarray:
+    """n uniform 64-bit words from AES-CTR keyed by os.urandom (one stream, no copies)."""
+    return prg_words(os.urandom(32), n, 8)
+
+
 def _uniform01(n: int) -> np.ndarray:
     """n uniforms on [0, 1) with 53-bit resolution from AES-CTR keyed by os.urandom."""
-    words = np.frombuffer(prg_bytes(os.urandom(32), 8 * n), dtype="<u8")
-    return (words >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+    return (_coins(n) >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+
+
+def _round_up(frac: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """Coins for stochastic rounding: ``u < frac`` with ``u = (word >> 11) * 2**-53``.
+
+    Computed as the integer ``word >> 11`` against ``frac * 2**53``: both scalings by a
+    power of two are exact (``u`` is an integer below 2**53, ``frac`` in [0, 1)), so the
+    decision is bit-for-bit the one of the float comparison. ``frac`` and ``words`` are
+    overwritten.
+    """
+    frac *= 2.0**53
+    words >>= np.uint64(11)
+    return np.less(words, frac)
+
+
+def _stochastic_round_into(y: np.ndarray, out: np.ndarray) -> None:
+    """out[:] = floor(y) + [u < y - floor(y)] (int64; ``y`` float64, same shape)."""
+    fl = np.floor(y)
+    np.copyto(out, fl, casting="unsafe")
+    frac = np.subtract(y, fl, out=fl)
+    up = _round_up(frac, _coins(y.size).reshape(y.shape))
+    np.add(out, up, out=out)
 
 
 def stochastic_round(y: np.ndarray) -> np.ndarray:
     """Unbiased stochastic rounding of a float64 array to int64 (CSPRNG coins)."""
     y = np.asarray(y, dtype=np.float64)
-    fl = np.floor(y)
-    up = _uniform01(y.size).reshape(y.shape) < (y - fl)
-    return fl.astype(np.int64) + up.astype(np.int64)
+    out = np.empty(y.shape, dtype=np.int64)
+    _stochastic_round_into(y, out)
+    return out
 
 
 def encode(vector: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, ClipStats]:
@@ -131,14 +159,17 @@ def encode(vector: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, Cl
         delta = np.zeros_like(weighted)
     else:
         delta = weighted / count
-    norm = float(np.linalg.norm(delta))
+    # Pairwise-summed L2 norm, not BLAS: np.linalg.norm's ddot wakes OpenBLAS threads
+    # that spin on the hospital's cores for milliseconds after every call.
+    norm = math.sqrt(float(np.add.reduce(np.square(delta))))
     clipped = norm > cfg.clip_norm
     if clipped:
         delta = delta * (cfg.clip_norm / norm)
     bound = value_bound(cfg)
-    y = np.clip(delta * (count * float(2**cfg.frac_bits)), -bound, bound)
+    y = np.multiply(delta, count * float(2**cfg.frac_bits))
+    np.clip(y, -bound, bound, out=y)
     x = np.empty(v.size + 1, dtype=np.int64)
-    x[:-2] = stochastic_round(y)
+    _stochastic_round_into(y, x[:-2])
     x[-2] = count
     n_clip = int(np.count_nonzero(delta)) if clipped else 0
     x[-1] = n_clip

@@ -342,3 +342,63 @@ def test_harary_property(nk):
         return
     g = graph.harary_graph([f"p{i}" for i in range(n)], k, b"s" * 32, 1)
     assert g.is_regular(k) and g.is_connected()
+
+
+# ------------------------------------------------------------- fast paths (issue 4 bench)
+
+
+def _ref_pack(vals: np.ndarray, m: int) -> bytes:
+    acc = 0
+    for i, x in enumerate(int(v) for v in vals):
+        acc |= x << (i * m)
+    return acc.to_bytes(bitpack.packed_size(len(vals), m), "little")
+
+
+def test_bitpack_fast_paths_match_reference_for_every_width():
+    rng = np.random.default_rng(7)
+    for m in range(1, 65):
+        for n in (0, 1, 7, 8, 9, 17, 130):
+            top = (1 << m) - 1
+            vals = rng.integers(0, top, n, dtype=np.uint64, endpoint=True)
+            if n:
+                vals[0] = top
+            packed = bitpack.pack(vals, m)
+            assert packed == _ref_pack(vals, m), (m, n)
+            assert np.array_equal(bitpack.unpack(packed, m, n), vals), (m, n)
+            acc, want = bitpack.SumAccumulator(m, n), np.zeros(n, dtype=np.uint64)
+            for _ in range(3):
+                w = rng.integers(0, top, n, dtype=np.uint64, endpoint=True)
+                acc.add(bitpack.pack(w, m))
+                want += w
+            assert np.array_equal(acc.total(), want & np.uint64(top)), (m, n)
+    acc = bitpack.SumAccumulator(5, 11)
+    with pytest.raises(ProtocolError):
+        acc.add(b"\x00" * 6 + b"\x80")
+    assert not acc.total().any()
+
+
+def test_prg_accumulate_equals_reduced_vectors_and_prg_words_stream():
+    key = secrets.token_bytes(32)
+    for m in (7, 32, 33, 37, 64):
+        for n in (0, 1, 5000, 70001):
+            base = np.random.default_rng(m).integers(0, 2**63, n, dtype=np.uint64)
+            got = base.copy()
+            prg.prg_accumulate(key, got, m, -1)
+            prg.prg_accumulate(key, got, m, 1)
+            prg.prg_accumulate(key, got, m, 1)
+            mask = np.uint64((1 << m) - 1) if m < 64 else np.uint64(2**64 - 1)
+            assert np.array_equal(got & mask, (base + prg.prg_vector(key, n, m)) & mask)
+    w = prg.word_bytes(37)
+    assert prg.prg_words(key, 3000, w).tobytes() == prg.prg_bytes(key, 3000 * w)
+
+
+def test_stochastic_round_coin_rule_is_the_float_rule():
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64, endpoint=True)
+    words[:4] = [0, 2**11 - 1, 2**64 - 1, 2**64 - 2**11]
+    frac = rng.random(50_000)
+    frac[:4] = [0.0, 5e-324, np.nextafter(1.0, 0.0), np.nextafter(1.0, 0.0)]
+    u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    frac[4:1000] = u[4:1000]  # ties never round up
+    frac[1000:2000] = np.nextafter(u[1000:2000], 2.0)
+    assert np.array_equal(quantize._round_up(frac.copy(), words.copy()), u < frac)
