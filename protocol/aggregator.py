@@ -120,6 +120,9 @@ class RoundMachine:
             self._go(Phase.ABORTED, out)
             out.status, out.reason = "aborted", str(exc)
             log.warning("round %d aborted: %s", rnd, exc)
+            # the round number is consumed (hospitals refuse to reuse it: replay protection);
+            # the global model and optimizer state are unchanged
+            state = ServerState(rnd, state.weights, state.optimizer, state.session_id)
         if evaluate:
             self._evaluate(state, rnd, out, personalize)
         if out.status == "running":

@@ -91,7 +91,9 @@ def test_everyone_dropping_aborts_and_keeps_the_model():
     s1, out = p.next(s0, HOSPITALS)
     assert out.status == "aborted" and "no hospital uploaded" in out.reason
     np.testing.assert_array_equal(s1.weights, s0.weights)
-    assert s1.round == 0
+    assert s1.round == 1  # the round id is consumed: a retry is round 2, not a replay
+    s2, out2 = p.next(s1, HOSPITALS)
+    assert out2.round == 2 and out2.status == "completed"
 
 
 def test_fault_spec_validation():

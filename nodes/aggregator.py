@@ -1,0 +1,335 @@
+"""``fedrx aggregator serve``: the long-running aggregator process.
+
+Starts the gRPC server (mutual TLS; the standard health service reports SERVING), waits
+until ``min_hospitals`` hospitals are connected, then runs rounds with the SAME
+:class:`~fedrx.protocol.aggregator.RoundMachine` as ``fedrx simulate`` over a
+:class:`~fedrx.nodes.transport.GrpcTransport`. After every round it checkpoints
+:class:`~fedrx.protocol.aggregator.ServerState` atomically (:func:`save_checkpoint`) and
+sends each hospital a RoundResult (its ledger receipt). Results go to ``OUT/results.json``,
+``OUT/summary.md`` and ``OUT/global_model.npy`` in the simulation's format.
+
+Restart semantics: killed and restarted with the same config, it resumes after the last
+checkpointed round. A round that was in flight is abandoned and its round NUMBER is burnt
+(``OUT/checkpoint/STARTED`` and the hospitals' Hello ``last_round`` tell how far rounds
+went): the retry gets a newer round number, since hospitals refuse any round not newer
+than one they have seen (their ledgers are never rolled back). The model is the
+checkpointed one. SIGINT/SIGTERM: stop waiting, abandon the round in flight (not
+checkpointed), write results, tell hospitals Goodbye, stop the server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedrx.errors import ConfigError, ProtocolError
+from fedrx.medrx.records import atomic_write_text
+from fedrx.nodes.certs import Deployment, load_tls
+from fedrx.nodes.codec import Limits
+from fedrx.nodes.config import AggregatorConfig, event, task_digest
+from fedrx.nodes.transport import GrpcTransport, Registry, ServiceSettings, serve
+from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
+from fedrx.protocol.aggregator import RoundMachine, ServerState
+from fedrx.protocol.messages import EVALUATE, TRAIN
+from fedrx.protocol.optim import ServerOptimizer
+from fedrx.protocol.task import model_hash
+
+log = logging.getLogger("fedrx.nodes.aggregator")
+CKPT_FORMAT = "fedrx-checkpoint/1"
+
+
+# ------------------------------------------------------------------------ checkpoint
+
+
+def _json_default(o: Any) -> Any:
+    from fedrx.medrx.simulate import _json_default as d
+
+    return d(o)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any]],
+                    meta: dict[str, Any]) -> Path:
+    """Write ``folder/round-NNNNNN/`` then atomically point ``folder/LATEST`` at it.
+
+    Files: ``weights.npy`` (float32), ``opt_m.npy``/``opt_v.npy`` (FedAdam moments, if
+    any), ``state.json`` (round, session id, model hash, optimizer settings, the round
+    records so far, ``meta``). All ``.npy`` are written with ``allow_pickle=False``. Older
+    checkpoints are removed after LATEST moves.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"round-{state.round:06d}"
+    tmp = folder / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    opt = state.optimizer
+    _save_npy(tmp / "weights.npy", state.weights.astype(np.float32))
+    if opt.m is not None and opt.v is not None:
+        _save_npy(tmp / "opt_m.npy", opt.m)
+        _save_npy(tmp / "opt_v.npy", opt.v)
+    doc = {"format": CKPT_FORMAT, "round": state.round, "session_id": state.session_id.hex(),
+           "model_hash": state.model_hash,
+           "optimizer": {"name": opt.name, "lr": opt.lr, "beta1": opt.beta1,
+                         "beta2": opt.beta2, "tau": opt.tau, "moments": opt.m is not None},
+           "rounds": rounds, "meta": meta}
+    atomic_write_text(tmp / "state.json", json.dumps(doc, default=_json_default) + "\n")
+    final = folder / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_text(folder / "LATEST", name + "\n")
+    for old in folder.glob("round-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(folder: Path) -> tuple[ServerState, list[dict[str, Any]],
+                                           dict[str, Any]] | None:
+    """(state, round records, meta) of the newest complete checkpoint, or None."""
+    latest = folder / "LATEST"
+    if not latest.is_file():
+        return None
+    d = folder / latest.read_text().strip()
+    try:
+        doc = json.loads((d / "state.json").read_text())
+        if doc.get("format") != CKPT_FORMAT:
+            raise ValueError("format")
+        w = np.load(d / "weights.npy", allow_pickle=False)
+        o = doc["optimizer"]
+        opt = ServerOptimizer(o["name"], lr=o["lr"], beta1=o["beta1"], beta2=o["beta2"],
+                              tau=o["tau"])
+        if o["moments"]:
+            opt.m = np.load(d / "opt_m.npy", allow_pickle=False)
+            opt.v = np.load(d / "opt_v.npy", allow_pickle=False)
+        state = ServerState(int(doc["round"]), w, opt, bytes.fromhex(doc["session_id"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"checkpoint {d} is unreadable ({type(exc).__name__})") from None
+    if w.dtype != np.float32 or w.ndim != 1 or model_hash(w) != doc["model_hash"]:
+        raise ConfigError(f"checkpoint {d}: weights do not match the recorded model hash")
+    return state, list(doc["rounds"]), dict(doc.get("meta", {}))
+
+
+# --------------------------------------------------------------------------- results
+
+
+def results_doc(task: Any, prep: Any, rounds: list[dict[str, Any]], seconds: float,
+                extra: dict[str, Any]) -> dict[str, Any]:
+    """The results document, in the format of ``fedrx simulate``'s results.json."""
+    from fedrx.medrx.simulate import _metrics
+
+    final = rounds[-1] if rounds else {"metrics": {}, "hospital_metrics": {}, "model_hash": ""}
+    per_hospital: dict[str, Any] = {}
+    for h, sums in final["hospital_metrics"].items():
+        entry = {"global": _metrics(sums["global"])}
+        if "personal" in sums:
+            entry["personalized"] = _metrics(sums["personal"])
+        per_hospital[h] = entry
+    return {
+        "format": "fedrx-simulation/1",
+        "transport": "grpc",
+        "config": asdict(task),
+        "dataset": prep.cohort_name,
+        "hospitals": {h: {"train_patients": len(s.train), "val_patients": len(s.val),
+                          "test_patients": len(s.test),
+                          "train_visits": len(prep.hospitals[h].train),
+                          "test_visits": len(prep.hospitals[h].test)}
+                      for h, s in prep.splits.items()},
+        "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
+                               prep.task.vocab.sizes, strict=True)),
+        "parameters": prep.task.spec.size,
+        "rounds": rounds,
+        "final": {"global": final["metrics"], "per_hospital": per_hospital,
+                  "model_hash": final["model_hash"]},
+        "seconds": seconds,
+        "deployment": extra,
+    }
+
+
+# ------------------------------------------------------------------------------ node
+
+
+class AggregatorNode:
+    """The aggregator process. ``run()`` blocks until the federation ends or a signal."""
+
+    def __init__(self, cfg: AggregatorConfig, task: Any, *, insecure: bool = False):
+        self.cfg = cfg
+        self.task_cfg = task
+        if cfg.insecure and not insecure:
+            raise ConfigError("the config asks for plaintext; pass --insecure explicitly")
+        self.insecure = insecure
+        self.stop = threading.Event()
+        self.registry = Registry()
+        self.dep = Deployment.load(Path(cfg.federation))
+        self.tls = None
+        if not insecure:
+            if not (cfg.ca and cfg.cert and cfg.key):
+                raise ConfigError("TLS certificates are required ([aggregator] ca, cert, key); "
+                                  "plaintext needs --insecure explicitly")
+            self.tls = load_tls(Path(cfg.ca), Path(cfg.cert), Path(cfg.key), self.dep,
+                                expect_hospital=None)
+        self.out = Path(cfg.out)
+        self.port = 0
+        self.server: Any = None
+
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        event(log, logging.WARNING, "signal received; shutting down", signal=signum)
+        self.stop.set()
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle_signal)
+        signal.signal(signal.SIGINT, self._handle_signal)
+
+    def run(self, progress: Any = None) -> dict[str, Any]:
+        from fedrx.medrx.simulate import metrics_from_sums, prepare, protection_params
+        from fedrx.protocol.registry import make_protection
+
+        t_start = time.perf_counter()
+        task = self.task_cfg
+        members = self.dep.hospitals
+        prep = prepare(task)
+        if sorted(prep.hospitals) != members:
+            raise ConfigError(f"[task] partitions the data into {', '.join(prep.hospitals)} "
+                              f"but the federation pins {', '.join(members)}")
+        protection = make_protection(task.protection, federation=self.dep.federation,
+                                     params=protection_params(task))
+        n_params = prep.task.spec.size
+        protection.validate(len(members), n_params + 1)
+        digest = task_digest(task)
+        meta = {"task_digest": digest, "federation_id": self.dep.federation_id}
+        ckpt_dir = self.out / "checkpoint"
+        loaded = load_checkpoint(ckpt_dir)
+        if loaded is not None:
+            state, rounds, old_meta = loaded
+            if old_meta != meta:
+                raise ConfigError(f"checkpoint in {ckpt_dir} belongs to another task or "
+                                  "federation; use a new out folder")
+            event(log, logging.INFO, "resuming from checkpoint", round=state.round)
+        else:
+            state = ServerState(0, prep.task.initial_weights(task.seed),
+                                ServerOptimizer(task.server_optimizer, lr=task.server_lr),
+                                os.urandom(32))
+            rounds = []
+        started = ckpt_dir / "STARTED"
+        if started.is_file():
+            burnt = int(started.read_text().strip() or 0)
+            if burnt > state.round:
+                event(log, logging.WARNING, "round in flight at the last stop is abandoned",
+                      round=burnt)
+                state = dataclasses.replace(state, round=burnt)
+        need = self.cfg.min_hospitals or len(members)
+        if need > len(members):
+            raise ConfigError(f"min_hospitals {need} > {len(members)} federation members")
+        limits = Limits(max_message_bytes=self.cfg.max_message_mb << 20)
+        settings = ServiceSettings(self.dep, digest, task.protection, task.rounds, limits,
+                                   insecure=self.insecure,
+                                   next_round=lambda: state.round + 1)
+        self.server, self.port, set_health = serve(
+            settings, self.cfg.listen, self.tls, self.registry, self.stop,
+            max_workers=2 * len(members) + 8)
+        host = self.cfg.listen.rsplit(":", 1)[0]
+        address = f"{host}:{self.port}"
+        if self.cfg.address_file:
+            atomic_write_text(Path(self.cfg.address_file), address + "\n")
+        event(log, logging.INFO, "listening", address=address,
+              tls="off (--insecure)" if self.insecure else "mutual",
+              hospitals=len(members), protection=task.protection)
+        transport = GrpcTransport(self.registry, {TRAIN: self.cfg.train_deadline,
+                                                  EVALUATE: self.cfg.eval_deadline,
+                                                  "*": self.cfg.stage_deadline}, self.stop)
+        interrupted = False
+        try:
+            while state.round < task.rounds and not self.stop.is_set():
+                if not self.registry.wait_for(need, self.cfg.wait_seconds, self.stop):
+                    if self.stop.is_set():
+                        break
+                    raise ProtocolError(f"only {len(self.registry.connected())} of {need} "
+                                        f"hospitals connected within {self.cfg.wait_seconds}s")
+                seen = max(self.registry.hello_rounds.values(), default=0)
+                if seen > state.round:
+                    state = dataclasses.replace(state, round=seen)
+                    if state.round >= task.rounds:
+                        break
+                participants = self.registry.connected()
+                rnd = state.round + 1
+                atomic_write_text(started, f"{rnd}\n")
+                event(log, logging.INFO, "round starting", round=rnd,
+                      participants=",".join(participants))
+                last = rnd == task.rounds
+                machine = RoundMachine(protection, transport, metrics_from_sums)
+                new_state, outcome = machine.run(state, participants, evaluate=True,
+                                                 personalize=last and task.personalize)
+                if self.stop.is_set():
+                    interrupted = True
+                    break
+                if outcome.status != "completed":
+                    new_state = dataclasses.replace(new_state, round=outcome.round)
+                state = new_state
+                rec = asdict(outcome)
+                rounds.append(rec)
+                save_checkpoint(ckpt_dir, state, rounds, meta)
+                self._notify(rec)
+                if progress is not None:
+                    progress(rec)
+                event(log, logging.INFO, "round done", round=rec["round"], status=rec["status"],
+                      contributors=f"{len(rec['contributors'])}/{len(rec['participants'])}",
+                      dropped=",".join(sorted(rec["dropped"])) or "-",
+                      jaccard=round(rec["metrics"].get("jaccard", float("nan")), 4),
+                      seconds=round(rec["seconds"], 2), reason=rec["reason"] or "-")
+                if self.cfg.crash_after_round and rec["round"] == self.cfg.crash_after_round:
+                    event(log, logging.WARNING, "fault injection: exiting abruptly",
+                          round=rec["round"])
+                    os._exit(137)
+            doc = results_doc(task, prep, rounds, time.perf_counter() - t_start,
+                              {"federation_id": self.dep.federation_id, "address": address,
+                               "tls": not self.insecure, "interrupted": interrupted
+                               or self.stop.is_set()})
+            self._write_results(doc, state)
+            return doc
+        finally:
+            set_health("", False)
+            set_health("fedrx.v1.Aggregator", False)
+            reason = "interrupted" if self.stop.is_set() else "federation finished"
+            self.registry.broadcast(lambda h: pb.AggregatorFrame(
+                goodbye=pb.Goodbye(reason=reason)))
+            time.sleep(0.2)
+            self.stop.set()
+            self.server.stop(grace=2.0).wait(5.0)
+            event(log, logging.INFO, "stopped", reason=reason)
+
+    def _notify(self, rec: dict[str, Any]) -> None:
+        def make(h: str) -> Any:
+            return pb.AggregatorFrame(result=pb.RoundResult(
+                round=rec["round"], status=rec["status"], reason=rec["reason"][:500],
+                contributors=rec["contributors"], model_hash=rec["model_hash"],
+                ledger_head=rec["ledger_heads"].get(h, "")))
+        self.registry.broadcast(make)
+
+    def _write_results(self, doc: dict[str, Any], state: ServerState) -> None:
+        from fedrx.medrx.simulate import summary_markdown
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "results.json",
+                          json.dumps(doc, indent=1, sort_keys=True, default=_json_default)
+                          + "\n")
+        if doc["rounds"]:
+            atomic_write_text(self.out / "summary.md", summary_markdown(doc))
+        tmp = self.out / ".global_model.npy.tmp"
+        _save_npy(tmp, state.weights)
+        os.replace(tmp, self.out / "global_model.npy")

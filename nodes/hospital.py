@@ -1,0 +1,316 @@
+"""``fedrx node run``: one hospital site.
+
+Loads its own data (``[task]`` -> :func:`fedrx.medrx.simulate.prepare`, keeping only the
+partition named by ``[node] hospital``; see :mod:`fedrx.nodes.config`), builds its
+:class:`~fedrx.protocol.hospital.HospitalParty` with its long-term identity and its own
+protection instance, dials the aggregator over mutual TLS and answers requests until the
+aggregator says Goodbye. Connection loss -> reconnect with exponential backoff and jitter.
+
+Checks on every inbound request, before the party sees it: the frame sequence number must
+grow (replay of a frame within a session), the header's round/stage must match the
+message, the message must decode within the size limits. The party then applies its own
+checks (round newer than any seen, model hash, protection level, stage order). Refusals go
+back as an Error frame; the node keeps serving. The newest round seen is persisted in
+``OUT/state.json`` so a restarted node never accepts an older round again; round receipts
+(RoundResult, with the ledger head the aggregator recorded) are appended there too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fedrx.errors import ConfigError, ProtocolError
+from fedrx.medrx.records import atomic_write_text
+from fedrx.nodes import wire
+from fedrx.nodes.certs import Deployment, load_tls
+from fedrx.nodes.codec import CodecError, Limits
+from fedrx.nodes.config import NodeConfig, event, task_digest
+from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
+from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
+from fedrx.protocol.hospital import HospitalParty
+from fedrx.protocol.messages import TRAIN
+from fedrx.secagg.identity import Identity
+
+log = logging.getLogger("fedrx.nodes.hospital")
+
+FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+         grpc.StatusCode.FAILED_PRECONDITION)
+"""Statuses after which reconnecting cannot help (the aggregator refused THIS hospital)."""
+
+
+class HospitalNode:
+    """A hospital process. ``run()`` returns 0 after Goodbye or a signal."""
+
+    def __init__(self, cfg: NodeConfig, task: Any, *, insecure: bool = False):
+        self.cfg = cfg
+        self.task_cfg = task
+        if cfg.insecure and not insecure:
+            raise ConfigError("the config asks for plaintext; pass --insecure explicitly")
+        self.insecure = insecure
+        self.dep = Deployment.load(Path(cfg.federation))
+        self.identity = Identity.load(Path(cfg.identity))
+        h = cfg.hospital
+        if self.identity.hospital != h:
+            raise ConfigError(f"identity {cfg.identity} belongs to {self.identity.hospital!r}, "
+                              f"not {h!r}")
+        if self.dep.federation.members.get(h) != self.identity.public:
+            raise ConfigError(f"identity of {h} is not the one pinned in the federation")
+        self.tls = None
+        if not insecure:
+            if not (cfg.ca and cfg.cert and cfg.key):
+                raise ConfigError("TLS certificates are required ([node] ca, cert, key); "
+                                  "plaintext needs --insecure explicitly")
+            self.tls = load_tls(Path(cfg.ca), Path(cfg.cert), Path(cfg.key), self.dep,
+                                expect_hospital=h)
+        self.limits = Limits(max_message_bytes=cfg.max_message_mb << 20)
+        self.stop = threading.Event()
+        self.fault: tuple[str, int] | None = None
+        if cfg.fault:
+            stage, _, rnd = cfg.fault.partition(":")
+            if not rnd.isdigit():
+                raise ConfigError("[node] fault must be STAGE:ROUND")
+            self.fault = (stage, int(rnd))
+        self.out = Path(cfg.out) if cfg.out else None
+        self.receipts: list[dict[str, Any]] = []
+        self.party: HospitalParty | None = None
+        self._call: Any = None
+
+    # -- setup ---------------------------------------------------------------------
+    def build_party(self) -> HospitalParty:
+        from fedrx.medrx.simulate import prepare, protection_params
+        from fedrx.protocol.registry import make_protection
+        from fedrx.protocol.task import ClientOptimizer
+
+        t = self.task_cfg
+        prep = prepare(t)
+        h = self.cfg.hospital
+        if h not in prep.hospitals:
+            raise ConfigError(f"[task] has no partition {h!r} (it has "
+                              f"{', '.join(prep.hospitals)})")
+        protection = make_protection(t.protection, federation=self.dep.federation,
+                                     identity=self.identity, params=protection_params(t))
+        opt = ClientOptimizer(t.client_optimizer, t.lr, epochs=t.local_epochs,
+                              batch_size=t.batch_size)
+        party = HospitalParty(h, prep.task, prep.hospitals[h], protection, opt, seed=t.seed,
+                              dp=None)
+        saved = self._load_state()
+        party.last_round = int(saved.get("last_round", 0))
+        self.receipts = list(saved.get("receipts", []))
+        self.party = party
+        return party
+
+    def _load_state(self) -> dict[str, Any]:
+        if self.out is None or not (self.out / "state.json").is_file():
+            return {}
+        try:
+            return dict(json.loads((self.out / "state.json").read_text()))
+        except (OSError, ValueError):
+            raise ConfigError(f"node state {self.out / 'state.json'} is unreadable") from None
+
+    def _save_state(self) -> None:
+        if self.out is None or self.party is None:
+            return
+        atomic_write_text(self.out / "state.json", json.dumps({
+            "format": "fedrx-node/1", "hospital": self.cfg.hospital,
+            "last_round": self.party.last_round, "receipts": self.receipts,
+            "rounds": [{"round": e.round, "state": e.state.value, "loss": e.loss,
+                        "examples": e.n_examples, "reason": e.reason}
+                       for e in self.party.log]}, indent=1) + "\n")
+
+    # -- signals -------------------------------------------------------------------
+    def _handle_signal(self, signum: int, frame: Any) -> None:
+        self.stop.set()
+        call = self._call
+        if call is not None:
+            threading.Thread(target=call.cancel, daemon=True).start()
+
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle_signal)
+        signal.signal(signal.SIGINT, self._handle_signal)
+
+    # -- connection loop -----------------------------------------------------------
+    def _address(self) -> str | None:
+        if self.cfg.aggregator:
+            return self.cfg.aggregator
+        try:
+            return Path(self.cfg.aggregator_file).read_text().strip() or None
+        except OSError:
+            return None
+
+    def _channel(self, address: str) -> grpc.Channel:
+        opts = wire.grpc_options()
+        if self.insecure:
+            return grpc.insecure_channel(address, options=opts)
+        assert self.tls is not None
+        if self.cfg.server_name:
+            opts.append(("grpc.ssl_target_name_override", self.cfg.server_name))
+        creds = grpc.ssl_channel_credentials(root_certificates=self.tls.ca,
+                                             private_key=self.tls.key,
+                                             certificate_chain=self.tls.cert)
+        return grpc.secure_channel(address, creds, options=opts)
+
+    def run(self) -> int:
+        """Serve until Goodbye (0) or a signal (0); ProtocolError if refused or given up."""
+        party = self.party or self.build_party()
+        delay = self.cfg.backoff_initial
+        last_ok = time.monotonic()
+        while not self.stop.is_set():
+            address = self._address()
+            outcome = "no address"
+            if address:
+                try:
+                    outcome = self._session(address, party)
+                except grpc.RpcError as exc:
+                    code = exc.code() if hasattr(exc, "code") else None
+                    details = exc.details() if hasattr(exc, "details") else ""
+                    if self.stop.is_set():
+                        break
+                    if code in FATAL:
+                        raise ProtocolError(f"aggregator refused {self.cfg.hospital}: "
+                                            f"{details} ({code.name})") from None
+                    outcome = f"{code.name if code else 'error'}: {details}"
+            if outcome == "goodbye":
+                return 0
+            if outcome == "connected":
+                delay = self.cfg.backoff_initial
+                last_ok = time.monotonic()
+            if self.stop.is_set():
+                break
+            if self.cfg.give_up_seconds and time.monotonic() - last_ok > \
+                    self.cfg.give_up_seconds:
+                raise ProtocolError(f"{self.cfg.hospital}: no session with the aggregator for "
+                                    f"{self.cfg.give_up_seconds:.0f}s ({outcome})")
+            sleep = delay * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+            event(log, logging.INFO, "reconnecting", hospital=self.cfg.hospital,
+                  after=round(sleep, 2), why=outcome[:200])
+            self.stop.wait(sleep)
+            delay = min(delay * 2, self.cfg.backoff_max)
+        event(log, logging.INFO, "stopped", hospital=self.cfg.hospital)
+        return 0
+
+    def _session(self, address: str, party: HospitalParty) -> str:
+        channel = self._channel(address)
+        try:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=5.0)
+            except grpc.FutureTimeoutError:
+                return "aggregator unreachable (or TLS handshake refused)"
+            outq: queue.Queue[Any] = queue.Queue()
+            outq.put(pb.HospitalFrame(hello=pb.Hello(
+                protocol_version=wire.PROTOCOL_VERSION, hospital=self.cfg.hospital,
+                sign_public=self.identity.public.sign_public,
+                task_digest=task_digest(self.task_cfg), protection=self.task_cfg.protection,
+                last_round=party.last_round)))
+
+            def frames() -> Any:
+                while True:
+                    f = outq.get()
+                    if f is None:
+                        return
+                    yield f
+
+            call = pb_grpc.AggregatorStub(channel).Session(frames())
+            self._call = call
+            if self.stop.is_set():
+                call.cancel()
+            try:
+                return self._serve(call, outq, party)
+            finally:
+                outq.put(None)
+                self._call = None
+        finally:
+            channel.close()
+
+    def _serve(self, call: Any, outq: queue.Queue[Any], party: HospitalParty) -> str:
+        h = self.cfg.hospital
+        inbox = wire.Inbox(self.limits)
+        last_seq = 0
+        welcomed = False
+        for frame in call:
+            body = frame.WhichOneof("body")
+            hdr = frame.header
+            if body == "welcome":
+                welcomed = True
+                if frame.welcome.federation_id != self.dep.federation_id:
+                    raise ProtocolError("aggregator serves another federation")
+                event(log, logging.INFO, "connected", hospital=h,
+                      next_round=frame.welcome.next_round, rounds=frame.welcome.rounds,
+                      protection=frame.welcome.protection)
+                continue
+            if not welcomed:
+                raise ProtocolError("aggregator did not send Welcome first")
+            if body == "goodbye":
+                event(log, logging.INFO, "aggregator said goodbye", hospital=h,
+                      reason=frame.goodbye.reason)
+                self._save_state()
+                return "goodbye"
+            if body == "result":
+                r = frame.result
+                self.receipts.append({"round": r.round, "status": r.status,
+                                      "model_hash": r.model_hash, "ledger_head": r.ledger_head,
+                                      "contributed": h in r.contributors})
+                self._save_state()
+                event(log, logging.INFO, "round result", hospital=h, round=r.round,
+                      status=r.status, contributed=h in r.contributors)
+                continue
+            if body == "error":
+                event(log, logging.WARNING, "aggregator reported an error", hospital=h,
+                      code=frame.error.code, reason=frame.error.reason[:200])
+                continue
+            if hdr.seq <= last_seq:
+                self._refuse(outq, hdr, "replay", f"frame seq {hdr.seq} not after {last_seq}")
+                continue
+            try:
+                got = inbox.accept(frame)
+            except CodecError as exc:
+                last_seq = hdr.seq
+                self._refuse(outq, hdr, exc.code, str(exc))
+                continue
+            if got is None:
+                continue
+            last_seq = hdr.seq
+            self._answer(outq, got, party)
+        return "connected"
+
+    def _refuse(self, outq: queue.Queue[Any], hdr: pb.Header, code: str, reason: str) -> None:
+        event(log, logging.WARNING, "request rejected", hospital=self.cfg.hospital,
+              round=hdr.round, stage=hdr.stage[:32], code=code, reason=reason[:200])
+        outq.put(pb.HospitalFrame(header=hdr, error=pb.Error(code=code, reason=reason[:500])))
+
+    def _answer(self, outq: queue.Queue[Any], got: wire.Incoming, party: HospitalParty) -> None:
+        hdr, msg = got.header, got.message
+        stage, rnd = hdr.stage, int(hdr.round)
+        if getattr(msg, "round", rnd) != rnd:
+            self._refuse(outq, hdr, "wrong_round", f"message round {msg.round} in a frame "
+                                                   f"of round {rnd}")
+            return
+        if self.fault is not None and self.fault == (stage, rnd):
+            event(log, logging.WARNING, "fault injection: exiting abruptly",
+                  hospital=self.cfg.hospital, stage=stage, round=rnd)
+            os._exit(137)
+        t0 = time.perf_counter()
+        try:
+            reply = party.handle(stage, msg)
+        except ProtocolError as exc:
+            self._refuse(outq, hdr, "refused", str(exc))
+            if stage == TRAIN:
+                self._save_state()
+            return
+        env, data = wire.encode(reply)
+        for f in wire.frames(pb.HospitalFrame, hdr, env, data):
+            outq.put(f)
+        if stage == TRAIN:
+            self._save_state()
+        event(log, logging.INFO, "answered", hospital=self.cfg.hospital, round=rnd,
+              stage=stage, bytes=len(data), seconds=round(time.perf_counter() - t0, 3))

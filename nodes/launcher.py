@@ -1,0 +1,219 @@
+"""Start a whole gRPC federation on loopback: ``fedrx demo grpc``, the tests, the benchmark.
+
+Layout under ``OUT``: ``certs/`` (``fedrx certs init``), ``aggregator.toml`` and
+``nodes/<h>.toml`` configs, ``aggregator/`` (results, checkpoint), ``nodes/<h>/`` (node
+state and receipts), ``logs/<name>.log``. Every process is a separate OS process
+(``python -m fedrx.cli ...``); the aggregator listens on an ephemeral 127.0.0.1 port and
+writes it to ``aggregator.addr``, which the nodes read at every (re)connect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedrx.errors import ConfigError, ProtocolError
+
+
+@dataclass
+class DemoSpec:
+    """One loopback federation. ``task`` adds/overrides ``[task]`` keys, ``aggregator``
+    ``[aggregator]`` keys, ``node_extra[h]`` that hospital's ``[node]`` keys."""
+
+    out: Path
+    data: str = "mimic3-demo"
+    hospitals: int = 3
+    rounds: int = 3
+    protection: str = "mask"
+    hidden: int = 64
+    local_epochs: int = 1
+    seed: int = 0
+    timeout: float = 900.0
+    insecure: bool = False
+    task: dict[str, Any] = field(default_factory=dict)
+    aggregator: dict[str, Any] = field(default_factory=dict)
+    node_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def task_table(self) -> dict[str, Any]:
+        t = {"data": self.data, "hospitals": self.hospitals, "rounds": self.rounds,
+             "protection": self.protection, "seed": self.seed, "hidden": self.hidden,
+             "local_epochs": self.local_epochs}
+        t.update(self.task)
+        return t
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str | Path):
+        return json.dumps(str(v))
+    raise ConfigError(f"cannot write {type(v).__name__} to TOML")
+
+
+def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
+    lines = []
+    for name, tab in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in tab.items() if v is not None]
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def hospital_ids(task: Mapping[str, Any]) -> list[str]:
+    """The partition names ``prepare`` gives for this task table (h1..hN, or site ids)."""
+    from fedrx.cli.config import build
+    from fedrx.medrx.simulate import SimulationConfig, prepare
+
+    return sorted(prepare(build(SimulationConfig, dict(task), {})).hospitals)
+
+
+@dataclass
+class Setup:
+    out: Path
+    hospitals: list[str]
+    aggregator_config: Path
+    node_configs: dict[str, Path]
+    address_file: Path
+    insecure: bool
+
+
+def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
+    """Certificates and configs for ``spec`` (certificates are reused if present)."""
+    from fedrx.nodes.certs import init_certs
+
+    out = Path(spec.out).resolve()
+    task = spec.task_table()
+    hs = hospitals or hospital_ids(task)
+    certs = out / "certs"
+    if not (certs / "federation.json").exists():
+        init_certs(certs, hs)
+    addr = out / "aggregator.addr"
+    agg = {"listen": "127.0.0.1:0", "address_file": str(addr), "ca": str(certs / "ca.pem"),
+           "cert": str(certs / "aggregator.pem"), "key": str(certs / "aggregator.key"),
+           "federation": str(certs / "federation.json"), "out": str(out / "aggregator"),
+           "wait_seconds": 120.0, "train_deadline": 300.0, "stage_deadline": 60.0,
+           "eval_deadline": 300.0}
+    agg.update(spec.aggregator)
+    write_toml(out / "aggregator.toml", {"aggregator": agg, "task": task})
+    nodes = {}
+    for h in hs:
+        d = certs / "hospitals" / h
+        node = {"hospital": h, "aggregator_file": str(addr), "server_name": "",
+                "ca": str(certs / "ca.pem"), "cert": str(d / "tls.pem"),
+                "key": str(d / "tls.key"), "identity": str(d / "identity.json"),
+                "federation": str(certs / "federation.json"), "out": str(out / "nodes" / h),
+                "give_up_seconds": 120.0}
+        node.update(spec.node_extra.get(h, {}))
+        nodes[h] = out / "nodes" / f"{h}.toml"
+        write_toml(nodes[h], {"node": node, "task": task})
+    return Setup(out, hs, out / "aggregator.toml", nodes, addr, spec.insecure)
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "fedrx.cli", *args],  # noqa: S603
+                            stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def start_aggregator(setup: Setup, *, remove_address: bool = True) -> subprocess.Popen:
+    if remove_address and setup.address_file.exists():
+        setup.address_file.unlink()
+    args = ["aggregator", "serve", "--config", str(setup.aggregator_config)]
+    return _spawn(args + (["--insecure"] if setup.insecure else []),
+                  setup.out / "logs" / "aggregator.log")
+
+
+def start_node(setup: Setup, h: str) -> subprocess.Popen:
+    args = ["node", "run", "--config", str(setup.node_configs[h])]
+    return _spawn(args + (["--insecure"] if setup.insecure else []),
+                  setup.out / "logs" / f"{h}.log")
+
+
+def wait_for_file(path: Path, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    end = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        if proc is not None and proc.poll() is not None:
+            raise ProtocolError(f"process exited with {proc.returncode} before {path.name}")
+        if time.monotonic() > end:
+            raise ProtocolError(f"{path} did not appear within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def stop_all(procs: Mapping[str, subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGTERM, wait (bounded), then SIGKILL whatever is left."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    end = time.monotonic() + timeout
+    for p in procs.values():
+        try:
+            p.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def run_demo(spec: DemoSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole federation; return the aggregator's results document."""
+    t0 = time.monotonic()
+    setup = write_setup(spec)
+    echo(f"certificates in {setup.out / 'certs'}; hospitals {', '.join(setup.hospitals)}")
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["aggregator"] = start_aggregator(setup)
+        wait_for_file(setup.address_file, 120, procs["aggregator"])
+        echo(f"aggregator listening on {setup.address_file.read_text().strip()} (mutual TLS)")
+        for h in setup.hospitals:
+            procs[h] = start_node(setup, h)
+        echo(f"{len(setup.hospitals)} hospital processes started; running "
+             f"{spec.rounds} round(s) with protection {spec.protection}")
+        agg = procs["aggregator"]
+        try:
+            rc = agg.wait(max(1.0, spec.timeout - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            raise ProtocolError(f"federation did not finish within {spec.timeout:.0f}s "
+                                f"(logs: {setup.out / 'logs'})") from None
+        if rc != 0:
+            raise ProtocolError(f"aggregator exited with {rc} (log: "
+                                f"{setup.out / 'logs' / 'aggregator.log'})")
+        for h in setup.hospitals:
+            try:
+                procs[h].wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        stop_all(procs)
+    return json.loads((setup.out / "aggregator" / "results.json").read_text())
+
+
+def print_round_table(doc: Mapping[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"fedrx over gRPC (mutual TLS): {doc['dataset']}, protection "
+                    f"{doc['config']['protection']}, {len(doc['hospitals'])} hospitals")
+    for col in ("round", "status", "contrib.", "dropped", "jaccard", "prauc", "f1", "ddi",
+                "bytes/hospital", "s"):
+        t.add_column(col, justify="right")
+    for r in doc["rounds"]:
+        m = r["metrics"]
+        n = max(1, len(r["participants"]))
+        wire = sum(s["sent_bytes"] + s["received_bytes"] for s in r["stages"]) / n
+        t.add_row(str(r["round"]), r["status"], f"{len(r['contributors'])}/{n}",
+                  ",".join(sorted(r["dropped"])) or "-",
+                  *(f"{m[k]:.4f}" if k in m else "-" for k in ("jaccard", "prauc", "f1",
+                                                              "ddi_rate")),
+                  f"{wire / 1e6:.2f} MB", f"{r['seconds']:.1f}")
+    console.print(t)

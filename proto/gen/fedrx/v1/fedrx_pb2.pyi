@@ -1,0 +1,391 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Header(_message.Message):
+    __slots__ = ("session_id", "round", "stage", "seq")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    stage: str
+    seq: int
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., stage: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class HospitalFrame(_message.Message):
+    __slots__ = ("header", "hello", "message", "chunk", "error")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    hello: Hello
+    message: Envelope
+    chunk: Chunk
+    error: Error
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., message: _Optional[_Union[Envelope, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class AggregatorFrame(_message.Message):
+    __slots__ = ("header", "welcome", "message", "chunk", "error", "result", "goodbye")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    WELCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    header: Header
+    welcome: Welcome
+    message: Envelope
+    chunk: Chunk
+    error: Error
+    result: RoundResult
+    goodbye: Goodbye
+    def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., message: _Optional[_Union[Envelope, _Mapping]] = ..., chunk: _Optional[_Union[Chunk, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., result: _Optional[_Union[RoundResult, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("index", "total_bytes", "sha256", "last", "data")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    total_bytes: int
+    sha256: bytes
+    last: bool
+    data: bytes
+    def __init__(self, index: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[bytes] = ..., last: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "reason")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    reason: str
+    def __init__(self, code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("protocol_version", "hospital", "sign_public", "task_digest", "protection", "last_round")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    SIGN_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    TASK_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    hospital: str
+    sign_public: bytes
+    task_digest: str
+    protection: str
+    last_round: int
+    def __init__(self, protocol_version: _Optional[int] = ..., hospital: _Optional[str] = ..., sign_public: _Optional[bytes] = ..., task_digest: _Optional[str] = ..., protection: _Optional[str] = ..., last_round: _Optional[int] = ...) -> None: ...
+
+class Welcome(_message.Message):
+    __slots__ = ("protocol_version", "federation_id", "protection", "next_round", "rounds")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    federation_id: str
+    protection: str
+    next_round: int
+    rounds: int
+    def __init__(self, protocol_version: _Optional[int] = ..., federation_id: _Optional[str] = ..., protection: _Optional[str] = ..., next_round: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
+
+class RoundResult(_message.Message):
+    __slots__ = ("round", "status", "reason", "contributors", "model_hash", "ledger_head")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_HEAD_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    status: str
+    reason: str
+    contributors: _containers.RepeatedScalarFieldContainer[str]
+    model_hash: str
+    ledger_head: str
+    def __init__(self, round: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., contributors: _Optional[_Iterable[str]] = ..., model_hash: _Optional[str] = ..., ledger_head: _Optional[str] = ...) -> None: ...
+
+class Goodbye(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class Array(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Number(_message.Message):
+    __slots__ = ("real", "integer")
+    REAL_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    real: float
+    integer: int
+    def __init__(self, real: _Optional[float] = ..., integer: _Optional[int] = ...) -> None: ...
+
+class MetricSums(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Number
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Number, _Mapping]] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.MessageMap[str, Number]
+    def __init__(self, values: _Optional[_Mapping[str, Number]] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("session_id", "round", "participants", "weights", "model_hash", "protection", "vector_length", "params_json")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    weights: Array
+    model_hash: str
+    protection: str
+    vector_length: int
+    params_json: str
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., participants: _Optional[_Iterable[str]] = ..., weights: _Optional[_Union[Array, _Mapping]] = ..., model_hash: _Optional[str] = ..., protection: _Optional[str] = ..., vector_length: _Optional[int] = ..., params_json: _Optional[str] = ...) -> None: ...
+
+class TrainAck(_message.Message):
+    __slots__ = ("round", "hospital", "status", "reason", "ledger_head")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_HEAD_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    hospital: str
+    status: str
+    reason: str
+    ledger_head: str
+    def __init__(self, round: _Optional[int] = ..., hospital: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., ledger_head: _Optional[str] = ...) -> None: ...
+
+class EvalRequest(_message.Message):
+    __slots__ = ("round", "weights", "model_hash", "part", "personalize")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    PERSONALIZE_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    weights: Array
+    model_hash: str
+    part: str
+    personalize: bool
+    def __init__(self, round: _Optional[int] = ..., weights: _Optional[_Union[Array, _Mapping]] = ..., model_hash: _Optional[str] = ..., part: _Optional[str] = ..., personalize: _Optional[bool] = ...) -> None: ...
+
+class EvalReport(_message.Message):
+    __slots__ = ("round", "hospital", "sums")
+    class SumsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetricSums
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetricSums, _Mapping]] = ...) -> None: ...
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    SUMS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    hospital: str
+    sums: _containers.MessageMap[str, MetricSums]
+    def __init__(self, round: _Optional[int] = ..., hospital: _Optional[str] = ..., sums: _Optional[_Mapping[str, MetricSums]] = ...) -> None: ...
+
+class PlainUploadRequest(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
+class PlainUpload(_message.Message):
+    __slots__ = ("vector",)
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    vector: Array
+    def __init__(self, vector: _Optional[_Union[Array, _Mapping]] = ...) -> None: ...
+
+class AdvertiseRequest(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
+class AdvertiseKeys(_message.Message):
+    __slots__ = ("hospital", "round", "enc_public", "mask_public", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ENC_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    MASK_PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    enc_public: bytes
+    mask_public: bytes
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., enc_public: _Optional[bytes] = ..., mask_public: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ShareKeysRequest(_message.Message):
+    __slots__ = ("round", "advertised")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISED_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    advertised: _containers.RepeatedCompositeFieldContainer[AdvertiseKeys]
+    def __init__(self, round: _Optional[int] = ..., advertised: _Optional[_Iterable[_Union[AdvertiseKeys, _Mapping]]] = ...) -> None: ...
+
+class EncryptedShare(_message.Message):
+    __slots__ = ("sender", "receiver", "nonce", "ciphertext")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    sender: str
+    receiver: str
+    nonce: bytes
+    ciphertext: bytes
+    def __init__(self, sender: _Optional[str] = ..., receiver: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class ShareKeysReply(_message.Message):
+    __slots__ = ("hospital", "round", "shares")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class MaskedInputRequest(_message.Message):
+    __slots__ = ("round", "shares")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, round: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class MaskedInput(_message.Message):
+    __slots__ = ("hospital", "round", "modulus_bits", "length", "packed")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODULUS_BITS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    modulus_bits: int
+    length: int
+    packed: bytes
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., modulus_bits: _Optional[int] = ..., length: _Optional[int] = ..., packed: _Optional[bytes] = ...) -> None: ...
+
+class ConsistencyRequest(_message.Message):
+    __slots__ = ("round", "survivors")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, round: _Optional[int] = ..., survivors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ConsistencySignature(_message.Message):
+    __slots__ = ("hospital", "round", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class UnmaskRequest(_message.Message):
+    __slots__ = ("round", "survivors", "dropped", "signatures")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    survivors: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    signatures: _containers.RepeatedCompositeFieldContainer[ConsistencySignature]
+    def __init__(self, round: _Optional[int] = ..., survivors: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., signatures: _Optional[_Iterable[_Union[ConsistencySignature, _Mapping]]] = ...) -> None: ...
+
+class RevealedShare(_message.Message):
+    __slots__ = ("owner", "kind", "share")
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    owner: str
+    kind: str
+    share: bytes
+    def __init__(self, owner: _Optional[str] = ..., kind: _Optional[str] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class UnmaskReply(_message.Message):
+    __slots__ = ("hospital", "round", "shares")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
+
+class Envelope(_message.Message):
+    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply")
+    TRAIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_ACK_FIELD_NUMBER: _ClassVar[int]
+    EVAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    EVAL_REPORT_FIELD_NUMBER: _ClassVar[int]
+    PLAIN_UPLOAD_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PLAIN_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_KEYS_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    SHARE_KEYS_REPLY_FIELD_NUMBER: _ClassVar[int]
+    MASKED_INPUT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MASKED_INPUT_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_REPLY_FIELD_NUMBER: _ClassVar[int]
+    train_request: TrainRequest
+    train_ack: TrainAck
+    eval_request: EvalRequest
+    eval_report: EvalReport
+    plain_upload_request: PlainUploadRequest
+    plain_upload: PlainUpload
+    advertise_request: AdvertiseRequest
+    advertise_keys: AdvertiseKeys
+    share_keys_request: ShareKeysRequest
+    share_keys_reply: ShareKeysReply
+    masked_input_request: MaskedInputRequest
+    masked_input: MaskedInput
+    consistency_request: ConsistencyRequest
+    consistency_signature: ConsistencySignature
+    unmask_request: UnmaskRequest
+    unmask_reply: UnmaskReply
+    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,178 @@
+"""fedrx.v1 wire codec: round trips of every protocol message, validation of hostile input,
+chunking, and the generated code being up to date with the .proto sources."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedrx.nodes import codec
+from fedrx.nodes.codec import CodecError, Limits, OversizeError, Reassembler
+from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
+from fedrx.protocol.messages import EvalReport, EvalRequest, TrainAck, TrainRequest
+from fedrx.protocol.protection import PlainUpload, PlainUploadRequest
+from fedrx.protocol.task import model_hash
+from fedrx.secagg import masking as mk
+
+W = np.arange(10, dtype=np.float32) / 7
+SIG = bytes(range(64))
+AD = mk.AdvertiseKeys("h1", 3, b"e" * 32, b"m" * 32, SIG)
+SHARE = mk.EncryptedShare("h1", "h2", b"n" * 12, b"c" * 80)
+CSIG = mk.ConsistencySignature("h2", 3, SIG)
+
+MESSAGES = [
+    TrainRequest(b"s" * 32, 3, ("h1", "h2"), W, model_hash(W), "mask", 11, {"x": 1}),
+    TrainAck(3, "h1", "trained", "", "ab" * 32),
+    TrainAck(3, "h2", "refused", "budget exhausted"),
+    EvalRequest(3, W, model_hash(W), "test", True),
+    EvalReport(3, "h1", {"global": {"jaccard": 1.5, "patients": 7},
+                         "personal": {"jaccard": 0.25, "patients": 7}}),
+    PlainUploadRequest(3),
+    PlainUpload(np.linspace(-1, 1, 11)),
+    mk.AdvertiseRequest(3),
+    AD,
+    mk.ShareKeysRequest(3, (AD, dataclasses.replace(AD, hospital="h2"))),
+    mk.ShareKeysReply("h1", 3, (SHARE,)),
+    mk.MaskedInputRequest(3, (SHARE,)),
+    mk.MaskedInput("h1", 3, 20, 12, b"\x07" * 30),
+    mk.ConsistencyRequest(3, ("h1", "h2", "h3")),
+    CSIG,
+    mk.UnmaskRequest(3, ("h1", "h2"), ("h3",), (CSIG,)),
+    mk.UnmaskReply("h1", 3, (mk.RevealedShare("h2", mk.SELF_MASK, b"q" * 33),)),
+]
+
+
+def _eq(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    if dataclasses.is_dataclass(a):
+        return type(a) is type(b) and all(_eq(getattr(a, f.name), getattr(b, f.name))
+                                          for f in dataclasses.fields(a))
+    if isinstance(a, tuple | list):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_eq, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_eq(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip_is_exact(msg):
+    back = codec.from_bytes(codec.to_bytes(msg))
+    assert _eq(msg, back)
+
+
+def test_every_envelope_field_has_a_codec():
+    fields = {f.name for f in pb.Envelope.DESCRIPTOR.oneofs_by_name["msg"].fields}
+    assert fields == set(codec._BY_FIELD)
+
+
+def _env_with(msg, mutate):
+    env = codec.encode_message(msg)
+    mutate(env)
+    return env
+
+
+@pytest.mark.parametrize("mutate,exc", [
+    (lambda e: e.train_request.weights.shape.__setitem__(0, 11), CodecError),  # shape != data
+    (lambda e: setattr(e.train_request.weights, "dtype", "|O"), CodecError),   # objects
+    (lambda e: setattr(e.train_request.weights, "dtype", "<f8"), CodecError),  # wrong dtype
+    (lambda e: setattr(e.train_request, "vector_length", 99), CodecError),
+    (lambda e: setattr(e.train_request, "session_id", b"short"), CodecError),
+    (lambda e: setattr(e.train_request, "params_json", "[1]"), CodecError),
+    (lambda e: setattr(e.train_request, "params_json", "__import__('os')"), CodecError),
+    (lambda e: setattr(e.train_request, "round", 0), CodecError),
+    (lambda e: e.train_request.participants.append("h1"), CodecError),
+    (lambda e: e.train_request.participants.append(""), CodecError),
+], ids=["shape", "object-dtype", "dtype", "vlen", "session", "params", "eval", "round0",
+        "dup", "empty-id"])
+def test_hostile_train_requests_are_rejected(mutate, exc):
+    with pytest.raises(exc):
+        codec.decode_message(_env_with(MESSAGES[0], mutate))
+
+
+def test_non_finite_and_oversized_arrays_are_rejected():
+    bad = PlainUpload(np.array([1.0, np.nan]))
+    with pytest.raises(CodecError, match="non-finite"):
+        codec.from_bytes(codec.to_bytes(bad))
+    big = PlainUpload(np.zeros(1000))
+    with pytest.raises(OversizeError):
+        codec.from_bytes(codec.to_bytes(big), Limits(max_elements=999))
+    with pytest.raises(OversizeError):
+        codec.from_bytes(codec.to_bytes(big), Limits(max_message_bytes=100))
+
+
+def test_masking_fields_are_validated():
+    env = codec.encode_message(mk.MaskedInput("h1", 3, 20, 12, b"\x07" * 30))
+    env.masked_input.length = 13                       # packed size no longer matches
+    with pytest.raises(CodecError):
+        codec.decode_message(env)
+    env = codec.encode_message(AD)
+    env.advertise_keys.enc_public = b"x" * 31
+    with pytest.raises(CodecError):
+        codec.decode_message(env)
+    with pytest.raises(CodecError):
+        codec.from_bytes(b"\xff\xff\xff")                 # does not parse
+    with pytest.raises(CodecError):
+        codec.decode_message(pb.Envelope())               # empty
+    with pytest.raises(CodecError):
+        codec.encode_message(object())
+
+
+def test_chunking_round_trip_and_tampering():
+    data = bytes(range(256)) * 40_000                    # ~10 MB -> 10 chunks of 1 MiB
+    chunks = list(codec.chunk_envelope(data))
+    assert len(chunks) == 10 and all(len(c.data) <= codec.CHUNK_BYTES for c in chunks)
+    assert all(c.ByteSize() < codec.MAX_FRAME_BYTES for c in chunks)
+    r = Reassembler(Limits(max_message_bytes=len(data)))
+    out = [r.feed(("k",), c) for c in chunks]
+    assert out[-1] == data and all(o is None for o in out[:-1])
+    # declared size above the limit: refused before anything is buffered
+    with pytest.raises(OversizeError):
+        Reassembler(Limits(max_message_bytes=len(data) - 1)).feed(("k",), chunks[0])
+    # out of order / another message's chunk
+    r = Reassembler()
+    r.feed(("k",), chunks[0])
+    with pytest.raises(CodecError):
+        r.feed(("k",), chunks[2])
+    r = Reassembler()
+    r.feed(("k",), chunks[0])
+    with pytest.raises(CodecError):
+        r.feed(("other",), chunks[1])
+    # tampered content: SHA-256 mismatch
+    r = Reassembler()
+    bad = [pb.Chunk() for _ in chunks]
+    for b, c in zip(bad, chunks, strict=True):
+        b.CopyFrom(c)
+    bad[3].data = bytes([bad[3].data[0] ^ 1]) + bad[3].data[1:]
+    with pytest.raises(CodecError, match="SHA-256"):
+        for c in bad:
+            r.feed(("k",), c)
+    # more bytes than declared
+    r = Reassembler()
+    first = pb.Chunk(index=0, total_bytes=10, sha256=hashlib.sha256(b"x").digest(), data=b"ab")
+    r.feed(("k",), first)
+    with pytest.raises(OversizeError):
+        r.feed(("k",), pb.Chunk(index=1, data=b"x" * 20, last=True))
+
+
+def test_generated_code_is_up_to_date(tmp_path):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1] / "proto"
+    spec = importlib.util.spec_from_file_location("fedrx_proto_generate", root / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    fresh = gen.generate(tmp_path / "gen")
+    for f in fresh:
+        rel = f.relative_to(tmp_path / "gen")
+        current = root / "gen" / rel
+        assert current.is_file(), f"{rel} missing: run python proto/generate.py"
+        assert current.read_bytes() == f.read_bytes(), \
+            f"{rel} is stale: run python proto/generate.py"
+    committed = {p.relative_to(root / "gen") for p in (root / "gen").rglob("*.py*")
+                 if "__pycache__" not in p.parts}
+    assert committed == {f.relative_to(tmp_path / "gen") for f in fresh}

@@ -1,0 +1,423 @@
+"""gRPC deployment, fast cases (one process, threads, 127.0.0.1, ephemeral ports):
+
+* a full federation (aggregator + 3 hospital nodes in threads, real mutual TLS) whose final
+  model equals the in-process simulation's bit for bit (protection none);
+* hostile input at the aggregator: unknown/unpinned peers, foreign CA, plaintext, no Hello,
+  wrong hospital, wrong task, oversized frame, wrong round, replay, malformed reply; each
+  ends that stream with a gRPC status and the server keeps serving (health + a good session);
+* hostile input at a hospital node (replayed seq, wrong round, malformed chunk, replayed
+  round) -> Error frames, node keeps serving;
+* ``certs init`` files and modes; plaintext refused without --insecure.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fedrx.cli.main import main
+from fedrx.nodes import codec, wire
+from fedrx.nodes.certs import Deployment, TlsMaterial, init_certs, load_tls
+from fedrx.nodes.codec import Limits
+from fedrx.nodes.config import load_config, task_digest
+from fedrx.nodes.launcher import DemoSpec, write_setup
+from fedrx.nodes.transport import GrpcTransport, Registry, ServiceSettings, serve
+from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
+from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
+from fedrx.proto.gen.grpc.health.v1 import health_pb2, health_pb2_grpc
+from fedrx.protocol.messages import TrainAck, TrainRequest
+from fedrx.protocol.task import model_hash
+
+HS = ["h1", "h2", "h3"]
+TIMEOUT = 20
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("certs")
+    init_certs(d, HS)
+    return d
+
+
+def _tls(certs: Path, h: str) -> TlsMaterial:
+    d = certs / "hospitals" / h
+    return TlsMaterial((certs / "ca.pem").read_bytes(), (d / "tls.pem").read_bytes(),
+                       (d / "tls.key").read_bytes())
+
+
+# ------------------------------------------------------------------- full federation
+
+
+def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
+    from fedrx.medrx.simulate import SimulationConfig, run_simulation
+    from fedrx.nodes.aggregator import AggregatorNode
+    from fedrx.nodes.hospital import HospitalNode
+
+    spec = DemoSpec(out=tmp_path / "grpc", protection="none", rounds=2, hidden=16)
+    setup = write_setup(spec, HS)
+    agg_cfg, task = load_config(setup.aggregator_config, "aggregator")
+    agg_cfg.wait_seconds = 60
+    train_lock = threading.Lock()  # torch's global RNG is per process: train one at a time
+    nodes = []
+    for h in HS:
+        cfg, t = load_config(setup.node_configs[h], "node")
+        cfg.give_up_seconds = 60
+        node = HospitalNode(cfg, t)
+        party = node.build_party()
+        inner = party.handle
+
+        def handle(stage, req, inner=inner):
+            with train_lock:
+                return inner(stage, req)
+
+        party.handle = handle
+        nodes.append(node)
+    agg = AggregatorNode(agg_cfg, task)
+    result: dict = {}
+    errors: list = []
+
+    def run_agg():
+        try:
+            result["doc"] = agg.run()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run_agg, daemon=True)]
+    threads += [threading.Thread(target=n.run, daemon=True) for n in nodes]
+    for t in threads:
+        t.start()
+    threads[0].join(120)
+    for n in nodes:
+        n.stop.set()
+    for t in threads[1:]:
+        t.join(15)
+    assert not errors, errors
+    assert not threads[0].is_alive()
+    doc = result["doc"]
+    assert [r["status"] for r in doc["rounds"]] == ["completed", "completed"]
+    assert all(r["contributors"] == HS for r in doc["rounds"])
+    wire_bytes = sum(s["sent_bytes"] + s["received_bytes"] for s in doc["rounds"][0]["stages"])
+    assert wire_bytes > 3 * 2 * 13_000 * 4  # the model went down and the update came up
+    # the same federation in one process
+    sim_cfg = SimulationConfig(**{k: v for k, v in vars(task).items()})
+    sim_cfg.out = str(tmp_path / "sim")
+    sim = run_simulation(sim_cfg)
+    w_grpc = np.load(tmp_path / "grpc" / "aggregator" / "global_model.npy", allow_pickle=False)
+    w_sim = np.load(tmp_path / "sim" / "global_model.npy", allow_pickle=False)
+    assert np.array_equal(w_grpc, w_sim)
+    assert doc["final"]["model_hash"] == sim["final"]["model_hash"]
+    assert doc["final"]["global"] == sim["final"]["global"]
+    # receipts persisted at every node; checkpoint present
+    for h in HS:
+        assert '"round": 2' in (tmp_path / "grpc" / "nodes" / h / "state.json").read_text()
+    assert (tmp_path / "grpc" / "aggregator" / "checkpoint" / "LATEST").read_text().strip() \
+        == "round-000002"
+
+
+# -------------------------------------------------------------------- hostile input
+
+
+class Server:
+    def __init__(self, certs: Path):
+        self.dep = Deployment.load(certs / "federation.json")
+        self.tls = load_tls(certs / "ca.pem", certs / "aggregator.pem", certs / "aggregator.key",
+                            self.dep, expect_hospital=None)
+        self.registry = Registry()
+        self.stop = threading.Event()
+        self.settings = ServiceSettings(self.dep, "digest-1", "none", 3,
+                                        Limits(max_message_bytes=1 << 20), hello_timeout=3.0)
+        self.server, port, _ = serve(self.settings, "127.0.0.1:0", self.tls, self.registry,
+                                     self.stop, 16)
+        self.addr = f"127.0.0.1:{port}"
+        self.transport = GrpcTransport(self.registry, {"*": 5.0}, self.stop)
+
+    def channel(self, tls: TlsMaterial | None) -> grpc.Channel:
+        if tls is None:
+            return grpc.insecure_channel(self.addr, options=wire.grpc_options())
+        creds = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+        return grpc.secure_channel(self.addr, creds, options=wire.grpc_options())
+
+    def hello(self, h: str = "h1", **kw) -> pb.HospitalFrame:
+        fields = dict(protocol_version=1, hospital=h,
+                      sign_public=self.dep.federation.members[h].sign_public,
+                      task_digest="digest-1", protection="none")
+        fields.update(kw)
+        return pb.HospitalFrame(hello=pb.Hello(**fields))
+
+
+class Client:
+    """A hand-driven hospital stream."""
+
+    def __init__(self, server: Server, tls: TlsMaterial | None):
+        self.ch = server.channel(tls)
+        self.q: queue.Queue = queue.Queue()
+
+        def gen():
+            while True:
+                f = self.q.get()
+                if f is None:
+                    return
+                yield f
+
+        self.call = pb_grpc.AggregatorStub(self.ch).Session(gen(), timeout=TIMEOUT)
+
+    def send(self, *frames):
+        for f in frames:
+            self.q.put(f)
+
+    def recv(self):
+        return next(self.call)
+
+    def status(self) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as ei:
+            while True:
+                next(self.call)
+        self.q.put(None)
+        self.ch.close()
+        return ei.value.code()
+
+
+@pytest.fixture(scope="module")
+def server(certs):
+    s = Server(certs)
+    yield s
+    s.stop.set()
+    s.server.stop(0).wait(5)
+
+
+def _train_request(rnd: int = 1) -> TrainRequest:
+    w = np.zeros(4, np.float32)
+    return TrainRequest(b"s" * 32, rnd, ("h1",), w, model_hash(w), "none", 5)
+
+
+def _exchange_async(server: Server, rnd: int = 1) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(
+        r=server.transport.exchange("train", rnd, {"h1": _train_request(rnd)})), daemon=True)
+    t.start()
+    return t, out
+
+
+def _connected(server: Server, c: Client) -> pb.AggregatorFrame:
+    c.send(server.hello())
+    assert c.recv().WhichOneof("body") == "welcome"
+    end = time.monotonic() + TIMEOUT
+    while "h1" not in server.registry.connected():
+        assert time.monotonic() < end
+        time.sleep(0.01)
+    return c
+
+
+def test_peer_checks_at_hello(server, certs, tmp_path):
+    c = Client(server, _tls(certs, "h1"))
+    c.send(pb.HospitalFrame(message=codec.encode_message(TrainAck(1, "h1", "trained"))))
+    assert c.status() == grpc.StatusCode.FAILED_PRECONDITION          # no Hello first
+    c = Client(server, _tls(certs, "h1"))
+    c.send(server.hello("h2"))
+    assert c.status() == grpc.StatusCode.PERMISSION_DENIED            # h1's cert, says h2
+    c = Client(server, _tls(certs, "h1"))
+    c.send(server.hello(task_digest="another task"))
+    assert c.status() == grpc.StatusCode.FAILED_PRECONDITION
+    c = Client(server, _tls(certs, "h1"))
+    c.send(server.hello(sign_public=b"k" * 32))
+    assert c.status() == grpc.StatusCode.PERMISSION_DENIED            # not the pinned key
+    c = Client(server, _tls(certs, "h1"))                             # silent: no Hello
+    assert c.status() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # certificate signed by the federation's CA but not pinned for any member
+    ca_key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = ca_cert.not_valid_before_utc
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "h1")]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(ca_cert.not_valid_after_utc)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("h1")]), False)
+            .sign(ca_key, hashes.SHA256()))
+    rogue = TlsMaterial((certs / "ca.pem").read_bytes(),
+                        cert.public_bytes(serialization.Encoding.PEM),
+                        key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    c = Client(server, rogue)
+    c.send(server.hello())
+    assert c.status() == grpc.StatusCode.PERMISSION_DENIED
+    # a client whose certificate comes from another CA: the TLS handshake fails
+    other = tmp_path / "other"
+    init_certs(other, ["h1"])
+    foreign = TlsMaterial((certs / "ca.pem").read_bytes(),
+                          (other / "hospitals" / "h1" / "tls.pem").read_bytes(),
+                          (other / "hospitals" / "h1" / "tls.key").read_bytes())
+    c = Client(server, foreign)
+    c.send(server.hello())
+    assert c.status() == grpc.StatusCode.UNAVAILABLE
+    # plaintext against the TLS port
+    c = Client(server, None)
+    c.send(server.hello())
+    assert c.status() == grpc.StatusCode.UNAVAILABLE
+    _still_serving(server, certs)
+
+
+def test_oversized_frame_is_refused(server, certs):
+    c = _connected(server, Client(server, _tls(certs, "h1")))
+    big = pb.HospitalFrame(chunk=pb.Chunk(index=0, data=b"x" * (5 << 20)))
+    c.send(big)
+    assert c.status() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _still_serving(server, certs)
+
+
+@pytest.mark.parametrize("attack,code", [
+    ("wrong_round", grpc.StatusCode.FAILED_PRECONDITION),
+    ("wrong_stage", grpc.StatusCode.FAILED_PRECONDITION),
+    ("unsolicited", grpc.StatusCode.FAILED_PRECONDITION),
+    ("malformed", grpc.StatusCode.INVALID_ARGUMENT),
+    ("declared_too_big", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("replay", grpc.StatusCode.FAILED_PRECONDITION),
+])
+def test_hostile_replies_end_the_stream(server, certs, attack, code):
+    c = _connected(server, Client(server, _tls(certs, "h1")))
+    t, out = _exchange_async(server)
+    req = c.recv()
+    assert req.WhichOneof("body") == "message" and req.header.stage == "train"
+    hdr = pb.Header()
+    hdr.CopyFrom(req.header)
+    ack = pb.HospitalFrame(header=hdr, message=codec.encode_message(TrainAck(1, "h1", "trained")))
+    if attack == "wrong_round":
+        ack.header.round = 7
+    elif attack == "wrong_stage":
+        ack.header.stage = "unmask"
+    elif attack == "unsolicited":
+        ack.header.seq = 99
+    elif attack == "malformed":
+        ack.message.Clear()
+    elif attack == "declared_too_big":
+        ack = pb.HospitalFrame(header=hdr, chunk=pb.Chunk(index=0, total_bytes=2 << 20,
+                                                          sha256=b"x" * 32, data=b"x"))
+    c.send(ack)
+    if attack == "replay":
+        t.join(TIMEOUT)
+        assert isinstance(out["r"]["h1"], TrainAck)    # first copy accepted
+        c.send(ack)                                    # the same reply again
+    assert c.status() == code
+    t.join(TIMEOUT)
+    assert not t.is_alive()
+    if attack != "replay":
+        assert out["r"] == {}                          # h1 simply missing from the stage
+    _still_serving(server, certs)
+
+
+def _still_serving(server: Server, certs: Path) -> None:
+    ch = server.channel(_tls(certs, "h2"))
+    try:
+        rep = health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service="fedrx.v1.Aggregator"), timeout=TIMEOUT)
+        assert rep.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        ch.close()
+    c = _connected(server, Client(server, _tls(certs, "h1")))
+    t, out = _exchange_async(server, rnd=2)
+    req = c.recv()
+    c.send(pb.HospitalFrame(header=req.header, message=codec.encode_message(
+        TrainAck(2, "h1", "trained"))))
+    t.join(TIMEOUT)
+    assert out["r"]["h1"].status == "trained"
+    c.q.put(None)
+    c.call.cancel()
+    c.ch.close()
+
+
+# ------------------------------------------------------------------ hospital side
+
+
+def test_hospital_node_rejects_hostile_requests(tmp_path, certs):
+    from fedrx.nodes.hospital import HospitalNode
+    from fedrx.protocol.hospital import HospitalParty
+    from fedrx.protocol.protection import NoProtection
+    from fedrx.protocol.task import ClientOptimizer
+    from tests.test_protocol import ToyData, ToyTask
+
+    spec = DemoSpec(out=tmp_path, protection="none")
+    (tmp_path / "certs").mkdir()
+    for name in ("ca.pem", "ca.key", "aggregator.pem", "aggregator.key", "federation.json"):
+        (tmp_path / "certs" / name).write_bytes((certs / name).read_bytes())
+    os.symlink(certs / "hospitals", tmp_path / "certs" / "hospitals")
+    setup = write_setup(spec, HS)
+    cfg, task = load_config(setup.node_configs["h1"], "node")
+    node = HospitalNode(cfg, task)
+    party = HospitalParty("h1", ToyTask(), ToyData(10, 1.0), NoProtection(), ClientOptimizer())
+    node.party = party
+    w = ToyTask().initial_weights(0)
+    req = TrainRequest(b"s" * 32, 1, ("h1",), w, model_hash(w), "none", w.size + 1)
+    env = codec.encode_message(req)
+
+    def frame(seq, rnd=1, **body):
+        return pb.AggregatorFrame(header=wire.header(b"s" * 32, rnd, "train", seq), **body)
+
+    frames = [
+        pb.AggregatorFrame(welcome=pb.Welcome(federation_id=node.dep.federation_id)),
+        frame(1, message=env),                                   # valid -> TrainAck
+        frame(1, message=env),                                   # same seq -> replay
+        frame(2, rnd=5, message=env),                            # header round 5, msg round 1
+        frame(3, chunk=pb.Chunk(index=0, total_bytes=10, data=b"x")),  # no SHA-256
+        frame(4, message=env),                                   # round 1 again -> refused
+        pb.AggregatorFrame(goodbye=pb.Goodbye(reason="done")),
+    ]
+    outq: queue.Queue = queue.Queue()
+    assert node._serve(iter(frames), outq, party) == "goodbye"
+    got = []
+    while not outq.empty():
+        f = outq.get()
+        got.append(f.error.code if f.WhichOneof("body") == "error"
+                   else codec.envelope_field(f.message))
+    assert got == ["train_ack", "replay", "wrong_round", "malformed", "refused"]
+    assert party.last_round == 1
+
+
+# ----------------------------------------------------------------------- CLI, certs
+
+
+def test_certs_init_files_modes_and_pins(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b"]) == 0
+    for p in ["ca.key", "aggregator.key", "hospitals/a/tls.key", "hospitals/a/identity.json"]:
+        assert stat.S_IMODE((out / p).stat().st_mode) == 0o600, p
+    dep = Deployment.load(out / "federation.json")
+    assert dep.hospitals == ["a", "b"]
+    assert dep.hospital_for_cert((out / "hospitals" / "b" / "tls.pem").read_bytes()) == "b"
+    assert "PRIVATE" not in (out / "federation.json").read_text()
+    assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main(["certs", "init", "--out", str(tmp_path / "x"), "--hospitals", "a/b"]) == 2
+
+
+def test_plaintext_is_refused_without_insecure(tmp_path, certs, capsys):
+    spec = DemoSpec(out=tmp_path, protection="none",
+                    node_extra={"h1": {"ca": "", "cert": "", "key": ""}},
+                    aggregator={"insecure": True})
+    setup = write_setup(spec, HS)
+    assert main(["node", "run", "--config", str(setup.node_configs["h1"])]) == 2
+    assert "plaintext needs --insecure" in capsys.readouterr().err
+    assert main(["aggregator", "serve", "--config", str(setup.aggregator_config)]) == 2
+    assert "pass --insecure explicitly" in capsys.readouterr().err
+
+
+def test_task_digest_covers_data_and_training_fields():
+    from fedrx.medrx.simulate import SimulationConfig
+
+    a = SimulationConfig(hidden=16)
+    assert task_digest(a) == task_digest(SimulationConfig(hidden=16, rounds=99, out="x"))
+    assert task_digest(a) != task_digest(SimulationConfig(hidden=17))
+    assert task_digest(a) != task_digest(SimulationConfig(hidden=16, seed=1))

@@ -1,0 +1,143 @@
+"""gRPC deployment with separate OS processes on loopback (``python -m fedrx.cli ...``).
+
+Each case starts an aggregator and hospital processes (mutual TLS, ephemeral ports) on the
+MIMIC-III demo with a small model (hidden 16). Every wait is bounded. Slow (process start
+imports torch and prepares data in each process): deselect with ``-m 'not slow'``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedrx.medrx.simulate import SimulationConfig, run_simulation
+from fedrx.nodes.certs import init_certs
+from fedrx.nodes.launcher import (
+    DemoSpec,
+    run_demo,
+    start_aggregator,
+    start_node,
+    stop_all,
+    wait_for_file,
+    write_setup,
+    write_toml,
+)
+
+pytestmark = pytest.mark.slow
+WAIT = 240
+
+
+def _simulate(spec: DemoSpec, out: Path) -> np.ndarray:
+    cfg = SimulationConfig(**spec.task_table(), out=str(out))
+    run_simulation(cfg)
+    return np.load(out / "global_model.npy", allow_pickle=False)
+
+
+def _grpc_weights(spec: DemoSpec) -> np.ndarray:
+    return np.load(Path(spec.out) / "aggregator" / "global_model.npy", allow_pickle=False)
+
+
+def test_none_over_processes_equals_inprocess_exactly(tmp_path, mimic_demo):
+    spec = DemoSpec(out=tmp_path / "g", protection="none", rounds=2, hidden=16, timeout=WAIT)
+    doc = run_demo(spec, echo=lambda m: None)
+    assert [r["status"] for r in doc["rounds"]] == ["completed"] * 2
+    assert np.array_equal(_grpc_weights(spec), _simulate(spec, tmp_path / "sim"))
+
+
+def test_mask_over_processes_equals_inprocess_within_quantization(tmp_path, mimic_demo):
+    """Masking rounds each hospital's weighted delta stochastically with OS randomness
+    (secagg.quantize), so two runs differ by quantization noise: per coordinate the
+    weighted SUM differs by < n * 2**-frac_bits (n = 3 hospitals, frac_bits = 16), so after
+    one round the averaged model differs by < n * 2**-16 / examples (+ float32 rounding).
+    Clipping is deterministic and identical in both runs."""
+    spec = DemoSpec(out=tmp_path / "g", protection="mask", rounds=1, hidden=16, timeout=WAIT)
+    doc = run_demo(spec, echo=lambda m: None)
+    assert doc["rounds"][0]["status"] == "completed"
+    examples = doc["rounds"][0]["examples"]
+    w_grpc, w_sim = _grpc_weights(spec), _simulate(spec, tmp_path / "sim")
+    bound = 3 * 2.0**-16 / examples + 2 * np.spacing(np.abs(w_sim).astype(np.float32))
+    diff = np.abs(w_grpc.astype(np.float64) - w_sim.astype(np.float64))
+    assert np.all(diff <= bound)
+
+
+def test_hospital_killed_mid_round_and_rogue_client(tmp_path, mimic_demo):
+    """h4 dies (abrupt exit) when masked_input of round 2 arrives: round 2 completes with the
+    3 survivors (t = 3 of 4), round 3 runs with them. A node with a certificate from another
+    CA never gets a session and gives up; the federation is unaffected."""
+    spec = DemoSpec(out=tmp_path / "g", protection="mask", hospitals=4, rounds=3, hidden=16,
+                    aggregator={"min_hospitals": 3, "stage_deadline": 30.0},
+                    node_extra={"h4": {"fault": "masked_input:2"}}, timeout=WAIT)
+    setup = write_setup(spec)
+    other = tmp_path / "other"
+    init_certs(other, ["h1"])
+    rogue_cfg = tmp_path / "rogue.toml"
+    d = other / "hospitals" / "h1"
+    write_toml(rogue_cfg, {"node": {
+        "hospital": "h1", "aggregator_file": str(setup.address_file), "server_name": "",
+        "ca": str(other / "ca.pem"), "cert": str(d / "tls.pem"), "key": str(d / "tls.key"),
+        "identity": str(d / "identity.json"), "federation": str(other / "federation.json"),
+        "give_up_seconds": 3.0, "backoff_max": 0.5}, "task": spec.task_table()})
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["aggregator"] = start_aggregator(setup)
+        wait_for_file(setup.address_file, 120, procs["aggregator"])
+        for h in setup.hospitals:
+            procs[h] = start_node(setup, h)
+        procs["rogue"] = subprocess.Popen(
+            [*_py(), "node", "run", "--config", str(rogue_cfg)], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        assert procs["aggregator"].wait(WAIT) == 0
+        assert procs["h4"].wait(30) == 137
+        rogue_out = procs["rogue"].communicate(timeout=60)[0].decode()
+        assert procs["rogue"].returncode == 2
+        assert "no session with the aggregator" in rogue_out
+    finally:
+        stop_all(procs)
+    doc = json.loads((setup.out / "aggregator" / "results.json").read_text())
+    r1, r2, r3 = doc["rounds"]
+    assert r1["status"] == r2["status"] == r3["status"] == "completed"
+    assert r2["contributors"] == ["h1", "h2", "h3"] and "h4" in r2["dropped"]
+    assert r2["dropped"]["h4"].startswith("masked_input")
+    assert r3["participants"] == ["h1", "h2", "h3"]
+
+
+def test_aggregator_killed_and_restarted_resumes(tmp_path, mimic_demo):
+    """The aggregator exits abruptly right after checkpointing round 1; restarted, it
+    resumes at round 2 with the hospitals (which reconnect by themselves), and since it
+    died between rounds the final model equals the uninterrupted in-process run."""
+    spec = DemoSpec(out=tmp_path / "g", protection="none", rounds=3, hidden=16,
+                    aggregator={"crash_after_round": 1}, timeout=WAIT)
+    setup = write_setup(spec)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["aggregator"] = start_aggregator(setup)
+        wait_for_file(setup.address_file, 120, procs["aggregator"])
+        for h in setup.hospitals:
+            procs[h] = start_node(setup, h)
+        assert procs["aggregator"].wait(WAIT) == 137
+        latest = setup.out / "aggregator" / "checkpoint" / "LATEST"
+        assert latest.read_text().strip() == "round-000001"
+        spec.aggregator = {"crash_after_round": 0}
+        write_setup(spec, setup.hospitals)
+        procs["aggregator"] = start_aggregator(setup)
+        assert procs["aggregator"].wait(WAIT) == 0
+        for h in setup.hospitals:
+            assert procs[h].wait(30) == 0
+    finally:
+        stop_all(procs)
+    doc = json.loads((setup.out / "aggregator" / "results.json").read_text())
+    assert [r["round"] for r in doc["rounds"]] == [1, 2, 3]
+    assert all(r["status"] == "completed" for r in doc["rounds"])
+    log = (setup.out / "logs" / "aggregator.log").read_text()
+    assert "resuming from checkpoint" in log
+    assert np.array_equal(_grpc_weights(spec), _simulate(spec, tmp_path / "sim"))
+
+
+def _py() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "fedrx.cli"]
