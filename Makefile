@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedrx-installed
 RUN ?= runs/demo
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo simulate test test-all lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fedrx simulate --data mimic3-demo --hospitals 3 --rounds 10 --local-epochs 5 --protection mask --centralized --out $(RUN)
+	rm -rf $(RUN)
+	COLUMNS=140 $(BIN)/fedrx demo grpc --out $(RUN)
+
+simulate: $(STAMP)
+	COLUMNS=140 $(BIN)/fedrx simulate --data mimic3-demo --hospitals 3 --rounds 10 --local-epochs 5 --protection mask --centralized --out runs/simulate
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
