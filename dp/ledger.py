@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedrx.atomic import atomic_write_bytes
 from fedrx.dp.accountant import Mechanism, compute_epsilon
 from fedrx.errors import ConfigError, LedgerError
 from fedrx.secagg.identity import Identity, PublicIdentity
@@ -100,39 +99,6 @@ def ledger_path(run_dir: Path, hospital: str) -> Path:
 
 def identity_path(run_dir: Path, hospital: str) -> Path:
     return Path(run_dir) / "identities" / f"{check_hospital_id(hospital)}.pub.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, write, fsync, rename over ``path``, fsync the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def write_public_identity(run_dir: Path, public: PublicIdentity) -> Path:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedrx.atomic import atomic_write_bytes, atomic_write_text
 from fedrx.errors import DataError
-from fedrx.medrx.records import atomic_write_text
 
 
 def state_to_arrays(model: nn.Module) -> dict[str, np.ndarray]:
@@ -43,18 +41,7 @@ def save_model(path: Path, model: nn.Module, meta: dict) -> str:
     digest = weights_hash(arrays)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
     atomic_write_text(path.with_suffix(".json"),
                       json.dumps({**meta, "weights_sha256": digest}, indent=1) + "\n")
     return digest

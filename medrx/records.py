@@ -16,12 +16,11 @@ Records serialise to JSON Lines (one patient per line) -- never pickle.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedrx.atomic import atomic_write_text
 from fedrx.errors import DataError
 
 
@@ -107,25 +106,6 @@ class Cohort:
 
 def sort_visits(visits: Iterable[Visit]) -> tuple[Visit, ...]:
     return tuple(sorted(visits, key=lambda v: (v.time, v.visit_id)))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_jsonl(path: Path, patients: Iterable[Patient]) -> None:

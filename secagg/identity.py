@@ -97,28 +97,14 @@ class Identity:
 
     def save(self, path: Path) -> None:
         """Write both private keys (hex of raw bytes) to ``path`` with mode 0600, atomically."""
-        import os
-        import tempfile
+        from fedrx.atomic import atomic_write_text
 
         data = json.dumps({
             "format": "fedrx-identity/1", "hospital": self.hospital,
             "sign_private": self._sign.private_bytes(_RAW, _RAW_PRIV, _NOENC).hex(),
             "seal_private": self._seal.private_bytes(_RAW, _RAW_PRIV, _NOENC).hex(),
         })
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(Path(path), data, mode=0o600)
 
     @staticmethod
     def load(path: Path) -> Identity:
