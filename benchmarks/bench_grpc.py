@@ -4,7 +4,9 @@ For 3 and 10 hospital PROCESSES (plus the aggregator process, mutual TLS, 127.0.
 each protection level, runs a short federation on the MIMIC-III demo (hidden 16, 1 local
 epoch) and reports, from the aggregator's results.json, the median round latency (s,
 rounds after the first, which includes connection warm-up) and the gRPC bytes per hospital
-per round (serialised frames, both directions). Prints a Markdown table.
+per round (serialised frames, both directions). DP off (it changes training cost, not the
+wire). ckks: round 1 also creates and relays the key epoch (excluded from the median).
+Prints a Markdown table.
 
     .venv/bin/python benchmarks/bench_grpc.py [--rounds 3] [--hospitals 3,10] [--hidden 16]
 """
@@ -24,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--hospitals", default="3,10")
-    ap.add_argument("--protections", default="none,mask")
+    ap.add_argument("--protections", default="none,mask,ckks")
     ap.add_argument("--hidden", type=int, default=16)
     args = ap.parse_args()
     rows = []
@@ -34,7 +36,7 @@ def main() -> None:
                 t0 = time.monotonic()
                 spec = DemoSpec(out=Path(tmp), protection=prot, hospitals=n,
                                 rounds=args.rounds, hidden=args.hidden, timeout=600,
-                                task={"min_patients": 3, "personalize": False})
+                                task={"min_patients": 3, "personalize": False}, dp=False)
                 doc = run_demo(spec, echo=lambda m: None)
                 wall = time.monotonic() - t0
             rs = doc["rounds"]

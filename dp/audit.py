@@ -9,8 +9,9 @@ For every hospital ledger it checks, entry by entry:
   (missing, inserted, reordered and edited entries break this chain);
 * rounds strictly increasing (a repeated round is reported as a duplicate);
 * truncation, relative to an anchored head ``(length, head_hash)`` when one is given
-  (e.g. from a signed round receipt): without an anchor a truncated ledger is a valid
-  shorter chain and cannot be detected;
+  (e.g. from a signed round receipt; a hash-only anchor, length -1, must appear in the
+  chain): without an anchor a truncated ledger is a valid shorter chain and cannot be
+  detected;
 * epsilon recomputed from the recorded ``(sample_rate, noise_multiplier, steps)`` of every
   trained entry up to it with an INDEPENDENT accountant, Google's ``dp_accounting`` PLD
   accountant (``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` self-composed ``steps``
@@ -208,7 +209,13 @@ def audit_ledger(
             add("malformed", f"unknown accountant {e['accountant']!r}", i)
         if ref > budget + tol:
             add("budget-overrun", f"independent PLD epsilon {ref:.4f} > budget {budget}", i)
-    if anchor is not None:
+    if anchor is not None and anchor.length < 0:
+        # a hash-only anchor (what a round receipt carries): entry hashes chain and cover
+        # seq, so the hash pins one position; it must still be in the ledger
+        if not any(e.get("entry_hash") == anchor.head_hash for e in entries):
+            add("head-mismatch", "the anchored head hash is not in the ledger (truncated or "
+                "rewritten)")
+    elif anchor is not None:
         if len(entries) < anchor.length:
             add("truncated", f"{len(entries)} entries but the anchored head has "
                 f"{anchor.length}")
@@ -238,10 +245,14 @@ def _locate(path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
 
 
 def load_anchors(path: Path) -> dict[str, LedgerHead]:
-    """Anchors JSON: ``{"<hospital>": {"length": n, "head_hash": "<hex>"}, ...}``."""
+    """Anchors JSON: ``{"<hospital>": {"length": n, "head_hash": "<hex>"}, ...}``.
+
+    ``length`` may be omitted (a gRPC aggregator's round receipts carry only the head hash):
+    the anchor then requires that entry to be present (LedgerHead length -1)."""
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {h: LedgerHead(int(v["length"]), str(v["head_hash"])) for h, v in obj.items()}
+        return {h: LedgerHead(int(v.get("length", -1)), str(v["head_hash"]))
+                for h, v in obj.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise LedgerError(f"anchors file {path} is unreadable or malformed") from None
 

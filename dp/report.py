@@ -26,11 +26,23 @@ from fedrx.errors import LedgerError
 REPORT_FORMAT = "fedrx-budget-report/1"
 
 
-def _summaries(run_dir: Path) -> list[dict[str, Any]]:
-    led_dir = run_dir / "ledger" if (run_dir / "ledger").is_dir() else run_dir
-    files = sorted(p for p in led_dir.glob("*.jsonl") if not p.name.startswith("."))
+def _ledger_files(run_dirs: list[Path]) -> list[Path]:
+    files = []
+    for run_dir in run_dirs:
+        led_dir = run_dir / "ledger" if (run_dir / "ledger").is_dir() else run_dir
+        files += [p for p in led_dir.glob("*.jsonl") if not p.name.startswith(".")]
+    names = [p.name for p in files]
+    if len(set(names)) != len(names):
+        raise LedgerError("two ledgers of the same hospital among the run directories")
+    return sorted(files, key=lambda p: p.name)
+
+
+def _summaries(run_dir: Path | list[Path]) -> list[dict[str, Any]]:
+    dirs = [Path(d) for d in run_dir] if isinstance(run_dir, list) else [Path(run_dir)]
+    files = _ledger_files(dirs)
     if not files:
-        raise LedgerError(f"no ledgers under {run_dir} (expected DIR/ledger/<hospital>.jsonl)")
+        raise LedgerError(f"no ledgers under {', '.join(map(str, dirs))} "
+                          "(expected DIR/ledger/<hospital>.jsonl)")
     out = []
     for p in files:
         hospital = check_hospital_id(p.name.removesuffix(".jsonl"))
@@ -88,11 +100,16 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def budget_report(run_dir: Path, out_dir: Path) -> list[Path]:
+def budget_report(run_dir: Path | list[Path], out_dir: Path) -> list[Path]:
     """Write ``budget.json``, ``budget.md``, ``budget.html`` and one PNG per hospital;
-    return the written paths (JSON, Markdown, HTML, then PNGs)."""
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    return the written paths (JSON, Markdown, HTML, then PNGs).
+
+    ``run_dir`` may be a list of folders (e.g. the gRPC deployment's node folders, each
+    holding ``ledger/<hospital>.jsonl`` of its own hospital): one report over all of them."""
     summaries = _summaries(run_dir)
+    out_dir = Path(out_dir)
+    if isinstance(run_dir, list):
+        run_dir = ", ".join(str(d) for d in run_dir)  # type: ignore[assignment]
     out_dir.mkdir(parents=True, exist_ok=True)
     pngs = []
     for s in summaries:

@@ -5,8 +5,12 @@ until ``min_hospitals`` hospitals are connected, then runs rounds with the SAME
 :class:`~fedrx.protocol.aggregator.RoundMachine` as ``fedrx simulate`` over a
 :class:`~fedrx.nodes.transport.GrpcTransport`. After every round it checkpoints
 :class:`~fedrx.protocol.aggregator.ServerState` atomically (:func:`save_checkpoint`) and
-sends each hospital a RoundResult (its ledger receipt). Results go to ``OUT/results.json``,
-``OUT/summary.md`` and ``OUT/global_model.npy`` in the simulation's format.
+sends each hospital a RoundResult (its ledger receipt); the receipts (ledger head per
+hospital per round) also go to ``OUT/receipts.json`` and ``OUT/anchors[/<h>].json``
+(:func:`write_receipts`, usable as ``fedrx audit --anchors``). Results go to
+``OUT/results.json``, ``OUT/summary.md`` and ``OUT/global_model.npy`` in the simulation's
+format. With ``ckks`` the checkpoint also keeps the key epoch (public data and sealed
+packages only) so a restarted aggregator keeps using it.
 
 Restart semantics: killed and restarted with the same config, it resumes after the last
 checkpointed round. A round that was in flight is abandoned and its round NUMBER is burnt
@@ -66,13 +70,14 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 
 
 def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any]],
-                    meta: dict[str, Any]) -> Path:
+                    meta: dict[str, Any], blobs: dict[str, bytes] | None = None) -> Path:
     """Write ``folder/round-NNNNNN/`` then atomically point ``folder/LATEST`` at it.
 
     Files: ``weights.npy`` (float32), ``opt_m.npy``/``opt_v.npy`` (FedAdam moments, if
     any), ``state.json`` (round, session id, model hash, optimizer settings, the round
-    records so far, ``meta``). All ``.npy`` are written with ``allow_pickle=False``. Older
-    checkpoints are removed after LATEST moves.
+    records so far, ``meta``) and ``blobs`` (name -> bytes, e.g. the CKKS keyring as a
+    ``fedrx.v1.CkksKeyring`` protobuf: public data and sealed packages only). All ``.npy``
+    are written with ``allow_pickle=False``. Older checkpoints are removed after LATEST moves.
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"round-{state.round:06d}"
@@ -90,6 +95,13 @@ def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any
                          "beta2": opt.beta2, "tau": opt.tau, "moments": opt.m is not None},
            "rounds": rounds, "meta": meta}
     atomic_write_text(tmp / "state.json", json.dumps(doc, default=_json_default) + "\n")
+    for bname, data in (blobs or {}).items():
+        if "/" in bname or bname.startswith("."):
+            raise ConfigError(f"invalid checkpoint blob name {bname!r}")
+        with open(tmp / bname, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
     final = folder / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -124,6 +136,74 @@ def load_checkpoint(folder: Path) -> tuple[ServerState, list[dict[str, Any]],
     if w.dtype != np.float32 or w.ndim != 1 or model_hash(w) != doc["model_hash"]:
         raise ConfigError(f"checkpoint {d}: weights do not match the recorded model hash")
     return state, list(doc["rounds"]), dict(doc.get("meta", {}))
+
+
+def load_blob(folder: Path, name: str) -> bytes | None:
+    """A blob saved with the newest checkpoint (None if there is none)."""
+    latest = folder / "LATEST"
+    if not latest.is_file():
+        return None
+    p = folder / latest.read_text().strip() / name
+    return p.read_bytes() if p.is_file() else None
+
+
+CKKS_KEYRING_BLOB = "ckks_keyring.pb"
+
+
+def _ckks_keyring_blob(protection: Any) -> dict[str, bytes]:
+    ring = getattr(protection, "keyring", None) if protection.name == "ckks" else None
+    if ring is None:
+        return {}
+    from fedrx.nodes.codec import _keyring_out
+
+    return {CKKS_KEYRING_BLOB: _keyring_out(ring).SerializeToString()}
+
+
+def _restore_ckks_keyring(protection: Any, data: bytes, limits: Limits) -> None:
+    """Re-install the checkpointed epoch (verified again); every hospital gets its sealed
+    package relayed again at its next upload."""
+    from fedrx.nodes.codec import _keyring_in
+
+    msg = pb.CkksKeyring()
+    msg.ParseFromString(data)
+    protection.install_keyring(_keyring_in(msg, limits))
+
+
+# ------------------------------------------------------------------- receipts/anchors
+
+RECEIPTS_FORMAT = "fedrx-receipts/1"
+
+
+def write_receipts(out: Path, rounds: list[dict[str, Any]], federation_id: str,
+                   session_id: bytes) -> dict[str, Path]:
+    """The aggregator's record of every round receipt, for auditors.
+
+    ``OUT/receipts.json``: ``{"format", "federation_id", "session_id", "rounds": [{"round",
+    "status", "model_hash", "contributors", "ledger_heads": {hospital: head_hash}}]}``: the
+    ledger head each hospital reported with its TrainAck, as sent back to it in its
+    RoundResult. ``OUT/anchors.json`` (all hospitals) and ``OUT/anchors/<hospital>.json``
+    (one hospital, to audit that hospital's node folder): the NEWEST receipted head per
+    hospital in the format of ``fedrx audit DIR --anchors FILE``
+    (:func:`fedrx.dp.audit.load_anchors`; hash-only: the head must be in the ledger).
+    Returns ``{"receipts": path, "anchors": path, <hospital>: path}``.
+    """
+    recs = [{"round": r["round"], "status": r["status"], "model_hash": r["model_hash"],
+             "contributors": r["contributors"], "ledger_heads": dict(r["ledger_heads"])}
+            for r in rounds]
+    heads: dict[str, dict[str, Any]] = {}
+    for r in recs:
+        for h, head in r["ledger_heads"].items():
+            heads[h] = {"head_hash": head, "round": r["round"]}
+    paths = {"receipts": out / "receipts.json", "anchors": out / "anchors.json"}
+    atomic_write_text(paths["receipts"], json.dumps(
+        {"format": RECEIPTS_FORMAT, "federation_id": federation_id,
+         "session_id": session_id.hex(), "rounds": recs}, indent=1) + "\n")
+    atomic_write_text(paths["anchors"], json.dumps(heads, indent=1, sort_keys=True) + "\n")
+    for h, v in heads.items():
+        paths[h] = out / "anchors" / f"{h}.json"
+        paths[h].parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(paths[h], json.dumps({h: v}, indent=1) + "\n")
+    return paths
 
 
 # --------------------------------------------------------------------------- results
@@ -221,6 +301,10 @@ class AggregatorNode:
                 raise ConfigError(f"checkpoint in {ckpt_dir} belongs to another task or "
                                   "federation; use a new out folder")
             event(log, logging.INFO, "resuming from checkpoint", round=state.round)
+            blob = load_blob(ckpt_dir, CKKS_KEYRING_BLOB)
+            if blob is not None and task.protection == "ckks":
+                _restore_ckks_keyring(protection, blob,
+                                      Limits(max_message_bytes=self.cfg.max_message_mb << 20))
         else:
             state = ServerState(0, prep.task.initial_weights(task.seed),
                                 ServerOptimizer(task.server_optimizer, lr=task.server_lr),
@@ -254,6 +338,7 @@ class AggregatorNode:
                                                   EVALUATE: self.cfg.eval_deadline,
                                                   "*": self.cfg.stage_deadline}, self.stop)
         interrupted = False
+        sessions: dict[str, Any] = {}
         try:
             while state.round < task.rounds and not self.stop.is_set():
                 if not self.registry.wait_for(need, self.cfg.wait_seconds, self.stop):
@@ -267,6 +352,11 @@ class AggregatorNode:
                     if state.round >= task.rounds:
                         break
                 participants = self.registry.connected()
+                if hasattr(protection, "forget"):  # ckks: reconnected -> relay keys again
+                    fresh = [h for h in participants
+                             if sessions.get(h) is not self.registry.get(h)]
+                    protection.forget(fresh)
+                sessions = {h: self.registry.get(h) for h in participants}
                 rnd = state.round + 1
                 atomic_write_text(started, f"{rnd}\n")
                 event(log, logging.INFO, "round starting", round=rnd,
@@ -283,7 +373,8 @@ class AggregatorNode:
                 state = new_state
                 rec = asdict(outcome)
                 rounds.append(rec)
-                save_checkpoint(ckpt_dir, state, rounds, meta)
+                save_checkpoint(ckpt_dir, state, rounds, meta, _ckks_keyring_blob(protection))
+                write_receipts(self.out, rounds, self.dep.federation_id, state.session_id)
                 self._notify(rec)
                 if progress is not None:
                     progress(rec)

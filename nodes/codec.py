@@ -18,8 +18,10 @@ Chunking (:func:`chunk_envelope`, :class:`Reassembler`): a serialised Envelope a
 SHA-256, which the receiver checks against its limit BEFORE buffering and against the bytes
 after reassembly.
 
-Adding a message type (e.g. the CKKS stage messages) = one proto message + one ``oneof``
-field in ``Envelope`` + one :func:`_register` call with an encoder and a decoder here.
+Adding a message type = one proto message + one ``oneof`` field in ``Envelope`` + one
+:func:`_register` call with an encoder and a decoder here (the CKKS stage messages of
+:mod:`fedrx.protocol.protections.ckks` are registered this way; importing this module
+therefore imports TenSEAL).
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ProtocolError
+from fedrx.errors import ConfigError, ProtocolError
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.protocol.messages import EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.protection import PlainUpload, PlainUploadRequest
+from fedrx.protocol.protections import ckks as pc
+from fedrx.secagg import ckks
 from fedrx.secagg import masking as mk
 
 CHUNK_BYTES = 1 << 20
@@ -356,6 +360,191 @@ _register(mk.UnmaskReply, "unmask_reply", lambda r: pb.UnmaskReply(
         mk.RevealedShare(_id(s.owner, "owner"), _id(s.kind, "kind"),
                          _bytes(s.share, Limits(max_bytes_field=1024), "share"))
         for s in _rep(m.shares, lim, "shares"))))
+
+
+# -- ckks
+# Every nested object travels as explicit typed fields; ciphertexts, the key-less public
+# context and sealed packages as opaque bytes with hard size caps (independent of the
+# configured CKKS parameters: the largest ring the HE standard table allows).
+
+MAX_CKKS_CHUNK_BYTES = 16 * 32768 + 4096
+"""One serialised ciphertext: 2 polys x N x 8 bytes + slack at the largest N (32768)."""
+MAX_CKKS_PUBLIC_CONTEXT = 4096
+MAX_CKKS_SEALED_BYTES = (4 << 20) + 1024
+"""A sealed key package: the secret context (<= 4 MiB in fedrx.secagg.ckks) + seal framing."""
+MAX_CKKS_CHUNKS = 4096
+"""Ciphertexts per upload/aggregate: 4096 x 4096 slots covers 16M parameters."""
+
+
+def _ckks_params_out(p: ckks.CkksParams) -> pb.CkksParams:
+    return pb.CkksParams(poly_modulus_degree=p.poly_modulus_degree,
+                         coeff_mod_bit_sizes=list(p.coeff_mod_bit_sizes),
+                         scale_bits=p.scale_bits, noise_sigma=p.noise_sigma, tail=p.tail)
+
+
+def _ckks_params_in(m: pb.CkksParams) -> ckks.CkksParams:
+    if len(m.coeff_mod_bit_sizes) > 8 or not (math.isfinite(m.noise_sigma)
+                                                and math.isfinite(m.tail)):
+        raise CodecError("malformed CKKS parameters")
+    p = ckks.CkksParams(int(m.poly_modulus_degree), tuple(int(b) for b in m.coeff_mod_bit_sizes),
+                        int(m.scale_bits), float(m.noise_sigma), float(m.tail))
+    try:
+        p.validate()
+    except ConfigError as exc:
+        raise CodecError(f"CKKS parameters: {exc}") from None
+    return p
+
+
+def _epoch(e: int) -> int:
+    if not 0 <= e < 2**63:
+        raise CodecError("CKKS epoch out of range")
+    return int(e)
+
+
+def _manifest_out(m: ckks.EpochManifest) -> pb.EpochManifest:
+    return pb.EpochManifest(federation_id=m.federation_id, epoch=m.epoch, key_holder=m.key_holder,
+                            params=_ckks_params_out(m.params),
+                            public_context_sha256=m.public_context_sha256,
+                            key_commitment=m.key_commitment, recipients=list(m.recipients),
+                            signature=m.signature)
+
+
+def _manifest_in(m: pb.EpochManifest, lim: Limits) -> ckks.EpochManifest:
+    if not m.HasField("params"):
+        raise CodecError("CKKS manifest without parameters")
+    return ckks.EpochManifest(
+        _bytes(m.federation_id, lim, "federation_id", 32), _epoch(m.epoch),
+        _id(m.key_holder, "key_holder"), _ckks_params_in(m.params),
+        _bytes(m.public_context_sha256, lim, "public_context_sha256", 32),
+        _bytes(m.key_commitment, lim, "key_commitment", 32),
+        _ids(m.recipients, lim, "recipients"), _bytes(m.signature, lim, "signature", 64))
+
+
+def _package_out(p: ckks.SealedKeyPackage) -> pb.SealedKeyPackage:
+    return pb.SealedKeyPackage(recipient=p.recipient, epoch=p.epoch, key_id=p.key_id,
+                               sealed=p.sealed, signature=p.signature)
+
+
+def _package_in(m: pb.SealedKeyPackage, lim: Limits) -> ckks.SealedKeyPackage:
+    return ckks.SealedKeyPackage(
+        _id(m.recipient, "recipient"), _epoch(m.epoch), _bytes(m.key_id, lim, "key_id", 32),
+        _bytes(m.sealed, Limits(max_bytes_field=min(lim.max_bytes_field,
+                                                    MAX_CKKS_SEALED_BYTES)), "sealed package"),
+        _bytes(m.signature, lim, "signature", 64))
+
+
+def _public_ctx(b: bytes, lim: Limits) -> bytes:
+    return _bytes(b, Limits(max_bytes_field=MAX_CKKS_PUBLIC_CONTEXT), "public_context")
+
+
+def _keyring_out(k: ckks.CkksKeyring) -> pb.CkksKeyring:
+    return pb.CkksKeyring(manifest=_manifest_out(k.manifest), public_context=k.public_context,
+                          packages=[_package_out(k.packages[h]) for h in sorted(k.packages)])
+
+
+def _keyring_in(m: pb.CkksKeyring, lim: Limits) -> ckks.CkksKeyring:
+    if not m.HasField("manifest"):
+        raise CodecError("CKKS keyring without a manifest")
+    pkgs: dict[str, ckks.SealedKeyPackage] = {}
+    for p in _rep(m.packages, lim, "packages"):
+        pkg = _package_in(p, lim)
+        if pkg.recipient in pkgs:
+            raise CodecError(f"two key packages for {pkg.recipient!r}")
+        pkgs[pkg.recipient] = pkg
+    return ckks.CkksKeyring(_manifest_in(m.manifest, lim), _public_ctx(m.public_context, lim),
+                            pkgs)
+
+
+def _header_out(h: pc.UploadHeader) -> pb.UploadHeader:
+    return pb.UploadHeader(hospital=h.hospital, digests=list(h.digests), signature=h.signature)
+
+
+def _header_in(m: pb.UploadHeader, lim: Limits) -> pc.UploadHeader:
+    if len(m.digests) > MAX_CKKS_CHUNKS:
+        raise OversizeError("upload header: too many digests")
+    return pc.UploadHeader(_id(m.hospital, "hospital"),
+                           tuple(_bytes(d, lim, "digest", 32) for d in m.digests),
+                           _bytes(m.signature, lim, "signature", 64))
+
+
+def _ciphertexts(items: Any, lim: Limits, what: str) -> tuple[bytes, ...]:
+    if len(items) > MAX_CKKS_CHUNKS:
+        raise OversizeError(f"{what}: {len(items)} ciphertexts exceeds {MAX_CKKS_CHUNKS}")
+    cap = Limits(max_bytes_field=min(lim.max_bytes_field, MAX_CKKS_CHUNK_BYTES))
+    out = tuple(_bytes(c, cap, what) for c in items)
+    if any(not c for c in out):
+        raise CodecError(f"{what}: empty ciphertext")
+    return out
+
+
+def _delivery_in(m: pb.KeyDelivery, lim: Limits) -> pc.KeyDelivery:
+    if not (m.HasField("manifest") and m.HasField("package")):
+        raise CodecError("key delivery without manifest or package")
+    return pc.KeyDelivery(_manifest_in(m.manifest, lim), _public_ctx(m.public_context, lim),
+                          _package_in(m.package, lim))
+
+
+def _upload_req_out(r: pc.CkksUploadRequest) -> pb.CkksUploadRequest:
+    m = pb.CkksUploadRequest(session_id=r.session_id, round=r.round, epoch=r.epoch,
+                             key_id=r.key_id, vector_length=r.vector_length)
+    if r.delivery is not None:
+        m.delivery.CopyFrom(pb.KeyDelivery(manifest=_manifest_out(r.delivery.manifest),
+                                           public_context=r.delivery.public_context,
+                                           package=_package_out(r.delivery.package)))
+    return m
+
+
+def _upload_req_in(m: pb.CkksUploadRequest, lim: Limits) -> pc.CkksUploadRequest:
+    if not 1 <= m.vector_length <= lim.max_elements:
+        raise OversizeError("CKKS vector_length out of range")
+    return pc.CkksUploadRequest(
+        _bytes(m.session_id, lim, "session_id", 32), _round(m.round), _epoch(m.epoch),
+        _bytes(m.key_id, lim, "key_id", 32), int(m.vector_length),
+        _delivery_in(m.delivery, lim) if m.HasField("delivery") else None)
+
+
+def _upload_in(m: pb.CkksUpload, lim: Limits) -> pc.CkksUpload:
+    if not m.HasField("header"):
+        raise CodecError("CKKS upload without its signed header")
+    hdr = _header_in(m.header, lim)
+    chunks = _ciphertexts(m.chunks, lim, "ciphertext")
+    if len(chunks) != len(hdr.digests):
+        raise CodecError(f"CKKS upload has {len(chunks)} chunks for {len(hdr.digests)} digests")
+    return pc.CkksUpload(_round(m.round), _bytes(m.key_id, lim, "key_id", 32), hdr, chunks)
+
+
+def _decryption_in(m: pb.CkksDecryption, lim: Limits) -> pc.CkksDecryption:
+    if not (math.isfinite(m.error_bound) and m.error_bound >= 0):
+        raise CodecError("error_bound must be finite and >= 0")
+    return pc.CkksDecryption(_id(m.hospital, "hospital"), _round(m.round),
+                             _bytes(m.key_id, lim, "key_id", 32),
+                             decode_array(m.total, lim, dtype="<f8", finite=True, what="total"),
+                             float(m.error_bound))
+
+
+_register(pc.CkksKeyringRequest, "ckks_keyring_request", lambda r: pb.CkksKeyringRequest(
+    session_id=r.session_id, round=r.round, epoch=r.epoch),
+    lambda m, lim: pc.CkksKeyringRequest(_bytes(m.session_id, lim, "session_id", 32),
+                                         _round(m.round), _epoch(m.epoch)))
+_register(pc.CkksKeyringReply, "ckks_keyring_reply", lambda r: pb.CkksKeyringReply(
+    round=r.round, keyring=_keyring_out(r.keyring)),
+    lambda m, lim: pc.CkksKeyringReply(_round(m.round), _keyring_in(m.keyring, lim)))
+_register(pc.CkksUploadRequest, "ckks_upload_request", _upload_req_out, _upload_req_in)
+_register(pc.CkksUpload, "ckks_upload", lambda r: pb.CkksUpload(
+    round=r.round, key_id=r.key_id, header=_header_out(r.header), chunks=list(r.chunks)),
+    _upload_in)
+_register(pc.CkksDecryptRequest, "ckks_decrypt_request", lambda r: pb.CkksDecryptRequest(
+    session_id=r.session_id, round=r.round, key_id=r.key_id,
+    contributors=[_header_out(h) for h in r.contributors], aggregate=list(r.aggregate)),
+    lambda m, lim: pc.CkksDecryptRequest(
+        _bytes(m.session_id, lim, "session_id", 32), _round(m.round),
+        _bytes(m.key_id, lim, "key_id", 32),
+        tuple(_header_in(h, lim) for h in _rep(m.contributors, lim, "contributors")),
+        _ciphertexts(m.aggregate, lim, "aggregate ciphertext")))
+_register(pc.CkksDecryption, "ckks_decryption", lambda r: pb.CkksDecryption(
+    hospital=r.hospital, round=r.round, key_id=r.key_id,
+    total=encode_array(np.asarray(r.total, np.float64)), error_bound=r.error_bound),
+    _decryption_in)
 
 
 # ---------------------------------------------------------------------- public API

@@ -88,9 +88,14 @@ class NodeConfig:
     ``identity``: the hospital's identity.json. ``out``: node state (last round seen,
     round receipts). ``backoff_initial``/``backoff_max``: reconnect backoff (s, doubled
     with jitter). ``give_up_seconds``: stop after this long without a session (0 = never).
-    ``dp``: reserved hook for differential privacy (must be empty for now; the party gets
-    ``dp=None``). ``fault``: fault injection for tests, ``STAGE:ROUND`` (the process exits
-    abruptly when that request arrives).
+    ``dp``: ``""`` follows this file's ``[task] dp``; ``"on"``/``"off"`` override it. With
+    DP on, the party trains with :class:`fedrx.dp.federated.HospitalDP` under THIS file's
+    ``[task]`` policy (epsilon, delta, max_grad_norm, dp_batch, accountant, secure_noise,
+    budget_epsilon; planned for ``[task] rounds`` x ``local_epochs``): the policy is the
+    hospital's own, never the aggregator's. Its signed ledger is ``OUT/ledger/<hospital>.jsonl``
+    (identity ``OUT/identities/<hospital>.pub.json``), so ``out`` is required.
+    ``fault``: fault injection for tests, ``STAGE:ROUND`` (the process exits abruptly when
+    that request arrives).
     """
 
     hospital: str = ""
@@ -120,8 +125,12 @@ class NodeConfig:
             raise ConfigError("[node] identity and federation are required")
         if not (0 < self.backoff_initial <= self.backoff_max):
             raise ConfigError("[node] need 0 < backoff_initial <= backoff_max")
-        if self.dp:
-            raise ConfigError("[node] dp is not supported by the gRPC node yet (leave empty)")
+        if self.dp not in ("", "on", "off"):
+            raise ConfigError("[node] dp must be '', 'on' or 'off'")
+
+    def dp_enabled(self, task: Any) -> bool:
+        """Whether this hospital trains with DP (``dp`` override, else ``[task] dp``)."""
+        return self.dp == "on" or (self.dp == "" and bool(task.dp))
 
 
 def _resolve(obj: Any, base: Path, keys: tuple[str, ...]) -> None:
@@ -157,8 +166,16 @@ def load_config(path: Path, table: str) -> tuple[Any, Any]:
     data_path = base / task.data
     if task.data not in ("mimic3-demo", "eicu-demo") and data_path.exists():
         task.data = str(data_path.resolve())
+    if table == "aggregator" and task.dp:
+        raise ConfigError(f"config {path}: [task] dp = true in the aggregator's config; DP is "
+                          "each hospital's own policy: set it in the node configs")
     task.validate()
     cfg.validate()
+    if table == "node" and cfg.dp_enabled(task):
+        if not cfg.out:
+            raise ConfigError("[node] out is required with DP (the ledger lives there)")
+        if not task.dp:  # "on" override: validate the [task] policy as DP settings
+            dataclasses.replace(task, dp=True).validate()
     return cfg, task
 
 

@@ -102,8 +102,17 @@ class HospitalNode:
                                      identity=self.identity, params=protection_params(t))
         opt = ClientOptimizer(t.client_optimizer, t.lr, epochs=t.local_epochs,
                               batch_size=t.batch_size)
+        dp = None
+        if self.cfg.dp_enabled(t):
+            from fedrx.medrx.simulate import dp_factory
+
+            if self.out is None:
+                raise ConfigError("[node] out is required with DP (the ledger lives there)")
+            # the hospital's OWN policy ([task] of its config) and its real long-term identity;
+            # ledger in OUT/ledger/<h>.jsonl, public identity in OUT/identities/<h>.pub.json
+            dp = dp_factory(t, self.out)(h, self.identity, prep.hospitals[h])
         party = HospitalParty(h, prep.task, prep.hospitals[h], protection, opt, seed=t.seed,
-                              dp=None)
+                              dp=dp)
         saved = self._load_state()
         party.last_round = int(saved.get("last_round", 0))
         self.receipts = list(saved.get("receipts", []))

@@ -26,7 +26,13 @@ from fedrx.errors import ConfigError, ProtocolError
 @dataclass
 class DemoSpec:
     """One loopback federation. ``task`` adds/overrides ``[task]`` keys, ``aggregator``
-    ``[aggregator]`` keys, ``node_extra[h]`` that hospital's ``[node]`` keys."""
+    ``[aggregator]`` keys, ``node_extra[h]`` that hospital's ``[node]`` keys.
+
+    ``dp`` and ``epsilon``: every hospital's own DP policy, written into its node config
+    only (the aggregator's config carries no DP settings); ``dp_task`` adds further DP keys
+    (delta, max_grad_norm, dp_batch, accountant, budget_epsilon, ...). ``dp`` defaults to
+    off here (library callers: tests, benchmarks); ``fedrx demo grpc`` turns it on.
+    With DP, :func:`run_demo` also writes the budget report and audits every node folder."""
 
     out: Path
     data: str = "mimic3-demo"
@@ -41,6 +47,16 @@ class DemoSpec:
     task: dict[str, Any] = field(default_factory=dict)
     aggregator: dict[str, Any] = field(default_factory=dict)
     node_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dp: bool = False
+    epsilon: float = 8.0
+    dp_task: dict[str, Any] = field(default_factory=dict)
+
+    def node_task_table(self) -> dict[str, Any]:
+        """A hospital's ``[task]``: the shared task plus that hospital's DP policy."""
+        t = self.task_table()
+        if self.dp:
+            t.update({"dp": True, "epsilon": self.epsilon, **self.dp_task})
+        return t
 
     def task_table(self) -> dict[str, Any]:
         t = {"data": self.data, "hospitals": self.hospitals, "rounds": self.rounds,
@@ -116,7 +132,7 @@ def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
                 "give_up_seconds": 120.0}
         node.update(spec.node_extra.get(h, {}))
         nodes[h] = out / "nodes" / f"{h}.toml"
-        write_toml(nodes[h], {"node": node, "task": task})
+        write_toml(nodes[h], {"node": node, "task": spec.node_task_table()})
     return Setup(out, hs, out / "aggregator.toml", nodes, addr, spec.insecure)
 
 
@@ -196,7 +212,44 @@ def run_demo(spec: DemoSpec, echo: Callable[[str], None] = print) -> dict[str, A
                 pass
     finally:
         stop_all(procs)
-    return json.loads((setup.out / "aggregator" / "results.json").read_text())
+    doc = json.loads((setup.out / "aggregator" / "results.json").read_text())
+    if spec.dp:
+        privacy_outputs(setup, echo)
+    return doc
+
+
+def privacy_outputs(setup: Setup, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """After a DP run: the budget report over every hospital's ledger into
+    ``OUT/budget-report``, and an audit of each node folder anchored to the aggregator's
+    receipts (``aggregator/anchors/<h>.json``). Echoes the paths and one audit line per node;
+    returns ``{"report": [paths], "audit": {hospital: [findings]}, "ledgers": {h: path}}``."""
+    from fedrx.dp.audit import audit, load_anchors
+    from fedrx.dp.ledger import ledger_path, read_entries
+    from fedrx.dp.report import budget_report
+
+    node_dirs = {h: setup.out / "nodes" / h for h in setup.hospitals}
+    ledgers = {h: ledger_path(d, h) for h, d in node_dirs.items()}
+    have = [node_dirs[h] for h in setup.hospitals if ledgers[h].is_file()]
+    report = budget_report(have, setup.out / "budget-report") if have else []
+    anchors_dir = setup.out / "aggregator" / "anchors"
+    results: dict[str, list[Any]] = {}
+    for h, d in node_dirs.items():
+        a = anchors_dir / f"{h}.json"
+        anchors = load_anchors(a) if a.is_file() else None
+        results[h] = findings = audit(d, anchors)
+        n = len(read_entries(ledgers[h])) if ledgers[h].is_file() else 0
+        if findings:
+            echo(f"audit {h}: FAILED ({len(findings)} finding(s)): "
+                 + "; ".join(str(f) for f in findings[:3]))
+        else:
+            echo(f"audit {h}: OK: {n} signed ledger entries, hash chain and epsilon verified"
+                 + (", anchored to the aggregator's round receipt" if anchors else "")
+                 + f" (fedrx audit {d}" + (f" --anchors {a})" if anchors else ")"))
+    echo("ledgers: " + ", ".join(str(p) for p in ledgers.values()))
+    if report:
+        echo(f"budget report: {report[1]} (also {report[0].name}, {report[2].name}); "
+             f"receipts: {setup.out / 'aggregator' / 'receipts.json'}")
+    return {"report": report, "audit": results, "ledgers": ledgers}
 
 
 def print_round_table(doc: Mapping[str, Any], console: Any) -> None:

@@ -176,3 +176,90 @@ def test_generated_code_is_up_to_date(tmp_path):
     committed = {p.relative_to(root / "gen") for p in (root / "gen").rglob("*.py*")
                  if "__pycache__" not in p.parts}
     assert committed == {f.relative_to(tmp_path / "gen") for f in fresh}
+
+
+# ------------------------------------------------------------------------------ ckks
+
+
+def _ckks_round_through_codec():
+    """One real CKKS round (3 hospitals) where every request and reply crosses the codec."""
+    import os
+
+    from fedrx.protocol.protection import RoundContext
+    from fedrx.protocol.protections.ckks import STAGES, make_ckks_protection
+    from fedrx.secagg.identity import Federation, Identity
+
+    ids = [Identity.generate(h) for h in ("h1", "h2", "h3")]
+    fed = Federation.of(ids)
+    server_p = make_ckks_protection(federation=fed)
+    ctx = RoundContext(os.urandom(32), 1, ("h1", "h2", "h3"), 5000, {})
+    server = server_p.new_server(ctx)
+    clients = {i.hospital: make_ckks_protection(federation=fed, identity=i).new_client(
+        ctx, i.hospital) for i in ids}
+    xs = {h: np.linspace(-1, 1, 5000) * k for k, h in enumerate(clients, 1)}
+    for h, c in clients.items():
+        c.set_input(xs[h])
+    seen = []
+
+    def rt(m):
+        back = codec.from_bytes(codec.to_bytes(m))
+        assert _eq(m, back)
+        seen.append(back)
+        return back
+
+    for stage in STAGES:
+        reqs = server.requests(stage, list(clients))
+        server.collect(stage, {h: rt(clients[h].handle(stage, rt(r))) for h, r in reqs.items()})
+    res = server.result()
+    return res, sum(xs.values()), seen
+
+
+def test_ckks_messages_round_trip_through_a_real_round():
+    from fedrx.protocol.protections import ckks as pc
+
+    res, exact, seen = _ckks_round_through_codec()
+    assert np.max(np.abs(res.total - exact)) <= res.stats["error_bound"]
+    kinds = {type(m) for m in seen}
+    assert kinds == {pc.CkksKeyringRequest, pc.CkksKeyringReply, pc.CkksUploadRequest,
+                     pc.CkksUpload, pc.CkksDecryptRequest, pc.CkksDecryption}
+    assert any(isinstance(m, pc.CkksUploadRequest) and m.delivery is not None for m in seen)
+
+
+def test_ckks_fields_are_validated():
+    from fedrx.protocol.protections import ckks as pc
+
+    _, _, seen = _ckks_round_through_codec()
+    up = next(m for m in seen if isinstance(m, pc.CkksUpload))
+    req = next(m for m in seen if isinstance(m, pc.CkksUploadRequest) and m.delivery)
+    ring = next(m for m in seen if isinstance(m, pc.CkksKeyringReply))
+
+    def bad(msg, exc=CodecError):
+        with pytest.raises(exc):
+            codec.from_bytes(codec.to_bytes(msg))
+
+    big = b"x" * (codec.MAX_CKKS_CHUNK_BYTES + 1)
+    bad(dataclasses.replace(up, chunks=(big,) + up.chunks[1:]), OversizeError)
+    bad(dataclasses.replace(up, chunks=up.chunks[:-1]))                  # chunks != digests
+    bad(dataclasses.replace(up, key_id=b"k" * 31))
+    bad(dataclasses.replace(up, header=dataclasses.replace(
+        up.header, digests=(b"d" * 31,) + up.header.digests[1:])))
+    bad(dataclasses.replace(up, header=dataclasses.replace(up.header, signature=b"s")))
+    bad(dataclasses.replace(req, vector_length=0), OversizeError)
+    bad(dataclasses.replace(req, delivery=dataclasses.replace(
+        req.delivery, public_context=b"p" * 5000)), OversizeError)
+    m = ring.keyring.manifest
+    bad(dataclasses.replace(ring, keyring=dataclasses.replace(
+        ring.keyring, manifest=dataclasses.replace(
+            m, params=dataclasses.replace(m.params, poly_modulus_degree=1000)))))
+    # a duplicated key package, and a manifest without parameters
+    env = codec.encode_message(ring)
+    env.ckks_keyring_reply.keyring.packages.append(env.ckks_keyring_reply.keyring.packages[0])
+    with pytest.raises(CodecError):
+        codec.decode_message(env)
+    env = codec.encode_message(ring)
+    env.ckks_keyring_reply.keyring.manifest.ClearField("params")
+    with pytest.raises(CodecError):
+        codec.decode_message(env)
+    dec = next(m for m in seen if isinstance(m, pc.CkksDecryption))
+    bad(dataclasses.replace(dec, total=np.array([np.nan])))
+    bad(dataclasses.replace(dec, error_bound=float("inf")))

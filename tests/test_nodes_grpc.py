@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import stat
@@ -60,12 +61,12 @@ def _tls(certs: Path, h: str) -> TlsMaterial:
 # ------------------------------------------------------------------- full federation
 
 
-def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
-    from fedrx.medrx.simulate import SimulationConfig, run_simulation
+def _run_inthread(spec: DemoSpec) -> tuple[dict, object, list]:
+    """Aggregator + one HospitalNode per hospital in threads, real mutual TLS on 127.0.0.1;
+    returns (aggregator results doc, aggregator [task], nodes). Every wait is bounded."""
     from fedrx.nodes.aggregator import AggregatorNode
     from fedrx.nodes.hospital import HospitalNode
 
-    spec = DemoSpec(out=tmp_path / "grpc", protection="none", rounds=2, hidden=16)
     setup = write_setup(spec, HS)
     agg_cfg, task = load_config(setup.aggregator_config, "aggregator")
     agg_cfg.wait_seconds = 60
@@ -98,24 +99,35 @@ def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
     threads += [threading.Thread(target=n.run, daemon=True) for n in nodes]
     for t in threads:
         t.start()
-    threads[0].join(120)
+    threads[0].join(180)
     for n in nodes:
         n.stop.set()
     for t in threads[1:]:
         t.join(15)
     assert not errors, errors
     assert not threads[0].is_alive()
-    doc = result["doc"]
+    return result["doc"], task, nodes
+
+
+def _simulate_same(task, out: Path) -> tuple[dict, np.ndarray]:
+    from fedrx.medrx.simulate import SimulationConfig, run_simulation
+
+    sim_cfg = SimulationConfig(**{k: v for k, v in vars(task).items()})
+    sim_cfg.out = str(out)
+    sim = run_simulation(sim_cfg)
+    return sim, np.load(out / "global_model.npy", allow_pickle=False)
+
+
+def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
+    spec = DemoSpec(out=tmp_path / "grpc", protection="none", rounds=2, hidden=16)
+    doc, task, _ = _run_inthread(spec)
     assert [r["status"] for r in doc["rounds"]] == ["completed", "completed"]
     assert all(r["contributors"] == HS for r in doc["rounds"])
     wire_bytes = sum(s["sent_bytes"] + s["received_bytes"] for s in doc["rounds"][0]["stages"])
     assert wire_bytes > 3 * 2 * 13_000 * 4  # the model went down and the update came up
     # the same federation in one process
-    sim_cfg = SimulationConfig(**{k: v for k, v in vars(task).items()})
-    sim_cfg.out = str(tmp_path / "sim")
-    sim = run_simulation(sim_cfg)
+    sim, w_sim = _simulate_same(task, tmp_path / "sim")
     w_grpc = np.load(tmp_path / "grpc" / "aggregator" / "global_model.npy", allow_pickle=False)
-    w_sim = np.load(tmp_path / "sim" / "global_model.npy", allow_pickle=False)
     assert np.array_equal(w_grpc, w_sim)
     assert doc["final"]["model_hash"] == sim["final"]["model_hash"]
     assert doc["final"]["global"] == sim["final"]["global"]
@@ -124,6 +136,85 @@ def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
         assert '"round": 2' in (tmp_path / "grpc" / "nodes" / h / "state.json").read_text()
     assert (tmp_path / "grpc" / "aggregator" / "checkpoint" / "LATEST").read_text().strip() \
         == "round-000002"
+
+
+def test_inthread_ckks_federation_matches_inprocess_within_ckks_bound(tmp_path, mimic_demo):
+    """protection ckks over real mutual TLS: round 1 creates the key epoch at a key holder
+    hospital, the aggregator relays the sealed packages (which it cannot open) with the
+    upload requests, uploads are summed under encryption and two hospitals decrypt.
+    hidden 64: ~13 ciphertexts, ~1.7 MB per upload, sent as 1 MiB chunks (no frame above
+    the 4 MiB limit). Bound (one round, fedavg, server_lr 1): each run releases the sum
+    T = [sum n_i d_i, sum n_i] within e = ReleasePolicy.error_bound per slot
+    (protection_stats["error_bound"]: CKKS error + 8 sigma flooding + half a grid step), so
+    each run's average T[:-1]/T[-1] is within e * (1 + |avg|) / (n - e) of the exact one,
+    and the two models differ by at most twice that (+ float32 rounding of both)."""
+    spec = DemoSpec(out=tmp_path / "grpc", protection="ckks", rounds=1, hidden=64)
+    doc, task, _ = _run_inthread(spec)
+    r = doc["rounds"][0]
+    up = next(s for s in r["stages"] if s["stage"] == "upload")
+    assert up["received_bytes"] / 3 > codec.CHUNK_BYTES  # each upload went as several chunks
+    assert r["status"] == "completed", r["reason"]
+    assert r["contributors"] == HS
+    stats = r["protection_stats"]
+    assert stats["epoch"] == 1 and len(stats["decryptors"]) == 2 and not stats["rejected"]
+    assert {s["stage"] for s in r["stages"]} >= {"keys", "upload", "decrypt"}
+    assert (tmp_path / "grpc" / "aggregator" / "checkpoint" / "round-000001"
+            / "ckks_keyring.pb").is_file()
+    _, w_sim = _simulate_same(task, tmp_path / "sim")
+    w_grpc = np.load(tmp_path / "grpc" / "aggregator" / "global_model.npy", allow_pickle=False)
+    e, n = stats["error_bound"], r["examples"]
+    bound = 2 * e * (1 + r["update_norm"]) / (n - e) \
+        + 2 * np.spacing(np.abs(w_sim).astype(np.float32))
+    diff = np.abs(w_grpc.astype(np.float64) - w_sim.astype(np.float64))
+    assert np.all(diff <= bound), float(np.max(diff - bound))
+    assert 0 < float(np.max(diff))  # really went through CKKS (flooding noise)
+
+
+def test_inthread_dp_ledgers_audit_and_match_receipts(tmp_path, mimic_demo):
+    """DP on (each hospital's own policy in ITS config; none in the aggregator's): every
+    node writes a signed ledger in its own folder with its real long-term identity, which
+    passes the independent audit anchored to the aggregator's receipts, and the ledger
+    heads in the aggregator's receipts are the ledgers' entry hashes round by round."""
+    from fedrx.dp.audit import audit, load_anchors
+    from fedrx.dp.ledger import read_entries
+    from fedrx.nodes.launcher import privacy_outputs
+
+    spec = DemoSpec(out=tmp_path / "grpc", protection="mask", rounds=2, hidden=16, dp=True,
+                    epsilon=4.0)
+    doc, task, nodes = _run_inthread(spec)
+    assert not task.dp  # the aggregator's [task] has no DP policy
+    assert [r["status"] for r in doc["rounds"]] == ["completed", "completed"]
+    out = tmp_path / "grpc"
+    receipts = json.loads((out / "aggregator" / "receipts.json").read_text())
+    assert [r["round"] for r in receipts["rounds"]] == [1, 2]
+    for h, node in zip(HS, nodes, strict=True):
+        folder = out / "nodes" / h
+        entries = read_entries(folder / "ledger" / f"{h}.jsonl")
+        assert [e["round"] for e in entries] == [1, 2]
+        assert all(e["status"] == "trained" for e in entries)
+        assert node.party.dp.describe()["accountant"] == "prv"
+        pub = json.loads((folder / "identities" / f"{h}.pub.json").read_text())
+        assert bytes.fromhex(pub["sign_public"]) == node.identity.public.sign_public
+        for r, e in zip(receipts["rounds"], entries, strict=True):
+            assert r["ledger_heads"][h] == e["entry_hash"]
+        anchors = load_anchors(out / "aggregator" / "anchors" / f"{h}.json")
+        assert anchors[h].head_hash == entries[-1]["entry_hash"]
+        assert audit(folder, anchors) == []
+        # the receipt the hospital got back carries the same head
+        state = json.loads((folder / "state.json").read_text())
+        assert [x["ledger_head"] for x in state["receipts"]] == \
+            [e["entry_hash"] for e in entries]
+    # a truncated ledger no longer matches its anchor
+    led = out / "nodes" / "h1" / "ledger" / "h1.jsonl"
+    led.write_text(led.read_text().splitlines(keepends=True)[0])
+    kinds = {f.kind for f in audit(out / "nodes" / "h1",
+                                   load_anchors(out / "aggregator" / "anchors" / "h1.json"))}
+    assert kinds == {"head-mismatch"}
+    lines: list[str] = []
+    res = privacy_outputs(write_setup(spec, HS), lines.append)
+    assert (out / "budget-report" / "budget.json").is_file()
+    assert res["audit"]["h2"] == [] and res["audit"]["h1"]
+    assert any(line.startswith("audit h2: OK") for line in lines)
 
 
 # -------------------------------------------------------------------- hostile input
@@ -316,6 +407,25 @@ def test_hostile_replies_end_the_stream(server, certs, attack, code):
     assert not t.is_alive()
     if attack != "replay":
         assert out["r"] == {}                          # h1 simply missing from the stage
+    _still_serving(server, certs)
+
+
+def test_silent_hospital_becomes_a_dropout_at_the_stage_deadline(server, certs):
+    c = _connected(server, Client(server, _tls(certs, "h1")))
+    transport = GrpcTransport(server.registry, {"*": 1.0}, server.stop)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.update(r=transport.exchange(
+        "train", 1, {"h1": _train_request()})), daemon=True)
+    t0 = time.monotonic()
+    t.start()
+    assert c.recv().header.stage == "train"                 # received, never answered
+    t.join(TIMEOUT)
+    assert not t.is_alive() and out["r"] == {}
+    assert 0.9 <= time.monotonic() - t0 < TIMEOUT
+    (st,) = transport.take_stats()
+    assert st.failures == {"h1": "deadline exceeded"}
+    c.q.put(None)
+    c.ch.close()
     _still_serving(server, certs)
 
 

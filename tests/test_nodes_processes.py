@@ -64,6 +64,23 @@ def test_mask_over_processes_equals_inprocess_within_quantization(tmp_path, mimi
     assert np.all(diff <= bound)
 
 
+def test_ckks_over_processes_equals_inprocess_within_ckks_bound(tmp_path, mimic_demo):
+    """CKKS over separate processes: key epoch created at a hospital process, sealed packages
+    relayed by the aggregator process, flooded decryption. One round; the two final models
+    differ by at most 2 * e * (1 + |avg delta|) / (n - e) (+ float32 rounding), e being
+    the release error bound per slot of the sum (see the in-thread ckks test)."""
+    spec = DemoSpec(out=tmp_path / "g", protection="ckks", rounds=1, hidden=16, timeout=WAIT)
+    doc = run_demo(spec, echo=lambda m: None)
+    r = doc["rounds"][0]
+    assert r["status"] == "completed", r["reason"]
+    w_grpc, w_sim = _grpc_weights(spec), _simulate(spec, tmp_path / "sim")
+    e, n = r["protection_stats"]["error_bound"], r["examples"]
+    bound = 2 * e * (1 + r["update_norm"]) / (n - e) \
+        + 2 * np.spacing(np.abs(w_sim).astype(np.float32))
+    diff = np.abs(w_grpc.astype(np.float64) - w_sim.astype(np.float64))
+    assert np.all(diff <= bound)
+
+
 def test_hospital_killed_mid_round_and_rogue_client(tmp_path, mimic_demo):
     """h4 dies (abrupt exit) when masked_input of round 2 arrives: round 2 completes with the
     3 survivors (t = 3 of 4), round 3 runs with them. A node with a certificate from another

@@ -574,6 +574,13 @@ class CkksProtection(Protection):
     def confirm(self, key_id: bytes, hospitals: Sequence[str]) -> None:
         self._confirmed.setdefault(key_id, set()).update(hospitals)
 
+    def forget(self, hospitals: Sequence[str]) -> None:
+        """Relay the current epoch's sealed package to ``hospitals`` again at their next
+        upload (e.g. they reconnected: a restarted hospital process holds no key). A
+        hospital that still holds the epoch ignores the repeat."""
+        for seen in self._confirmed.values():
+            seen.difference_update(hospitals)
+
     def new_epoch(self, key_holder: str | None = None) -> CkksKeyring:
         """Create and switch to the next epoch at one of this instance's hospitals."""
         holder = self.identities.get(key_holder or min(self.identities, default=""))

@@ -354,8 +354,160 @@ class UnmaskReply(_message.Message):
     shares: _containers.RepeatedCompositeFieldContainer[RevealedShare]
     def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., shares: _Optional[_Iterable[_Union[RevealedShare, _Mapping]]] = ...) -> None: ...
 
+class CkksParams(_message.Message):
+    __slots__ = ("poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits", "noise_sigma", "tail")
+    POLY_MODULUS_DEGREE_FIELD_NUMBER: _ClassVar[int]
+    COEFF_MOD_BIT_SIZES_FIELD_NUMBER: _ClassVar[int]
+    SCALE_BITS_FIELD_NUMBER: _ClassVar[int]
+    NOISE_SIGMA_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: _containers.RepeatedScalarFieldContainer[int]
+    scale_bits: int
+    noise_sigma: float
+    tail: float
+    def __init__(self, poly_modulus_degree: _Optional[int] = ..., coeff_mod_bit_sizes: _Optional[_Iterable[int]] = ..., scale_bits: _Optional[int] = ..., noise_sigma: _Optional[float] = ..., tail: _Optional[float] = ...) -> None: ...
+
+class EpochManifest(_message.Message):
+    __slots__ = ("federation_id", "epoch", "key_holder", "params", "public_context_sha256", "key_commitment", "recipients", "signature")
+    FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_HOLDER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    KEY_COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    federation_id: bytes
+    epoch: int
+    key_holder: str
+    params: CkksParams
+    public_context_sha256: bytes
+    key_commitment: bytes
+    recipients: _containers.RepeatedScalarFieldContainer[str]
+    signature: bytes
+    def __init__(self, federation_id: _Optional[bytes] = ..., epoch: _Optional[int] = ..., key_holder: _Optional[str] = ..., params: _Optional[_Union[CkksParams, _Mapping]] = ..., public_context_sha256: _Optional[bytes] = ..., key_commitment: _Optional[bytes] = ..., recipients: _Optional[_Iterable[str]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class SealedKeyPackage(_message.Message):
+    __slots__ = ("recipient", "epoch", "key_id", "sealed", "signature")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    recipient: str
+    epoch: int
+    key_id: bytes
+    sealed: bytes
+    signature: bytes
+    def __init__(self, recipient: _Optional[str] = ..., epoch: _Optional[int] = ..., key_id: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class CkksKeyring(_message.Message):
+    __slots__ = ("manifest", "public_context", "packages")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    manifest: EpochManifest
+    public_context: bytes
+    packages: _containers.RepeatedCompositeFieldContainer[SealedKeyPackage]
+    def __init__(self, manifest: _Optional[_Union[EpochManifest, _Mapping]] = ..., public_context: _Optional[bytes] = ..., packages: _Optional[_Iterable[_Union[SealedKeyPackage, _Mapping]]] = ...) -> None: ...
+
+class KeyDelivery(_message.Message):
+    __slots__ = ("manifest", "public_context", "package")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    manifest: EpochManifest
+    public_context: bytes
+    package: SealedKeyPackage
+    def __init__(self, manifest: _Optional[_Union[EpochManifest, _Mapping]] = ..., public_context: _Optional[bytes] = ..., package: _Optional[_Union[SealedKeyPackage, _Mapping]] = ...) -> None: ...
+
+class UploadHeader(_message.Message):
+    __slots__ = ("hospital", "digests", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    digests: _containers.RepeatedScalarFieldContainer[bytes]
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., digests: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class CkksKeyringRequest(_message.Message):
+    __slots__ = ("session_id", "round", "epoch")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    epoch: int
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class CkksKeyringReply(_message.Message):
+    __slots__ = ("round", "keyring")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEYRING_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    keyring: CkksKeyring
+    def __init__(self, round: _Optional[int] = ..., keyring: _Optional[_Union[CkksKeyring, _Mapping]] = ...) -> None: ...
+
+class CkksUploadRequest(_message.Message):
+    __slots__ = ("session_id", "round", "epoch", "key_id", "vector_length", "delivery")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    epoch: int
+    key_id: bytes
+    vector_length: int
+    delivery: KeyDelivery
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., epoch: _Optional[int] = ..., key_id: _Optional[bytes] = ..., vector_length: _Optional[int] = ..., delivery: _Optional[_Union[KeyDelivery, _Mapping]] = ...) -> None: ...
+
+class CkksUpload(_message.Message):
+    __slots__ = ("round", "key_id", "header", "chunks")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    key_id: bytes
+    header: UploadHeader
+    chunks: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunks: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class CkksDecryptRequest(_message.Message):
+    __slots__ = ("session_id", "round", "key_id", "contributors", "aggregate")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    key_id: bytes
+    contributors: _containers.RepeatedCompositeFieldContainer[UploadHeader]
+    aggregate: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., contributors: _Optional[_Iterable[_Union[UploadHeader, _Mapping]]] = ..., aggregate: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class CkksDecryption(_message.Message):
+    __slots__ = ("hospital", "round", "key_id", "total", "error_bound")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_BOUND_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    key_id: bytes
+    total: Array
+    error_bound: float
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., total: _Optional[_Union[Array, _Mapping]] = ..., error_bound: _Optional[float] = ...) -> None: ...
+
 class Envelope(_message.Message):
-    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply")
+    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply", "ckks_keyring_request", "ckks_keyring_reply", "ckks_upload_request", "ckks_upload", "ckks_decrypt_request", "ckks_decryption")
     TRAIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ACK_FIELD_NUMBER: _ClassVar[int]
     EVAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -372,6 +524,12 @@ class Envelope(_message.Message):
     CONSISTENCY_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     UNMASK_REQUEST_FIELD_NUMBER: _ClassVar[int]
     UNMASK_REPLY_FIELD_NUMBER: _ClassVar[int]
+    CKKS_KEYRING_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CKKS_KEYRING_REPLY_FIELD_NUMBER: _ClassVar[int]
+    CKKS_UPLOAD_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CKKS_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    CKKS_DECRYPT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CKKS_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
     train_request: TrainRequest
     train_ack: TrainAck
     eval_request: EvalRequest
@@ -388,4 +546,10 @@ class Envelope(_message.Message):
     consistency_signature: ConsistencySignature
     unmask_request: UnmaskRequest
     unmask_reply: UnmaskReply
-    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ...) -> None: ...
+    ckks_keyring_request: CkksKeyringRequest
+    ckks_keyring_reply: CkksKeyringReply
+    ckks_upload_request: CkksUploadRequest
+    ckks_upload: CkksUpload
+    ckks_decrypt_request: CkksDecryptRequest
+    ckks_decryption: CkksDecryption
+    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ..., ckks_keyring_request: _Optional[_Union[CkksKeyringRequest, _Mapping]] = ..., ckks_keyring_reply: _Optional[_Union[CkksKeyringReply, _Mapping]] = ..., ckks_upload_request: _Optional[_Union[CkksUploadRequest, _Mapping]] = ..., ckks_upload: _Optional[_Union[CkksUpload, _Mapping]] = ..., ckks_decrypt_request: _Optional[_Union[CkksDecryptRequest, _Mapping]] = ..., ckks_decryption: _Optional[_Union[CkksDecryption, _Mapping]] = ...) -> None: ...
