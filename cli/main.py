@@ -399,16 +399,22 @@ def demo_app() -> None:
 @click.option("--protection", default="mask", show_default=True)
 @click.option("--hidden", type=int, default=64, show_default=True)
 @click.option("--local-epochs", type=int, default=2, show_default=True)
+@click.option("--dp", "dp", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="patient-level DP-SGD at every hospital (each hospital's own policy)")
+@click.option("--epsilon", type=float, default=8.0, show_default=True,
+              help="DP: each hospital's target epsilon for the whole run")
 @click.option("--timeout", type=float, default=900.0, show_default=True,
               help="give up after this many seconds")
 def demo_grpc(out_dir: Path, data: str, hospitals: int, rounds: int, protection: str,
-              hidden: int, local_epochs: int, timeout: float) -> None:
+              hidden: int, local_epochs: int, dp: str, epsilon: float, timeout: float) -> None:
     """Certificates + an aggregator and hospital processes on loopback, then the table."""
     from fedrx.nodes.launcher import DemoSpec, print_round_table, run_demo
 
+    if not epsilon > 0:
+        raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
     spec = DemoSpec(out=out_dir, data=data, hospitals=hospitals, rounds=rounds,
                     protection=protection, hidden=hidden, local_epochs=local_epochs,
-                    timeout=timeout)
+                    dp=dp == "on", epsilon=epsilon, timeout=timeout)
     doc = run_demo(spec, echo=lambda m: console.print(m))
     print_round_table(doc, out)
     console.print(f"results: {out_dir / 'aggregator' / 'results.json'}, summary: "
