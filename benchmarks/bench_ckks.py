@@ -17,10 +17,12 @@ Prints a Markdown table to stdout.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import sys
 import time
+import tracemalloc
 
 import numpy as np
 
@@ -28,43 +30,127 @@ from fedrx.secagg.ckks import CkksKeyring, CkksParams, ReleasePolicy
 from fedrx.secagg.identity import Federation, Identity
 
 
-def main(quick: bool = False) -> None:
+def setup() -> tuple[object, object, CkksParams]:
+    """(hospital's secret key, aggregator's public context, params) for a fresh epoch."""
     ids = [Identity.generate(f"h{i}") for i in range(2)]
     fed = Federation.of(ids)
     ring = CkksKeyring.create(ids[0], fed, epoch=1, federation_id=os.urandom(32))
-    key = ring.open(ids[1], fed)
-    pub = ring.server_context(fed)
-    params: CkksParams = ring.manifest.params
+    return ring.open(ids[1], fed), ring.server_context(fed), ring.manifest.params
+
+
+def measure(key, pub, params: CkksParams, d: int, ns: tuple[int, ...],  # noqa: ANN001
+            reps: int | None = None, seed: int = 0) -> list[dict]:
+    """Encrypt/add/decrypt timings (seconds, wall) for d values and each n in ``ns``.
+
+    One dict per n: ``encrypt`` (one hospital, mean over ``reps`` distinct encryptions),
+    ``add`` (the aggregator's checked incremental addition of n uploads, the ``reps``
+    encryptions cycled), ``decrypt`` (decrypt + release of the aggregate), ``upload_bytes``,
+    the raw and released errors and their bounds.
+    """
+    reps = reps or (3 if d <= 10**5 else 2)
+    rng = np.random.default_rng(seed)
+    limit = params.max_abs_input(max(ns))
+    xs = [rng.uniform(-limit, limit, d) for _ in range(reps)]
+    t0 = time.perf_counter()
+    uploads = [key.encrypt(x) for x in xs]
+    t_enc = (time.perf_counter() - t0) / reps
+    digests = [[hashlib.sha256(c).digest() for c in up] for up in uploads]
+    up_bytes = sum(len(c) for c in uploads[0])
+    rows = []
+    for n in ns:
+        acc = pub.accumulator(d)
+        t0 = time.perf_counter()
+        for i in range(n):
+            acc.add(f"x{i}", uploads[i % reps], digests[i % reps])
+        t_add = time.perf_counter() - t0
+        chunks = acc.chunks()
+        t0 = time.perf_counter()
+        released, policy = key.release(chunks, d, n)
+        t_dec = time.perf_counter() - t0
+        exact = sum(xs[i % reps] for i in range(n))
+        raw_err = float(np.max(np.abs(key.decrypt(chunks, d) - exact)))
+        rel_err = float(np.max(np.abs(released - exact)))
+        bound = ReleasePolicy.for_sum(params, n, 16)
+        rows.append({"d": d, "n": n, "ciphertexts": len(chunks), "encrypt": t_enc,
+                     "add": t_add, "decrypt": t_dec, "upload_bytes": up_bytes,
+                     "raw_err": raw_err, "raw_bound": params.sum_error_bound(n),
+                     "released_err": rel_err, "released_bound": bound.error_bound})
+    return rows
+
+
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        for line in open("/proc/self/status"):  # noqa: SIM115
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) on Linux; False where that is not possible.
+
+    Freed heap is first returned to the OS (glibc ``malloc_trim``) so that memory a
+    previous measurement freed is not silently reused under the new baseline."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def aggregator_memory(key, pub, d: int, n: int, reps: int = 2) -> dict:  # noqa: ANN001
+    """Peak memory of the aggregator adding n uploads of d values incrementally.
+
+    The uploads (``reps`` distinct encryptions, cycled) are made first and are not
+    counted. ``rss_peak_bytes``: growth of the process's peak RSS (VmHWM, reset before)
+    over its RSS before the accumulator exists: it sees SEAL's C++ ciphertexts, which
+    tracemalloc cannot; None where VmHWM cannot be reset. ``py_peak_bytes``: tracemalloc's
+    peak of Python-side allocations (parsed chunks, digests, the serialised result).
+    """
+    rng = np.random.default_rng(1)
+    xs = [rng.uniform(-1, 1, d) for _ in range(reps)]
+    uploads = [key.encrypt(x) for x in xs]
+    digests = [[hashlib.sha256(c).digest() for c in up] for up in uploads]
+    gc.collect()
+    ok = reset_peak_rss()
+    base = _proc_status_kb("VmRSS")
+    tracemalloc.start()
+    try:
+        acc = pub.accumulator(d)
+        for i in range(n):
+            acc.add(f"x{i}", uploads[i % reps], digests[i % reps])
+        result = acc.chunks()
+        py_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    hwm = _proc_status_kb("VmHWM")
+    rss = (hwm - base) * 1024 if ok and hwm is not None and base is not None else None
+    return {"d": d, "n": n, "rss_peak_bytes": rss, "py_peak_bytes": py_peak,
+            "retained_ciphertexts": acc.retained_ciphertexts, "chunks": len(result),
+            "upload_bytes": sum(len(c) for c in uploads[0]),
+            "result_bytes": sum(len(c) for c in result)}
+
+
+def main(quick: bool = False) -> None:
+    key, pub, params = setup()
     dims = (10**5,) if quick else (10**5, 10**6)
     ns = (10,) if quick else (10, 50)
     rows = []
-    rng = np.random.default_rng(0)
     for d in dims:
-        reps = 3 if d <= 10**5 else 2
-        limit = params.max_abs_input(max(ns))
-        xs = [rng.uniform(-limit, limit, d) for _ in range(reps)]
-        t0 = time.perf_counter()
-        uploads = [key.encrypt(x) for x in xs]
-        t_enc = (time.perf_counter() - t0) / reps
-        digests = [[hashlib.sha256(c).digest() for c in up] for up in uploads]
-        up_bytes = sum(len(c) for c in uploads[0])
-        for n in ns:
-            acc = pub.accumulator(d)
-            t0 = time.perf_counter()
-            for i in range(n):
-                acc.add(f"x{i}", uploads[i % reps], digests[i % reps])
-            t_add = time.perf_counter() - t0
-            chunks = acc.chunks()
-            t0 = time.perf_counter()
-            released, policy = key.release(chunks, d, n)
-            t_dec = time.perf_counter() - t0
-            exact = sum(xs[i % reps] for i in range(n))
-            raw_err = float(np.max(np.abs(key.decrypt(chunks, d) - exact)))
-            rel_err = float(np.max(np.abs(released - exact)))
-            bound = ReleasePolicy.for_sum(params, n, 16)
-            rows.append((d, n, len(chunks), t_enc, t_add, t_add / n, t_dec, up_bytes / d,
-                         up_bytes / d / 4, raw_err, params.sum_error_bound(n), rel_err,
-                         bound.error_bound))
+        for r in measure(key, pub, params, d, ns):
+            rows.append((d, r["n"], r["ciphertexts"], r["encrypt"], r["add"], r["add"] / r["n"],
+                         r["decrypt"], r["upload_bytes"] / d, r["upload_bytes"] / d / 4,
+                         r["raw_err"], r["raw_bound"], r["released_err"],
+                         r["released_bound"]))
     print(f"CKKS N={params.poly_modulus_degree}, q bits={list(params.coeff_mod_bit_sizes)}, "
           f"scale=2^{params.scale_bits}, {params.slots} slots/ciphertext, "
           f"{params.security_bits()}-bit (HE standard); single thread\n")
@@ -78,5 +164,23 @@ def main(quick: bool = False) -> None:
               f"{r[11]:.1e} | {r[12]:.1e} |")
 
 
+def memory_child(d: int, n: int) -> dict:
+    """:func:`aggregator_memory` in THIS (fresh) process, plus the process's peak RSS.
+
+    Run it in a new process per point (``bench_ckks.py --aggregator-memory D N``): SEAL
+    keeps freed ciphertext memory in its own pool, so a second measurement in the same
+    process would reuse it and read too low."""
+    key, pub, _ = setup()
+    out = aggregator_memory(key, pub, d, n, reps=1)
+    hwm = _proc_status_kb("VmHWM")
+    out["process_peak_rss_bytes"] = hwm * 1024 if hwm is not None else None
+    return out
+
+
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    if len(sys.argv) == 4 and sys.argv[1] == "--aggregator-memory":
+        import json
+
+        print(json.dumps(memory_child(int(sys.argv[2]), int(sys.argv[3]))))
+    else:
+        main(quick="--quick" in sys.argv)

@@ -16,15 +16,18 @@ of ``--repeats`` epochs after one warm-up epoch.
 
 Usage: ``python benchmarks/bench_dp.py [--repeats 3] [--threads 2] [--methods ghost,opacus]``
 
-The federation accuracy-vs-epsilon part of the benchmark (test Jaccard at epsilon in
-{1, 3, 8} and without DP) needs the federation loop: see :func:`bench_federation_accuracy`.
+The federation accuracy-vs-epsilon part (test Jaccard at epsilon in {1, 3, 8} and without
+DP, :func:`bench_federation_accuracy`): ``python benchmarks/bench_dp.py --federation
+[--hospitals 3 --rounds 10]``; ``fedrx bench`` runs it too (``--epsilon-sweep``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,11 +107,58 @@ def bench(data: VisitTensors, batch_patients: int, repeats: int, methods: list[s
     return out
 
 
-def bench_federation_accuracy(epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)) -> None:
-    """HOOK (not implemented yet): test Jaccard of the federation at each epsilon and
-    without DP. Needs the federation loop (``fedrx simulate --dp on``); to be filled in
-    once it exists."""
-    raise NotImplementedError("federation accuracy vs epsilon needs the federation loop")
+def accuracy_row(epsilon: float | None, doc: dict) -> dict:
+    """One row of the accuracy-vs-epsilon table from a ``run_simulation`` results document."""
+    final = doc["final"]["global"]
+    dp = doc.get("dp") or {}
+    return {"epsilon_target": epsilon,
+            "epsilon_spent": max((d["epsilon"] for d in dp.values()), default=None),
+            "noise_multiplier": (statistics.mean(d["noise_multiplier"] for d in dp.values())
+                                 if dp else None),
+            "jaccard": final.get("jaccard"), "prauc": final.get("prauc"),
+            "f1": final.get("f1"), "seconds": doc.get("seconds"),
+            "hospitals": len(doc.get("hospitals", {})),
+            "rounds": len(doc.get("rounds", []))}
+
+
+def bench_federation_accuracy(epsilons: tuple[float, ...] = (1.0, 3.0, 8.0), *,
+                              data: str = "mimic3-demo", hospitals: int | None = 3,
+                              rounds: int = 10, hidden: int = 128, seed: int = 0,
+                              protection: str = "none", out: str | Path = "runs/bench-dp",
+                              include_no_dp: bool = True, progress=None,  # noqa: ANN001
+                              **overrides) -> list[dict]:
+    """Test Jaccard of the federation at each target epsilon and without DP.
+
+    Every run is :func:`fedrx.medrx.simulate.run_simulation` on the SAME data split, seed
+    and initial model (``out/no-dp``, ``out/eps-<e>``); DP is patient-level DP-SGD at every
+    hospital, its noise calibrated to reach the target epsilon after ``rounds`` rounds.
+    Returns one :func:`accuracy_row` per run (no DP first). ``overrides`` are further
+    :class:`SimulationConfig` fields (for example ``local_epochs``).
+    """
+    from fedrx.medrx.simulate import SimulationConfig, run_simulation
+
+    runs: list[float | None] = ([None] if include_no_dp else []) + list(epsilons)
+    rows = []
+    for eps in runs:
+        name = "no-dp" if eps is None else f"eps-{eps:g}"
+        cfg = SimulationConfig(data=data, hospitals=hospitals, rounds=rounds,
+                               protection=protection, seed=seed, hidden=hidden,
+                               out=str(Path(out) / name), dp=eps is not None,
+                               epsilon=8.0 if eps is None else float(eps), **overrides)
+        rows.append(accuracy_row(eps, run_simulation(cfg, progress)))
+    return rows
+
+
+def federation_accuracy_table(rows: list[dict]) -> str:
+    lines = ["| target epsilon | epsilon spent | noise multiplier | test jaccard | prauc | f1 |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        eps = "no DP" if r["epsilon_target"] is None else f"{r['epsilon_target']:g}"
+        spent = "-" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.3f}"
+        sigma = "-" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:.3f}"
+        lines.append(f"| {eps} | {spent} | {sigma} | {r['jaccard']:.4f} | {r['prauc']:.4f} | "
+                     f"{r['f1']:.4f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -119,8 +169,18 @@ def main() -> None:
     ap.add_argument("--batch-patients", type=int, default=32)
     ap.add_argument("--insecure-noise", action="store_true",
                     help="time with the seeded torch generator instead of ChaCha20")
+    ap.add_argument("--federation", action="store_true",
+                    help="instead: test Jaccard of the federation at epsilon 1, 3, 8 and no DP")
+    ap.add_argument("--hospitals", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.federation:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = bench_federation_accuracy(hospitals=args.hospitals, rounds=args.rounds,
+                                             out=tmp)
+        print(federation_accuracy_table(rows))
+        return
     methods = [m for m in args.methods.split(",") if m]
     rows = []
     demo = mimic_demo_visits()

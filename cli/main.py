@@ -215,6 +215,11 @@ def simulate(config, **flags) -> None:
                   + (f", ledgers: {Path(cfg.out) / 'ledger'}" if doc.get("dp") else ""))
 
 
+from fedrx.cli.bench import bench as _bench  # noqa: E402
+
+app.add_command(_bench)
+
+
 @app.group("budget")
 def budget_app() -> None:
     """Privacy-budget reports from a run's ledgers."""
