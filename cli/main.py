@@ -158,6 +158,8 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--clip-norm", type=float,
               help="mask: L2 bound on each hospital's model delta  [10.0]")
 @click.option("--threshold", type=int, help="mask: Shamir threshold t  [floor(2n/3)+1]")
+@click.option("--rounding-seed", type=int,
+              help="mask: reproducible rounding coins (research runs only; default: OS)")
 @click.option("--dp", "dp", type=click.Choice(["on", "off"]), default=None,
               help="patient-level DP-SGD at every hospital  [off]")
 @click.option("--epsilon", type=float, help="DP: target epsilon for the whole run  [8]")

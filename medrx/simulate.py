@@ -57,6 +57,7 @@ class SimulationConfig:
     drop: str = ""
     clip_norm: float = 10.0
     threshold: int | None = None
+    rounding_seed: int | None = None
     personalize: bool = True
     centralized: bool = False
     mappings: str = ""
@@ -111,6 +112,8 @@ def protection_params(cfg: SimulationConfig) -> dict[str, Any]:
         params: dict[str, Any] = {"clip_norm": cfg.clip_norm}
         if cfg.threshold is not None:
             params["threshold"] = cfg.threshold
+        if cfg.rounding_seed is not None:
+            params["rounding_seed"] = cfg.rounding_seed
         return params
     return {}
 

@@ -33,7 +33,7 @@ from fedrx.errors import ConfigError
 
 TASK_KEYS = ("data", "hospitals", "protection", "seed", "model", "hidden", "client_optimizer",
              "lr", "local_epochs", "batch_size", "partition", "min_patients", "min_visits",
-             "clip_norm", "threshold", "mappings")
+             "clip_norm", "threshold", "rounding_seed", "mappings")
 """SimulationConfig fields that determine a hospital's data and local training."""
 
 

@@ -99,9 +99,31 @@ class ClipStats:
     clipped_coordinates: int
 
 
-def _coins(n: int) -> np.ndarray:
-    """n uniform 64-bit words from AES-CTR keyed by os.urandom (one stream, no copies)."""
-    return prg_words(os.urandom(32), n, 8)
+def _coins(n: int, key: bytes | None = None) -> np.ndarray:
+    """n uniform 64-bit words from AES-CTR keyed by os.urandom (one stream, no copies).
+
+    ``key`` (32 bytes) replaces the OS key ONLY for reproducible research runs
+    (:func:`rounding_key`); deployments leave it None.
+    """
+    if key is not None and len(key) != 32:
+        raise ConfigError("rounding key must be 32 bytes")
+    return prg_words(key if key is not None else os.urandom(32), n, 8)
+
+
+def rounding_key(seed: int, hospital: str, rnd: int) -> bytes:
+    """Deterministic coin key for stochastic rounding from (seed, hospital, round).
+
+    For reproducibility only (two runs, e.g. in-process and over gRPC, then agree bit for
+    bit). Anyone who knows the seed can predict the rounding direction of each coordinate,
+    which tells them nothing the masked sum does not, up to one quantization step per
+    coordinate; deployments keep the default OS-random coins.
+    """
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = b"fedrx/rounding-coins/1\0" + hospital.encode() + b"\0" + str(int(rnd)).encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
+        int(seed).to_bytes(16, "big", signed=True))
 
 
 def _uniform01(n: int) -> np.ndarray:
@@ -122,12 +144,12 @@ def _round_up(frac: np.ndarray, words: np.ndarray) -> np.ndarray:
     return np.less(words, frac)
 
 
-def _stochastic_round_into(y: np.ndarray, out: np.ndarray) -> None:
+def _stochastic_round_into(y: np.ndarray, out: np.ndarray, key: bytes | None = None) -> None:
     """out[:] = floor(y) + [u < y - floor(y)] (int64; ``y`` float64, same shape)."""
     fl = np.floor(y)
     np.copyto(out, fl, casting="unsafe")
     frac = np.subtract(y, fl, out=fl)
-    up = _round_up(frac, _coins(y.size).reshape(y.shape))
+    up = _round_up(frac, _coins(y.size, key).reshape(y.shape))
     np.add(out, up, out=out)
 
 
@@ -139,8 +161,13 @@ def stochastic_round(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def encode(vector: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, ClipStats]:
-    """Encode ``[c*delta..., c]`` to uint64 entries mod 2**m (length d + 2), plus clip stats."""
+def encode(vector: np.ndarray, cfg: QuantConfig, m: int,
+           coin_key: bytes | None = None) -> tuple[np.ndarray, ClipStats]:
+    """Encode ``[c*delta..., c]`` to uint64 entries mod 2**m (length d + 2), plus clip stats.
+
+    ``coin_key``: None (default, deployments) draws the rounding coins from a fresh OS key;
+    a :func:`rounding_key` makes the encoding reproducible.
+    """
     cfg.check()
     v = np.asarray(vector, dtype=np.float64)
     if v.ndim != 1 or v.size < 1:
@@ -169,7 +196,7 @@ def encode(vector: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, Cl
     y = np.multiply(delta, count * float(2**cfg.frac_bits))
     np.clip(y, -bound, bound, out=y)
     x = np.empty(v.size + 1, dtype=np.int64)
-    _stochastic_round_into(y, x[:-2])
+    _stochastic_round_into(y, x[:-2], coin_key)
     x[-2] = count
     n_clip = int(np.count_nonzero(delta)) if clipped else 0
     x[-1] = n_clip

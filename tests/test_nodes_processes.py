@@ -48,12 +48,21 @@ def test_none_over_processes_equals_inprocess_exactly(tmp_path, mimic_demo):
     assert np.array_equal(_grpc_weights(spec), _simulate(spec, tmp_path / "sim"))
 
 
+def test_mask_over_processes_equals_inprocess_exactly(tmp_path, mimic_demo):
+    """With reproducible rounding coins (``rounding_seed``, research runs only) masking over
+    separate processes gives exactly the in-process model, over several rounds."""
+    spec = DemoSpec(out=tmp_path / "g", protection="mask", rounds=2, hidden=16, timeout=WAIT,
+                    task={"rounding_seed": 11})
+    doc = run_demo(spec, echo=lambda m: None)
+    assert [r["status"] for r in doc["rounds"]] == ["completed"] * 2
+    assert np.array_equal(_grpc_weights(spec), _simulate(spec, tmp_path / "sim"))
+
+
 def test_mask_over_processes_equals_inprocess_within_quantization(tmp_path, mimic_demo):
-    """Masking rounds each hospital's weighted delta stochastically with OS randomness
-    (secagg.quantize), so two runs differ by quantization noise: per coordinate the
-    weighted SUM differs by < n * 2**-frac_bits (n = 3 hospitals, frac_bits = 16), so after
-    one round the averaged model differs by < n * 2**-16 / examples (+ float32 rounding).
-    Clipping is deterministic and identical in both runs."""
+    """Deployment default: OS-random rounding coins, so two runs differ by quantization
+    noise: per coordinate the weighted SUM differs by < n * 2**-frac_bits (n = 3 hospitals,
+    frac_bits = 16), so after one round the averaged model differs by < n * 2**-16 / examples
+    (+ float32 rounding). Clipping is deterministic and identical in both runs."""
     spec = DemoSpec(out=tmp_path / "g", protection="mask", rounds=1, hidden=16, timeout=WAIT)
     doc = run_demo(spec, echo=lambda m: None)
     assert doc["rounds"][0]["status"] == "completed"

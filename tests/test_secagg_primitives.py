@@ -402,3 +402,22 @@ def test_stochastic_round_coin_rule_is_the_float_rule():
     frac[4:1000] = u[4:1000]  # ties never round up
     frac[1000:2000] = np.nextafter(u[1000:2000], 2.0)
     assert np.array_equal(quantize._round_up(frac.copy(), words.copy()), u < frac)
+
+
+def test_reproducible_rounding_coins_only_when_asked():
+    import numpy as np
+
+    from fedrx.secagg import quantize as qz
+
+    cfg = qz.QuantConfig(clip_norm=10.0, frac_bits=16, max_count=1000)
+    v = np.r_[np.linspace(-3, 3, 501) * 7.0, 7.0]
+    m = qz.modulus_bits(cfg, 3, v.size - 1)
+    k1 = qz.rounding_key(5, "h1", 2)
+    assert len(k1) == 32 and k1 != qz.rounding_key(5, "h1", 3) != qz.rounding_key(5, "h2", 2)
+    a, _ = qz.encode(v, cfg, m, coin_key=k1)
+    b, _ = qz.encode(v, cfg, m, coin_key=k1)
+    assert np.array_equal(a, b)
+    # default: fresh OS coins each call (501 coordinates with fractional parts)
+    c, _ = qz.encode(v, cfg, m)
+    d, _ = qz.encode(v, cfg, m)
+    assert not np.array_equal(c, d)

@@ -59,7 +59,9 @@ class MaskConfig:
     (None: :func:`fedrx.secagg.graph.default_k`). ``clip_norm``: L2 bound on each hospital's
     unweighted delta. ``frac_bits``: fixed-point fractional bits. ``max_count``: largest
     example count. ``active``: run the consistency check (needed against a malicious
-    aggregator).
+    aggregator). ``rounding_seed``: REPRODUCIBILITY ONLY; derive each hospital's
+    stochastic-rounding coins from (seed, hospital, round) instead of the OS so that two runs
+    (in-process and over gRPC) agree bit for bit. None (default) for deployments.
     """
 
     threshold: int | None = None
@@ -70,6 +72,7 @@ class MaskConfig:
     frac_bits: int = 16
     max_count: int = 100_000
     active: bool = True
+    rounding_seed: int | None = None
 
     @property
     def quant(self) -> quantize.QuantConfig:
@@ -110,8 +113,11 @@ class MaskClient(ClientProtection):
         if np.shape(vector) != (self.params.length - 1,):
             raise ProtectionAbort(f"input length {np.shape(vector)} != "
                                   f"{self.params.length - 1}")
+        key = (None if self.cfg.rounding_seed is None else
+               quantize.rounding_key(self.cfg.rounding_seed, self.machine.hospital,
+                                     self.params.round))
         encoded, self.clip_stats = quantize.encode(vector, self.cfg.quant,
-                                                   self.params.modulus_bits)
+                                                   self.params.modulus_bits, coin_key=key)
         try:
             self.machine.set_input(encoded)
         except MaskingAbort as exc:
