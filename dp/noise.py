@@ -69,13 +69,19 @@ class SecureNoise:
         nonce = bytes(16)  # 64-bit counter || 64-bit nonce; a fresh key per instance
         self._enc = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
         self._words = 0
+        self._zeros = getattr(self, "_zeros", b"")
         del key
 
     def _words64(self, n: int) -> np.ndarray:
         if self._words + n > _MAX_WORDS_PER_KEY:
             self._rekey()
         self._words += n
-        return np.frombuffer(self._enc.update(bytes(8 * n)), dtype="<u8")
+        if len(self._zeros) < 8 * n:
+            self._zeros = bytes(8 * n)
+        out = bytearray(8 * n)
+        # keystream XOR zeros = keystream, written in place (no intermediate copies)
+        self._enc.update_into(memoryview(self._zeros)[:8 * n], out)
+        return np.frombuffer(out, dtype="<u8")
 
     def _uniform(self, n: int) -> np.ndarray:
         u = (self._words64(n) >> np.uint64(11)).astype(np.float64)
@@ -100,14 +106,22 @@ class SecureNoise:
             v *= 2.0
             v -= 1.0
             v1, v2 = v[:pairs], v[pairs:]
-            s2 = v1 * v1 + v2 * v2
+            s2 = np.multiply(v1, v1)
+            s2 += v2 * v2
             keep = (s2 < 1.0) & (s2 > 0.0)
             s2 = s2[keep]
-            f = np.sqrt(-2.0 * np.log(s2) / s2)
-            out = np.concatenate([v1[keep] * f, v2[keep] * f])
-            take = min(n - filled, len(out))
-            z[filled:filled + take] = out[:take]
-            filled += take
+            f = np.log(s2)
+            f *= -2.0
+            f /= s2
+            np.sqrt(f, out=f)
+            k = len(f)
+            take1 = min(n - filled, k)
+            np.multiply(v1[keep][:take1], f[:take1], out=z[filled:filled + take1])
+            filled += take1
+            take2 = min(n - filled, k)
+            if take2:
+                np.multiply(v2[keep][:take2], f[:take2], out=z[filled:filled + take2])
+                filled += take2
         z *= std
         return torch.from_numpy(z).reshape(shape)
 
