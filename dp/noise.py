@@ -5,8 +5,12 @@ Two sources implement :class:`NoiseSource`:
 * :class:`SecureNoise` (``secure=True``, the only one allowed in deployment configs): a
   ChaCha20 keystream (``cryptography``/OpenSSL) keyed with 32 bytes from ``os.urandom``
   is the bit generator. Uniforms take the top 53 bits of each 64-bit keystream word,
-  ``u = ((w >> 11) + 0.5) * 2**-53`` (never 0 or 1); Gaussians come from the Marsaglia
-  polar method in float64 (no trigonometric calls; rejected pairs are discarded). The
+  ``u = ((w >> 11) + 0.5) * 2**-53`` (never 0 or 1). Gaussians come from the Box-Muller
+  transform: the radius ``sqrt(-2 ln u1)`` from a 53-bit uniform in float64 (so the tails
+  reach 8.57 sigma, as with 53-bit polar sampling), the angle ``2 pi u2`` from a 24-bit
+  uniform in float32 (vectorised float32 sin/cos; the angle grid is 2**-24 of a turn),
+  product rounded to float64 through float32 (24-bit mantissa, far finer than the noise
+  grid of ``snap_to_grid``). The
   key lives only inside the object (never in ``repr``, logs or errors) and there is no
   way to set it, so runs are not reproducible, on purpose. A fresh key is drawn before
   one key's counter space could be exhausted (never in practice).
@@ -14,8 +18,9 @@ Two sources implement :class:`NoiseSource`:
   Twister). Reproducible, for research runs and tests. **NOT for deployment**: its state
   is predictable from a few outputs, so anyone who learns it can subtract the noise.
 
-Both return float64 tensors and count every value they hand out in ``draws`` (tests use
-it to show that a refused round drew nothing).
+SeededNoise returns float64 tensors, SecureNoise float32 ones (added to float64 sums by
+DP-SGD); both count every value
+they hand out in ``draws`` (tests use it to show that a refused round drew nothing).
 
 Floating-point caveat (Mironov, CCS 2012): a float64 Gaussian is not an exact Gaussian.
 :func:`fedrx.dp.dpsgd` adds it to the float64 clipped sum and rounds the result to a
@@ -93,37 +98,31 @@ class SecureNoise:
         self.draws += n
         return self._uniform(n)
 
+    def _words32(self, n: int) -> np.ndarray:
+        w = self._words64((n + 1) // 2)
+        return w.view("<u4")[:n]
+
     def normal(self, shape: tuple[int, ...], std: float) -> torch.Tensor:
         n = math.prod(shape)
         self.draws += n
-        z = np.empty(n)
-        filled = 0
-        while filled < n:
-            # Marsaglia polar method: (v1, v2) uniform on the square, kept inside the unit
-            # disc (probability pi/4); each kept pair gives two independent N(0, 1).
-            pairs = int((n - filled) / 2 / 0.78) + 64
-            v = self._uniform(2 * pairs)
-            v *= 2.0
-            v -= 1.0
-            v1, v2 = v[:pairs], v[pairs:]
-            s2 = np.multiply(v1, v1)
-            s2 += v2 * v2
-            keep = (s2 < 1.0) & (s2 > 0.0)
-            s2 = s2[keep]
-            f = np.log(s2)
-            f *= -2.0
-            f /= s2
-            np.sqrt(f, out=f)
-            k = len(f)
-            take1 = min(n - filled, k)
-            np.multiply(v1[keep][:take1], f[:take1], out=z[filled:filled + take1])
-            filled += take1
-            take2 = min(n - filled, k)
-            if take2:
-                np.multiply(v2[keep][:take2], f[:take2], out=z[filled:filled + take2])
-                filled += take2
-        z *= std
-        return torch.from_numpy(z).reshape(shape)
+        half = (n + 1) // 2
+        # radius from 53-bit uniforms (float64): tails to sqrt(-2 ln 2**-54) = 8.57 sigma
+        r = np.log(self._uniform(half))
+        r *= -2.0
+        np.sqrt(r, out=r)
+        r *= std
+        r32 = r.astype(np.float32)
+        # angle from 24-bit uniforms (float32, vectorised sin/cos)
+        th = (self._words32(half) >> np.uint32(8)).astype(np.float32)
+        th += np.float32(0.5)
+        th *= np.float32(2.0 * math.pi * 2.0**-24)
+        z = np.empty(2 * half, dtype=np.float32)
+        np.cos(th, out=z[:half])
+        z[:half] *= r32
+        np.sin(th, out=z[half:])
+        z[half:] *= r32
+        # float32 values (exact in float64); callers add them to float64 sums
+        return torch.from_numpy(z[:n]).reshape(shape)
 
 
 class SeededNoise:
