@@ -165,7 +165,8 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--epsilon", type=float, help="DP: target epsilon for the whole run  [8]")
 @click.option("--delta", type=float, help="DP: delta  [below 1/patients]")
 @click.option("--max-grad-norm", type=float, help="DP: per-patient clipping norm C  [1.0]")
-@click.option("--dp-batch", type=int, help="DP: expected patients per batch  [32]")
+@click.option("--dp-batch", type=int,
+              help="DP: expected patients per batch, capped at half a hospital's  [128]")
 @click.option("--accountant", type=click.Choice(["prv", "rdp"]), help="DP accountant  [prv]")
 @click.option("--centralized/--no-centralized", default=None,
               help="also train centrally on the same split, for comparison")

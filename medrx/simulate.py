@@ -65,7 +65,7 @@ class SimulationConfig:
     epsilon: float = 8.0
     delta: float | None = None
     max_grad_norm: float = 1.0
-    dp_batch: int = 32
+    dp_batch: int = 128
     accountant: str = "prv"
     secure_noise: bool = True
     budget_epsilon: float | None = None
