@@ -108,3 +108,21 @@ def test_eicu_real_hospitals(data_root, tmp_path):
     assert sum(h["train_patients"] + h["val_patients"] + h["test_patients"]
                for h in doc["hospitals"].values()) > 1000
     assert doc["rounds"][0]["contributors"] == sorted(doc["hospitals"])
+
+
+@pytest.mark.parametrize("stage", ["advertise_keys", "share_keys", "masked_input",
+                                   "consistency_check", "unmask"])
+def test_mask_with_a_dropout_at_each_stage_matches_none(mimic_demo, tmp_path, stage):
+    """4 hospitals (t = 3): h2 drops at ``stage`` of round 1. Before its masked input is in,
+    the round equals `none` without h2; after, it equals `none` with everyone."""
+    common = dict(hospitals=4, rounds=2, hidden=16, local_epochs=1, seed=5, personalize=False)
+    mask = run_simulation(SimulationConfig(protection="mask", drop=f"h2@{stage}:1",
+                                           out=str(tmp_path / "m"), **common))
+    r1 = mask["rounds"][0]
+    assert r1["status"] == "completed" and r1["dropped"]["h2"].startswith(stage)
+    contributed = stage in ("consistency_check", "unmask")
+    assert ("h2" in r1["contributors"]) == contributed
+    none = run_simulation(SimulationConfig(protection="none",
+                                           drop="" if contributed else "h2@upload:1",
+                                           out=str(tmp_path / "n"), **common))
+    assert abs(mask["final"]["global"]["jaccard"] - none["final"]["global"]["jaccard"]) < 0.01
