@@ -243,12 +243,16 @@ def budget_report_cmd(run_dir: Path, out_dir: Path) -> None:
 @app.command("audit")
 @click.argument("path", type=PathType)
 @click.option("--anchors", type=PathType, help="JSON of anchored ledger heads")
-def audit_cmd(path: Path, anchors: Path | None) -> None:
+@click.option("--federation", type=PathType,
+              help="federation.json pinning the aggregator's receipt key (default: found "
+                   "beside the anchors file or up to 3 folders above it, also in certs/)")
+def audit_cmd(path: Path, anchors: Path | None, federation: Path | None) -> None:
     """Verify ledger signatures and hash chains and recompute epsilon independently
-    (Google dp-accounting, PLD). Exit 0 when clean, non-zero otherwise."""
+    (Google dp-accounting, PLD); with --anchors also the aggregator's signed round receipts
+    they carry. Exit 0 when clean, non-zero otherwise."""
     from fedrx.dp.audit import audit_command
 
-    code = audit_command(path, anchors)
+    code = audit_command(path, anchors, federation)
     if code:
         raise click.exceptions.Exit(code)
 

@@ -20,7 +20,16 @@ For every hospital ledger it checks, entry by entry:
   PLD - tol (understated, any accountant); for ``prv`` entries any |recorded - PLD| > tol;
   for ``rdp`` entries (a looser bound, legitimately above PLD) |recorded - RDP| > tol where
   RDP is dp_accounting's own RDP accountant;
-* budget: recorded or recomputed epsilon above ``budget_epsilon`` (+ tol for recomputed).
+* budget: recorded or recomputed epsilon above ``budget_epsilon`` (+ tol for recomputed);
+* signed round receipts: when an anchors file (``OUT/anchors[/<h>].json`` of a gRPC
+  aggregator) carries the signed ``receipt`` an anchor comes from, its Ed25519 signature is
+  verified against the aggregator's receipt key pinned in the federation file
+  (``aggregator_sign_public``; :mod:`fedrx.receipts`) and the receipt must name the
+  anchored head for that hospital (findings ``receipt-bad-signature``,
+  ``receipt-mismatch``). The federation file is ``fedrx audit --federation FILE``, else the
+  first ``federation.json`` or ``certs/federation.json`` found in the anchors file's folder
+  or one of its 3 parent folders (the ``fedrx demo grpc`` layout); without one the receipt
+  signatures are NOT verified and the audit says so.
 
 The audit trusts nothing written by fedrx's accounting code (it does not import Opacus).
 It checks a signed self-report of parameters, not that the noise was really added.
@@ -257,14 +266,78 @@ def load_anchors(path: Path) -> dict[str, LedgerHead]:
         raise LedgerError(f"anchors file {path} is unreadable or malformed") from None
 
 
+def load_anchor_receipts(path: Path) -> dict[str, dict[str, Any]]:
+    """The signed round receipts in an anchors file, by hospital (anchors without one,
+    e.g. older files, are simply absent)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {h: dict(v["receipt"]) for h, v in obj.items()
+                if isinstance(v, Mapping) and "receipt" in v}
+    except (OSError, ValueError, TypeError, AttributeError):
+        raise LedgerError(f"anchors file {path} is unreadable or malformed") from None
+
+
+def find_aggregator_key(anchors_path: Path | None,
+                        federation_path: Path | None = None) -> bytes | None:
+    """The aggregator's pinned receipt key (32 bytes) from ``federation_path``, else from
+    the first ``federation.json`` / ``certs/federation.json`` in the anchors file's folder
+    or its 3 parents; None when there is none."""
+    candidates: list[Path] = []
+    if federation_path is not None:
+        candidates = [Path(federation_path)]
+    elif anchors_path is not None:
+        folder = Path(anchors_path).resolve().parent
+        for d in [folder, *list(folder.parents)[:3]]:
+            candidates += [d / "federation.json", d / "certs" / "federation.json"]
+    for c in candidates:
+        if not c.is_file():
+            if federation_path is not None:
+                raise LedgerError(f"federation file {c} not found")
+            continue
+        try:
+            key = bytes.fromhex(json.loads(c.read_text(encoding="utf-8"))
+                                ["aggregator_sign_public"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise LedgerError(f"federation file {c} has no aggregator_sign_public") from None
+        if len(key) != 32:
+            raise LedgerError(f"federation file {c}: aggregator_sign_public is not 32 bytes")
+        return key
+    return None
+
+
+def audit_receipts(anchors: Mapping[str, LedgerHead], receipts: Mapping[str, Mapping],
+                   aggregator_public: bytes) -> list[Finding]:
+    """Findings for the anchors' signed receipts (signature + the anchored head)."""
+    from fedrx.receipts import verify_receipt
+
+    out: list[Finding] = []
+    for h, rec in sorted(receipts.items()):
+        if not verify_receipt(rec, aggregator_public):
+            out.append(Finding(h, "receipt-bad-signature", "the anchor's round receipt is not "
+                               "signed by the pinned aggregator key (edited or forged)"))
+            continue
+        heads = rec.get("ledger_heads")
+        anchor = anchors.get(h)
+        if not isinstance(heads, Mapping) or anchor is None or \
+                heads.get(h) != anchor.head_hash:
+            out.append(Finding(h, "receipt-mismatch", "the anchored head is not the one the "
+                               "signed receipt names for this hospital"))
+    return out
+
+
 def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
-          *, recompute: bool = True) -> list[Finding]:
-    """Audit every ledger under ``path`` (see module doc); an empty list means clean."""
+          *, recompute: bool = True, receipts: Mapping[str, Mapping] | None = None,
+          aggregator_public: bytes | None = None) -> list[Finding]:
+    """Audit every ledger under ``path`` (see module doc); an empty list means clean.
+    ``receipts`` (:func:`load_anchor_receipts`) are verified when ``aggregator_public``
+    (the pinned receipt key) is given."""
     ledgers, ids = _locate(Path(path))
     findings: list[Finding] = []
     if not ledgers:
         return [Finding(str(path), "no-ledger", "no <hospital>.jsonl ledger files found")]
     anchors = anchors or {}
+    if receipts and aggregator_public is not None:
+        findings.extend(audit_receipts(anchors, receipts, aggregator_public))
     for h in sorted(set(anchors) - set(ledgers)):
         findings.append(Finding(h, "missing-ledger", "anchored hospital has no ledger file"))
     for h, lp in ledgers.items():
@@ -283,12 +356,18 @@ def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
     return findings
 
 
-def audit_command(path: Path, anchors_path: Path | None = None) -> int:
+def audit_command(path: Path, anchors_path: Path | None = None,
+                  federation_path: Path | None = None) -> int:
     """CLI glue: one line per finding on stdout; exit 0 when clean, 1 otherwise (2 on
     unusable input)."""
     try:
         anchors = load_anchors(anchors_path) if anchors_path else None
-        findings = audit(Path(path), anchors)
+        receipts = load_anchor_receipts(anchors_path) if anchors_path else {}
+        key = find_aggregator_key(anchors_path, federation_path) if receipts else None
+        if receipts and key is None:
+            print("note: the anchors carry signed round receipts but no federation file was "
+                  "found (--federation FILE): receipt signatures NOT verified")
+        findings = audit(Path(path), anchors, receipts=receipts, aggregator_public=key)
     except LedgerError as exc:
         print(f"audit error: {exc}", file=sys.stderr)
         return 2
@@ -300,5 +379,6 @@ def audit_command(path: Path, anchors_path: Path | None = None) -> int:
     ledgers, _ = _locate(Path(path))
     n = sum(len(read_entries(p)) for p in ledgers.values())
     print(f"audit OK: {len(ledgers)} ledger(s), {n} entries; signatures, hash chains and "
-          f"epsilon (dp_accounting PLD, tolerance max({TOL_ABS}, {TOL_REL:.0%})) verified")
+          f"epsilon (dp_accounting PLD, tolerance max({TOL_ABS}, {TOL_REL:.0%})) verified"
+          + ("; signed round receipts verified" if receipts and key is not None else ""))
     return 0

@@ -5,7 +5,8 @@ until ``min_hospitals`` hospitals are connected, then runs rounds with the SAME
 :class:`~fedrx.protocol.aggregator.RoundMachine` as ``fedrx simulate`` over a
 :class:`~fedrx.nodes.transport.GrpcTransport`. After every round it checkpoints
 :class:`~fedrx.protocol.aggregator.ServerState` atomically (:func:`save_checkpoint`) and
-sends each hospital a RoundResult (its ledger receipt); the receipts (ledger head per
+sends each hospital a RoundResult carrying the round receipt signed with the aggregator's
+pinned Ed25519 key (:mod:`fedrx.receipts`); the signed receipts (ledger head per
 hospital per round) also go to ``OUT/receipts.json`` and ``OUT/anchors[/<h>].json``
 (:func:`write_receipts`, usable as ``fedrx audit --anchors``). Results go to
 ``OUT/results.json``, ``OUT/summary.md`` and ``OUT/global_model.npy`` in the simulation's
@@ -48,6 +49,8 @@ from fedrx.protocol.aggregator import RoundMachine, ServerState
 from fedrx.protocol.messages import EVALUATE, TRAIN
 from fedrx.protocol.optim import ServerOptimizer
 from fedrx.protocol.task import model_hash
+from fedrx.receipts import receipt_body, receipt_bytes, sign_receipt
+from fedrx.secagg.identity import Identity
 
 log = logging.getLogger("fedrx.nodes.aggregator")
 CKPT_FORMAT = "fedrx-checkpoint/1"
@@ -171,33 +174,42 @@ def _restore_ckks_keyring(protection: Any, data: bytes, limits: Limits) -> None:
 
 # ------------------------------------------------------------------- receipts/anchors
 
-RECEIPTS_FORMAT = "fedrx-receipts/1"
+RECEIPTS_FORMAT = "fedrx-receipts/2"
+
+
+def signed_receipts(rounds: list[dict[str, Any]], federation_id: str, session_id: bytes,
+                    identity: Identity) -> list[dict[str, Any]]:
+    """Every round record as a signed ``fedrx-receipt/1`` (:mod:`fedrx.receipts`; Ed25519 is
+    deterministic, so re-signing a round gives the same signature)."""
+    return [sign_receipt(identity, receipt_body(federation_id, session_id, r)) for r in rounds]
 
 
 def write_receipts(out: Path, rounds: list[dict[str, Any]], federation_id: str,
-                   session_id: bytes) -> dict[str, Path]:
+                   session_id: bytes, identity: Identity) -> dict[str, Path]:
     """The aggregator's record of every round receipt, for auditors.
 
-    ``OUT/receipts.json``: ``{"format", "federation_id", "session_id", "rounds": [{"round",
-    "status", "model_hash", "contributors", "ledger_heads": {hospital: head_hash}}]}``: the
-    ledger head each hospital reported with its TrainAck, as sent back to it in its
-    RoundResult. ``OUT/anchors.json`` (all hospitals) and ``OUT/anchors/<hospital>.json``
-    (one hospital, to audit that hospital's node folder): the NEWEST receipted head per
-    hospital in the format of ``fedrx audit DIR --anchors FILE``
-    (:func:`fedrx.dp.audit.load_anchors`; hash-only: the head must be in the ledger).
+    ``OUT/receipts.json``: ``{"format": "fedrx-receipts/2", "federation_id", "session_id",
+    "aggregator_sign_public", "rounds": [signed receipt, ...]}``; each receipt (see
+    :mod:`fedrx.receipts`: round, status, model_hash, contributors, ledger_heads
+    {hospital: head_hash}, signature) is the one sent to every hospital in its RoundResult.
+    ``OUT/anchors.json`` (all hospitals) and ``OUT/anchors/<hospital>.json`` (one hospital,
+    to audit that hospital's node folder): the NEWEST receipted head per hospital in the
+    format of ``fedrx audit DIR --anchors FILE`` (:func:`fedrx.dp.audit.load_anchors`;
+    hash-only: the head must be in the ledger), each with the signed ``receipt`` it comes
+    from (verified by the audit against the pinned aggregator key).
     Returns ``{"receipts": path, "anchors": path, <hospital>: path}``.
     """
-    recs = [{"round": r["round"], "status": r["status"], "model_hash": r["model_hash"],
-             "contributors": r["contributors"], "ledger_heads": dict(r["ledger_heads"])}
-            for r in rounds]
+    recs = signed_receipts(rounds, federation_id, session_id, identity)
     heads: dict[str, dict[str, Any]] = {}
     for r in recs:
         for h, head in r["ledger_heads"].items():
-            heads[h] = {"head_hash": head, "round": r["round"]}
+            heads[h] = {"head_hash": head, "round": r["round"], "receipt": r}
     paths = {"receipts": out / "receipts.json", "anchors": out / "anchors.json"}
     atomic_write_text(paths["receipts"], json.dumps(
         {"format": RECEIPTS_FORMAT, "federation_id": federation_id,
-         "session_id": session_id.hex(), "rounds": recs}, indent=1) + "\n")
+         "session_id": session_id.hex(),
+         "aggregator_sign_public": identity.public.sign_public.hex(), "rounds": recs},
+        indent=1) + "\n")
     atomic_write_text(paths["anchors"], json.dumps(heads, indent=1, sort_keys=True) + "\n")
     for h, v in heads.items():
         paths[h] = out / "anchors" / f"{h}.json"
@@ -264,6 +276,12 @@ class AggregatorNode:
                                   "plaintext needs --insecure explicitly")
             self.tls = load_tls(Path(cfg.ca), Path(cfg.cert), Path(cfg.key), self.dep,
                                 expect_hospital=None)
+        ident_path = Path(cfg.identity) if cfg.identity else \
+            Path(cfg.federation).parent / "aggregator.identity.json"
+        self.identity = Identity.load(ident_path)
+        if self.identity.public.sign_public != self.dep.aggregator_sign_public:
+            raise ConfigError(f"aggregator identity {ident_path} is not the receipt-signing "
+                              "key pinned in the federation file")
         self.out = Path(cfg.out)
         self.port = 0
         self.server: Any = None
@@ -374,8 +392,9 @@ class AggregatorNode:
                 rec = asdict(outcome)
                 rounds.append(rec)
                 save_checkpoint(ckpt_dir, state, rounds, meta, _ckks_keyring_blob(protection))
-                write_receipts(self.out, rounds, self.dep.federation_id, state.session_id)
-                self._notify(rec)
+                write_receipts(self.out, rounds, self.dep.federation_id, state.session_id,
+                               self.identity)
+                self._notify(rec, state.session_id)
                 if progress is not None:
                     progress(rec)
                 event(log, logging.INFO, "round done", round=rec["round"], status=rec["status"],
@@ -404,12 +423,16 @@ class AggregatorNode:
             self.server.stop(grace=2.0).wait(5.0)
             event(log, logging.INFO, "stopped", reason=reason)
 
-    def _notify(self, rec: dict[str, Any]) -> None:
+    def _notify(self, rec: dict[str, Any], session_id: bytes) -> None:
+        signed = sign_receipt(self.identity, receipt_body(self.dep.federation_id, session_id,
+                                                          rec))
+        body, sig = receipt_bytes(signed), bytes.fromhex(signed["signature"])
+
         def make(h: str) -> Any:
             return pb.AggregatorFrame(result=pb.RoundResult(
                 round=rec["round"], status=rec["status"], reason=rec["reason"][:500],
                 contributors=rec["contributors"], model_hash=rec["model_hash"],
-                ledger_head=rec["ledger_heads"].get(h, "")))
+                ledger_head=rec["ledger_heads"].get(h, ""), receipt=body, signature=sig))
         self.registry.broadcast(make)
 
     def _write_results(self, doc: dict[str, Any], state: ServerState) -> None:

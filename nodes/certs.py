@@ -4,13 +4,16 @@ Layout written under ``OUT`` (private keys mode 0600, never logged)::
 
     ca.pem  ca.key                       EC P-256 CA (10 years), signs every TLS certificate
     aggregator.pem  aggregator.key       serverAuth+clientAuth, SAN localhost, 127.0.0.1, ::1
+    aggregator.identity.json             the aggregator's Ed25519 receipt-signing identity
     hospitals/<id>/tls.pem  tls.key      clientAuth, CN = SAN = the hospital id
     hospitals/<id>/identity.json         the hospital's long-term Ed25519/X25519 identity
     federation.json                      the deployment file (:class:`Deployment`)
 
 ``federation.json`` (``fedrx-deployment/1``) pins every identity: the federation's public
 keys (:meth:`Federation.to_json`), the SHA-256 fingerprint (of the DER encoding) of the CA
-certificate, of the aggregator's TLS certificate and of each hospital's TLS certificate.
+certificate, of the aggregator's TLS certificate and of each hospital's TLS certificate,
+and the aggregator's Ed25519 receipt-signing public key (``aggregator_sign_public``, hex;
+see :mod:`fedrx.receipts`).
 A TLS peer whose certificate is not the pinned one for its hospital id is refused, even
 if the CA signed it. Only public material goes into this file; it is copied to every site.
 """
@@ -38,6 +41,9 @@ from fedrx.secagg.identity import Federation, Identity
 HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AGGREGATOR_CN = "fedrx-aggregator"
 FORMAT = "fedrx-deployment/1"
+AGGREGATOR_IDENTITY = "aggregator"
+"""The name inside ``aggregator.identity.json`` (a :class:`Identity`; only its Ed25519 key
+is used, to sign round receipts)."""
 
 
 def fingerprint(pem: bytes) -> str:
@@ -63,11 +69,14 @@ class Deployment:
     ca_sha256: str
     aggregator_sha256: str
     tls_sha256: Mapping[str, str]
+    aggregator_sign_public: bytes
+    """The aggregator's pinned Ed25519 public key (32 raw bytes): signs round receipts."""
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "federation": self.federation.to_json(),
                 "ca_sha256": self.ca_sha256, "aggregator_sha256": self.aggregator_sha256,
-                "tls_sha256": dict(sorted(self.tls_sha256.items()))}
+                "tls_sha256": dict(sorted(self.tls_sha256.items())),
+                "aggregator_sign_public": self.aggregator_sign_public.hex()}
 
     @property
     def federation_id(self) -> str:
@@ -103,7 +112,12 @@ class Deployment:
         for v in [obj.get("ca_sha256"), obj.get("aggregator_sha256"), *tls.values()]:
             if not isinstance(v, str) or not re.fullmatch(r"[0-9a-f]{64}", v):
                 raise ConfigError(f"federation file {path}: malformed fingerprint")
-        return Deployment(fed, obj["ca_sha256"], obj["aggregator_sha256"], dict(tls))
+        agg_pub = obj.get("aggregator_sign_public")
+        if not isinstance(agg_pub, str) or not re.fullmatch(r"[0-9a-f]{64}", agg_pub):
+            raise ConfigError(f"federation file {path}: aggregator_sign_public must be the "
+                              "aggregator's Ed25519 public key (64 hex digits)")
+        return Deployment(fed, obj["ca_sha256"], obj["aggregator_sha256"], dict(tls),
+                          bytes.fromhex(agg_pub))
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -186,8 +200,10 @@ def init_certs(out: Path, hospitals: Sequence[str], *, days: int = 825,
         ident = Identity.generate(h)
         ident.save(d / "identity.json")
         identities.append(ident)
+    agg_ident = Identity.generate(AGGREGATOR_IDENTITY)
+    agg_ident.save(out / "aggregator.identity.json")  # mode 0600, atomic
     dep = Deployment(Federation.of(identities), fingerprint(ca_cert.public_bytes(pem)),
-                     fingerprint(agg.public_bytes(pem)), tls)
+                     fingerprint(agg.public_bytes(pem)), tls, agg_ident.public.sign_public)
     _write(out / "federation.json", (json.dumps(dep.to_json(), indent=1) + "\n").encode(),
            False)
     return dep

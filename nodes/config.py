@@ -43,7 +43,10 @@ class AggregatorConfig:
 
     ``listen``: host:port (port 0 = ephemeral); the bound address is written atomically to
     ``address_file`` (if set). ``ca``/``cert``/``key``: PEM paths; ``federation``: the
-    deployment file. ``out``: results, checkpoints. ``min_hospitals``: hospitals that must
+    deployment file. ``identity``: the aggregator's receipt-signing identity (default:
+    ``aggregator.identity.json`` beside the federation file, as ``fedrx certs init`` writes
+    it; its public key must be the one pinned in the federation file). ``out``: results,
+    checkpoints. ``min_hospitals``: hospitals that must
     be connected before a round starts (0 = every federation member). ``wait_seconds``:
     how long to wait for them before giving up. ``train_deadline``, ``stage_deadline``,
     ``eval_deadline``: per-stage deadlines (s). ``max_message_mb``: largest reassembled
@@ -58,6 +61,7 @@ class AggregatorConfig:
     cert: str = ""
     key: str = ""
     federation: str = ""
+    identity: str = ""
     out: str = "runs/grpc"
     min_hospitals: int = 0
     wait_seconds: float = 300.0

@@ -13,6 +13,15 @@ checks (round newer than any seen, model hash, protection level, stage order). R
 back as an Error frame; the node keeps serving. The newest round seen is persisted in
 ``OUT/state.json`` so a restarted node never accepts an older round again; round receipts
 (RoundResult, with the ledger head the aggregator recorded) are appended there too.
+
+Every RoundResult must carry the round receipt signed by the aggregator's Ed25519 key pinned
+in the federation file (:mod:`fedrx.receipts`). The node verifies the signature, that the
+receipt matches the RoundResult and this federation, and that the ledger head it names for
+THIS hospital is this hospital's own ledger entry of that round (no ledger / no entry: it
+must name none; a receipt naming no head for this hospital, e.g. it dropped out before its
+TrainAck arrived, is accepted). On any mismatch it logs an error and stops
+(:class:`~fedrx.errors.ProtocolError`). Verified receipts go to ``OUT/receipts.jsonl`` (one
+signed receipt per line, rewritten atomically).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any
 
 import grpc
 
+from fedrx.atomic import atomic_write_bytes
 from fedrx.errors import ConfigError, ProtocolError
 from fedrx.medrx.records import atomic_write_text
 from fedrx.nodes import wire
@@ -40,6 +50,7 @@ from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.hospital import HospitalParty
 from fedrx.protocol.messages import TRAIN
+from fedrx.receipts import receipt_bytes, verify_receipt
 from fedrx.secagg.identity import Identity
 
 log = logging.getLogger("fedrx.nodes.hospital")
@@ -83,6 +94,7 @@ class HospitalNode:
             self.fault = (stage, int(rnd))
         self.out = Path(cfg.out) if cfg.out else None
         self.receipts: list[dict[str, Any]] = []
+        self.signed_receipts: list[dict[str, Any]] = []
         self.party: HospitalParty | None = None
         self._call: Any = None
 
@@ -116,6 +128,7 @@ class HospitalNode:
         saved = self._load_state()
         party.last_round = int(saved.get("last_round", 0))
         self.receipts = list(saved.get("receipts", []))
+        self.signed_receipts = self._load_signed_receipts()
         self.party = party
         return party
 
@@ -126,6 +139,65 @@ class HospitalNode:
             return dict(json.loads((self.out / "state.json").read_text()))
         except (OSError, ValueError):
             raise ConfigError(f"node state {self.out / 'state.json'} is unreadable") from None
+
+    def _load_signed_receipts(self) -> list[dict[str, Any]]:
+        p = self.out / "receipts.jsonl" if self.out is not None else None
+        if p is None or not p.is_file():
+            return []
+        try:
+            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            raise ConfigError(f"node receipts {p} are unreadable") from None
+
+    def _own_head(self, rnd: int) -> str:
+        """This hospital's ledger entry hash of round ``rnd`` ("" without one)."""
+        dp = self.party.dp if self.party is not None else None
+        if dp is None:
+            return ""
+        for e in dp.ledger.entries:
+            if int(e["round"]) == rnd:
+                return str(e["entry_hash"])
+        return ""
+
+    def verify_result(self, r: pb.RoundResult) -> dict[str, Any]:
+        """The signed receipt of RoundResult ``r`` once verified (module doc); logs an error
+        and raises ProtocolError otherwise."""
+        h = self.cfg.hospital
+
+        def fail(why: str) -> ProtocolError:
+            event(log, logging.ERROR, "round receipt rejected; stopping", hospital=h,
+                  round=r.round, why=why)
+            return ProtocolError(f"{h}: round {r.round} receipt rejected: {why}")
+
+        try:
+            body = json.loads(r.receipt.decode("utf-8"))
+            canonical = isinstance(body, dict) and receipt_bytes(body) == r.receipt
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            canonical = False
+        if not r.receipt or not canonical:
+            raise fail("missing or malformed receipt")
+        signed = {**body, "signature": r.signature.hex()}
+        if not verify_receipt(signed, self.dep.aggregator_sign_public):
+            raise fail("signature does not verify against the pinned aggregator key")
+        heads = body["ledger_heads"] if isinstance(body["ledger_heads"], dict) else {}
+        if body["federation_id"] != self.dep.federation_id:
+            raise fail("receipt of another federation")
+        if (body["round"], body["status"], body["model_hash"], list(body["contributors"]),
+                heads.get(h, "")) != (r.round, r.status, r.model_hash, list(r.contributors),
+                                      r.ledger_head):
+            raise fail("receipt does not match the RoundResult")
+        if h in heads and heads[h] != self._own_head(int(body["round"])):
+            raise fail("the receipt's ledger head is not this hospital's ledger entry of "
+                       "that round")
+        return signed
+
+    def _store_receipt(self, signed: dict[str, Any]) -> None:
+        self.signed_receipts.append(signed)
+        if self.out is None:
+            return
+        atomic_write_bytes(self.out / "receipts.jsonl", b"".join(
+            json.dumps(x, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+            for x in self.signed_receipts))
 
     def _save_state(self) -> None:
         if self.out is None or self.party is None:
@@ -266,6 +338,7 @@ class HospitalNode:
                 return "goodbye"
             if body == "result":
                 r = frame.result
+                self._store_receipt(self.verify_result(r))
                 self.receipts.append({"round": r.round, "status": r.status,
                                       "model_hash": r.model_hash, "ledger_head": r.ledger_head,
                                       "contributed": h in r.contributors})

@@ -223,7 +223,7 @@ def privacy_outputs(setup: Setup, echo: Callable[[str], None] = print) -> dict[s
     ``OUT/budget-report``, and an audit of each node folder anchored to the aggregator's
     receipts (``aggregator/anchors/<h>.json``). Echoes the paths and one audit line per node;
     returns ``{"report": [paths], "audit": {hospital: [findings]}, "ledgers": {h: path}}``."""
-    from fedrx.dp.audit import audit, load_anchors
+    from fedrx.dp.audit import audit, find_aggregator_key, load_anchor_receipts, load_anchors
     from fedrx.dp.ledger import ledger_path, read_entries
     from fedrx.dp.report import budget_report
 
@@ -233,17 +233,20 @@ def privacy_outputs(setup: Setup, echo: Callable[[str], None] = print) -> dict[s
     report = budget_report(have, setup.out / "budget-report") if have else []
     anchors_dir = setup.out / "aggregator" / "anchors"
     results: dict[str, list[Any]] = {}
+    key = find_aggregator_key(None, setup.out / "certs" / "federation.json")
     for h, d in node_dirs.items():
         a = anchors_dir / f"{h}.json"
         anchors = load_anchors(a) if a.is_file() else None
-        results[h] = findings = audit(d, anchors)
+        receipts = load_anchor_receipts(a) if a.is_file() else None
+        results[h] = findings = audit(d, anchors, receipts=receipts, aggregator_public=key)
         n = len(read_entries(ledgers[h])) if ledgers[h].is_file() else 0
         if findings:
             echo(f"audit {h}: FAILED ({len(findings)} finding(s)): "
                  + "; ".join(str(f) for f in findings[:3]))
         else:
             echo(f"audit {h}: OK: {n} signed ledger entries, hash chain and epsilon verified"
-                 + (", anchored to the aggregator's round receipt" if anchors else "")
+                 + (", anchored to the aggregator's signed round receipt" if anchors
+                    else "")
                  + f" (fedrx audit {d}" + (f" --anchors {a})" if anchors else ")"))
     echo("ledgers: " + ", ".join(str(p) for p in ledgers.values()))
     if report:

@@ -204,6 +204,7 @@ def test_inthread_dp_ledgers_audit_and_match_receipts(tmp_path, mimic_demo):
         state = json.loads((folder / "state.json").read_text())
         assert [x["ledger_head"] for x in state["receipts"]] == \
             [e["entry_hash"] for e in entries]
+    _check_signed_receipts(out, nodes, receipts)
     # a truncated ledger no longer matches its anchor
     led = out / "nodes" / "h1" / "ledger" / "h1.jsonl"
     led.write_text(led.read_text().splitlines(keepends=True)[0])
@@ -215,6 +216,81 @@ def test_inthread_dp_ledgers_audit_and_match_receipts(tmp_path, mimic_demo):
     assert (out / "budget-report" / "budget.json").is_file()
     assert res["audit"]["h2"] == [] and res["audit"]["h1"]
     assert any(line.startswith("audit h2: OK") for line in lines)
+
+
+def _check_signed_receipts(out: Path, nodes: list, receipts: dict) -> None:
+    """P24: round receipts are signed by the aggregator's pinned key, every hospital verified
+    and stored them, the audit verifies them; a tampered receipt (edited head or round)
+    fails at the hospital (which stops) and in the audit."""
+    from fedrx.dp.audit import audit, audit_command, load_anchor_receipts, load_anchors
+    from fedrx.errors import ProtocolError
+    from fedrx.receipts import receipt_bytes, sign_receipt, verify_receipt
+    from fedrx.secagg.identity import Identity
+
+    certs = out / "certs"
+    dep = Deployment.load(certs / "federation.json")
+    key = dep.aggregator_sign_public
+    assert stat.S_IMODE((certs / "aggregator.identity.json").stat().st_mode) == 0o600
+    agg_ident = Identity.load(certs / "aggregator.identity.json")
+    assert agg_ident.public.sign_public == key
+    assert receipts["aggregator_sign_public"] == key.hex()
+    assert all(verify_receipt(r, key) for r in receipts["rounds"])
+    assert {r["federation_id"] for r in receipts["rounds"]} == {dep.federation_id}
+    for h in HS:
+        folder = out / "nodes" / h
+        stored = [json.loads(x) for x in (folder / "receipts.jsonl").read_text().splitlines()]
+        assert stored == receipts["rounds"]  # what came over mTLS = what the aggregator wrote
+        anchors_file = out / "aggregator" / "anchors" / f"{h}.json"
+        signed = load_anchor_receipts(anchors_file)
+        assert signed[h] == receipts["rounds"][-1]
+        assert audit(folder, load_anchors(anchors_file), receipts=signed,
+                     aggregator_public=key, recompute=False) == []
+    # the CLI finds certs/federation.json from the anchors file's location
+    assert audit_command(out / "nodes" / "h1", out / "aggregator" / "anchors" / "h1.json") == 0
+    # tampered anchors: the signature no longer verifies (edited head, edited round)
+    h1 = out / "nodes" / "h1"
+    src = json.loads((out / "aggregator" / "anchors" / "h1.json").read_text())
+    for field, value in (("head", "0" * 64), ("round", 1)):
+        doc = json.loads(json.dumps(src))
+        if field == "head":
+            doc["h1"]["receipt"]["ledger_heads"]["h1"] = doc["h1"]["head_hash"] = value
+        else:
+            doc["h1"]["receipt"]["round"] = value
+        bad = out / f"anchors-{field}.json"
+        bad.write_text(json.dumps(doc))
+        kinds = {f.kind for f in audit(h1, load_anchors(bad), receipts=load_anchor_receipts(bad),
+                                       aggregator_public=key, recompute=False)}
+        assert "receipt-bad-signature" in kinds, kinds
+    assert audit_command(h1, bad, certs / "federation.json") == 1
+    # at the hospital: the genuine RoundResult verifies; tampered ones stop the node
+    node = nodes[0]
+    good = receipts["rounds"][-1]
+
+    def result(rec: dict, sig: str) -> pb.RoundResult:
+        return pb.RoundResult(round=rec["round"], status=rec["status"],
+                              contributors=rec["contributors"], model_hash=rec["model_hash"],
+                              ledger_head=rec["ledger_heads"].get("h1", ""),
+                              receipt=receipt_bytes(rec), signature=bytes.fromhex(sig))
+
+    assert node.verify_result(result(good, good["signature"])) == good
+    edited_head = {**good, "ledger_heads": {**good["ledger_heads"], "h1": "0" * 64}}
+    edited_round = {**good, "round": 1}
+    forged_head = sign_receipt(agg_ident, edited_head)  # signed, but not h1's ledger entry
+    before = (h1 / "receipts.jsonl").read_bytes()
+    for rec, sig in ((edited_head, good["signature"]), (edited_round, good["signature"]),
+                     (forged_head, forged_head["signature"])):
+        with pytest.raises(ProtocolError, match="receipt rejected"):
+            node.verify_result(result(rec, sig))
+        frames = [pb.AggregatorFrame(welcome=pb.Welcome(federation_id=dep.federation_id)),
+                  pb.AggregatorFrame(result=result(rec, sig)),
+                  pb.AggregatorFrame(goodbye=pb.Goodbye(reason="done"))]
+        with pytest.raises(ProtocolError, match="receipt rejected"):
+            node._serve(iter(frames), queue.Queue(), node.party)
+    unsigned = result(good, good["signature"])
+    unsigned.ClearField("signature")
+    with pytest.raises(ProtocolError, match="receipt rejected"):
+        node.verify_result(unsigned)
+    assert (h1 / "receipts.jsonl").read_bytes() == before  # nothing unverified was stored
 
 
 # -------------------------------------------------------------------- hostile input
@@ -502,9 +578,14 @@ def test_hospital_node_rejects_hostile_requests(tmp_path, certs):
 def test_certs_init_files_modes_and_pins(tmp_path, capsys):
     out = tmp_path / "c"
     assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b"]) == 0
-    for p in ["ca.key", "aggregator.key", "hospitals/a/tls.key", "hospitals/a/identity.json"]:
+    for p in ["ca.key", "aggregator.key", "aggregator.identity.json", "hospitals/a/tls.key",
+              "hospitals/a/identity.json"]:
         assert stat.S_IMODE((out / p).stat().st_mode) == 0o600, p
     dep = Deployment.load(out / "federation.json")
+    from fedrx.secagg.identity import Identity
+
+    assert Identity.load(out / "aggregator.identity.json").public.sign_public == \
+        dep.aggregator_sign_public
     assert dep.hospitals == ["a", "b"]
     assert dep.hospital_for_cert((out / "hospitals" / "b" / "tls.pem").read_bytes()) == "b"
     assert "PRIVATE" not in (out / "federation.json").read_text()

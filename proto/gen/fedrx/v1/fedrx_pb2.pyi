@@ -103,20 +103,24 @@ class Welcome(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., federation_id: _Optional[str] = ..., protection: _Optional[str] = ..., next_round: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class RoundResult(_message.Message):
-    __slots__ = ("round", "status", "reason", "contributors", "model_hash", "ledger_head")
+    __slots__ = ("round", "status", "reason", "contributors", "model_hash", "ledger_head", "receipt", "signature")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
     LEDGER_HEAD_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     round: int
     status: str
     reason: str
     contributors: _containers.RepeatedScalarFieldContainer[str]
     model_hash: str
     ledger_head: str
-    def __init__(self, round: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., contributors: _Optional[_Iterable[str]] = ..., model_hash: _Optional[str] = ..., ledger_head: _Optional[str] = ...) -> None: ...
+    receipt: bytes
+    signature: bytes
+    def __init__(self, round: _Optional[int] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., contributors: _Optional[_Iterable[str]] = ..., model_hash: _Optional[str] = ..., ledger_head: _Optional[str] = ..., receipt: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Goodbye(_message.Message):
     __slots__ = ("reason",)
