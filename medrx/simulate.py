@@ -230,14 +230,34 @@ def run_simulation(cfg: SimulationConfig,
             stopped = (f"stopped after round {r}: privacy budget exhausted at "
                        f"{', '.join(sorted(outcome.refused))}")
             break
-    final = rounds[-1]
+    doc = results_document(cfg, prep, rounds, 0.0)
+    doc["initial_model_hash"] = initial_hash
+    doc["stopped"] = stopped
+    doc["dp"] = ({h: p.dp.describe() | {"epsilon": p.dp.epsilon()}
+                  for h, p in process.parties.items()} if cfg.dp else None)
+    if cfg.centralized:
+        doc["centralized"] = centralized_baseline(prep, cfg)
+    doc["seconds"] = time.perf_counter() - t_start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.json",
+                      json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n")
+    atomic_write_text(out_dir / "summary.md", summary_markdown(doc))
+    np.save(out_dir / "global_model.npy", state.weights, allow_pickle=False)
+    return doc
+
+
+def results_document(cfg: SimulationConfig, prep: Prepared, rounds: list[dict[str, Any]],
+                     seconds: float) -> dict[str, Any]:
+    """The ``fedrx-simulation/1`` results document (``fedrx simulate`` and the gRPC
+    aggregator write the same format)."""
+    final = rounds[-1] if rounds else {"metrics": {}, "hospital_metrics": {}, "model_hash": ""}
     per_hospital: dict[str, Any] = {}
     for h, sums in final["hospital_metrics"].items():
         entry = {"global": _metrics(sums["global"])}
         if "personal" in sums:
             entry["personalized"] = _metrics(sums["personal"])
         per_hospital[h] = entry
-    doc: dict[str, Any] = {
+    return {
         "format": "fedrx-simulation/1",
         "config": asdict(cfg),
         "dataset": prep.cohort_name,
@@ -249,24 +269,11 @@ def run_simulation(cfg: SimulationConfig,
         "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
                                prep.task.vocab.sizes, strict=True)),
         "parameters": prep.task.spec.size,
-        "initial_model_hash": initial_hash,
         "rounds": rounds,
-        "stopped": stopped,
-        "dp": ({h: p.dp.describe() | {"epsilon": p.dp.epsilon()}
-                for h, p in process.parties.items()} if cfg.dp else None),
-        "final": {"global": final["metrics"], "per_hospital": per_hospital,
-                  "model_hash": final["model_hash"]},
-        "seconds": 0.0,
+        "final": {"global": final.get("metrics", {}), "per_hospital": per_hospital,
+                  "model_hash": final.get("model_hash", "")},
+        "seconds": seconds,
     }
-    if cfg.centralized:
-        doc["centralized"] = centralized_baseline(prep, cfg)
-    doc["seconds"] = time.perf_counter() - t_start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "results.json",
-                      json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n")
-    atomic_write_text(out_dir / "summary.md", summary_markdown(doc))
-    np.save(out_dir / "global_model.npy", state.weights, allow_pickle=False)
-    return doc
 
 
 def _metrics(sums: dict) -> dict[str, float]:

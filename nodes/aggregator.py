@@ -224,34 +224,12 @@ def write_receipts(out: Path, rounds: list[dict[str, Any]], federation_id: str,
 def results_doc(task: Any, prep: Any, rounds: list[dict[str, Any]], seconds: float,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """The results document, in the format of ``fedrx simulate``'s results.json."""
-    from fedrx.medrx.simulate import _metrics
+    from fedrx.medrx.simulate import results_document
 
-    final = rounds[-1] if rounds else {"metrics": {}, "hospital_metrics": {}, "model_hash": ""}
-    per_hospital: dict[str, Any] = {}
-    for h, sums in final["hospital_metrics"].items():
-        entry = {"global": _metrics(sums["global"])}
-        if "personal" in sums:
-            entry["personalized"] = _metrics(sums["personal"])
-        per_hospital[h] = entry
-    return {
-        "format": "fedrx-simulation/1",
-        "transport": "grpc",
-        "config": asdict(task),
-        "dataset": prep.cohort_name,
-        "hospitals": {h: {"train_patients": len(s.train), "val_patients": len(s.val),
-                          "test_patients": len(s.test),
-                          "train_visits": len(prep.hospitals[h].train),
-                          "test_visits": len(prep.hospitals[h].test)}
-                      for h, s in prep.splits.items()},
-        "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
-                               prep.task.vocab.sizes, strict=True)),
-        "parameters": prep.task.spec.size,
-        "rounds": rounds,
-        "final": {"global": final["metrics"], "per_hospital": per_hospital,
-                  "model_hash": final["model_hash"]},
-        "seconds": seconds,
-        "deployment": extra,
-    }
+    doc = results_document(task, prep, rounds, seconds)
+    doc["transport"] = "grpc"
+    doc["deployment"] = extra
+    return doc
 
 
 # ------------------------------------------------------------------------------ node
