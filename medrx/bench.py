@@ -141,11 +141,8 @@ class BenchConfig:
             raise ConfigError("--epsilon and --epsilon-sweep values must be > 0")
         if self.deploy:
             _deploy_launcher()
-            if True in self.dp:
-                raise ConfigError("--deploy runs only --dp off arms: the gRPC hospital nodes "
-                                  "do not run DP-SGD yet")
             if self.sweep:
-                raise ConfigError("--deploy: the epsilon sweep needs DP; pass "
+                raise ConfigError("--deploy: the epsilon sweep runs in one process; pass "
                                   "--epsilon-sweep none")
         out = Path(self.out)
         if out.exists() and not out.is_dir():
@@ -396,7 +393,7 @@ def run_arm(cfg: BenchConfig, name: str, protection: str, dp: bool, out: Path,
     from fedrx.medrx.simulate import run_simulation
 
     if cfg.deploy:
-        return _run_arm_deployed(cfg, name, protection, out, tick)
+        return _run_arm_deployed(cfg, name, protection, dp, out, tick)
     meter = _Meter()
     rounds: list[dict[str, Any]] = []
 
@@ -416,20 +413,31 @@ def run_arm(cfg: BenchConfig, name: str, protection: str, dp: bool, out: Path,
     return arm
 
 
-def _run_arm_deployed(cfg: BenchConfig, name: str, protection: str, out: Path,
+def _run_arm_deployed(cfg: BenchConfig, name: str, protection: str, dp: bool, out: Path,
                       tick: Callable[[str], None]) -> dict[str, Any]:
+    from fedrx.dp.ledger import read_entries
     from fedrx.nodes.launcher import DemoSpec
 
     run_demo = _deploy_launcher()
     spec = DemoSpec(out=out, data=cfg.data, hospitals=int(cfg.hospitals or 1),
                     rounds=int(cfg.rounds or 1), protection=protection,
                     hidden=int(cfg.hidden or 1), local_epochs=1, seed=cfg.seed,
-                    timeout=1800.0)
+                    dp=dp, epsilon=cfg.epsilon, timeout=1800.0)
     doc = run_demo(spec, echo=lambda _m: None)
+    if dp:
+        # epsilon lives in each hospital's own ledger (never at the aggregator)
+        for rec in doc["rounds"]:
+            privacy = {}
+            for h in rec["participants"]:
+                led = Path(out) / "nodes" / h / "ledger" / f"{h}.jsonl"
+                entries = [e for e in read_entries(led) if e["round"] <= rec["round"]]
+                if entries:
+                    privacy[h] = {"epsilon": entries[-1]["epsilon"]}
+            rec["privacy"] = privacy
     rounds = [round_record(r, None, None) for r in doc["rounds"]]
     for r in rounds:
         tick(f"{name} (gRPC): round {r['round']}/{cfg.rounds}")
-    arm = summarize_arm(name, protection, False, doc, rounds, None)
+    arm = summarize_arm(name, protection, dp, doc, rounds, None)
     arm.update(memory_method="not measured (separate processes)", rounds=rounds,
                out=str(out), transport="grpc",
                results_json=str(out / "aggregator" / "results.json"))

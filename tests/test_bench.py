@@ -119,7 +119,7 @@ def test_markdown_plots_micro_scaling(ci_run):
     (["--epsilon", "-1"], "must be > 0"),
     (["--epsilon-sweep", "1,x"], "--epsilon-sweep"),
     (["--quick", "--ci"], "exclusive"),
-    (["--deploy", "--dp", "on"], "--deploy"),
+    (["--deploy", "--dp", "on"], "--epsilon-sweep none"),
 ])
 def test_bad_input_one_line(tmp_path, args, fragment):
     one_line_error(run("bench", "--out", str(tmp_path / "o"), *args), fragment)
