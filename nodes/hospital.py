@@ -189,6 +189,9 @@ class HospitalNode:
         if h in heads and heads[h] != self._own_head(int(body["round"])):
             raise fail("the receipt's ledger head is not this hospital's ledger entry of "
                        "that round")
+        if self.signed_receipts and int(body["round"]) <= int(self.signed_receipts[-1]["round"]):
+            raise fail(f"replayed or out-of-order receipt (round {body['round']} is not after "
+                       f"round {self.signed_receipts[-1]['round']})")
         return signed
 
     def _store_receipt(self, signed: dict[str, Any]) -> None:

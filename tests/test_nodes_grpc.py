@@ -272,7 +272,11 @@ def _check_signed_receipts(out: Path, nodes: list, receipts: dict) -> None:
                               ledger_head=rec["ledger_heads"].get("h1", ""),
                               receipt=receipt_bytes(rec), signature=bytes.fromhex(sig))
 
+    stored = node.signed_receipts.pop()  # as if this round's receipt had not arrived yet
     assert node.verify_result(result(good, good["signature"])) == good
+    node.signed_receipts.append(stored)
+    with pytest.raises(ProtocolError, match="replayed"):  # the same receipt sent again
+        node.verify_result(result(good, good["signature"]))
     edited_head = {**good, "ledger_heads": {**good["ledger_heads"], "h1": "0" * 64}}
     edited_round = {**good, "round": 1}
     forged_head = sign_receipt(agg_ident, edited_head)  # signed, but not h1's ledger entry
