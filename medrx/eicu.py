@@ -38,30 +38,24 @@ memory, so the full eICU release (about 200k stays, 7M medication rows) fits eas
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import re
-import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.records import Cohort, Patient, Visit, sort_visits
+from fedrx.medrx.tables import find_table, iter_columns
 
 __all__ = [
     "DEFAULT_LEXICON_PATH",
     "DrugLexicon",
-    "find_eicu_table",
     "load_lexicon",
     "read_eicu",
     "split_icd_codes",
     "truncate_treatment",
 ]
 
-csv.field_size_limit(16 * 1024 * 1024)
 
 DEFAULT_LEXICON_PATH = Path(__file__).resolve().parent / "resources" / "eicu_drug_atc3.csv"
 
@@ -91,70 +85,6 @@ _TIME_BIAS = 10**9  # keeps the (possibly negative) minutes field non-negative i
 
 
 # --------------------------------------------------------------------------- tables
-
-
-def find_eicu_table(root: Path, name: str) -> Path:
-    """Path of table ``name`` in ``root``: ``name.csv.gz`` or ``name.csv``, any case.
-
-    If both forms exist the uncompressed ``.csv`` is used. A missing table is a
-    :class:`DataError`.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"eICU data folder not found: {root}")
-    wanted = {f"{name}.csv": 0, f"{name}.csv.gz": 1}
-    found = sorted(
-        (wanted[p.name.lower()], p.name, p)
-        for p in root.iterdir()
-        if p.name.lower() in wanted and p.is_file()
-    )
-    if not found:
-        raise DataError(f"eICU table {name!r} not found in {root} (expected {name}.csv.gz or .csv)")
-    return found[0][2]
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115
-
-
-def _iter_table(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
-    """Stream ``(line number, [values of columns])`` rows of a CSV table.
-
-    Headers are matched case-insensitively. A zero-byte file, a missing column, a row
-    shorter than the header, or any decoding / decompression failure is a DataError.
-    """
-    try:
-        with _open_text(path) as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if not header:
-                raise DataError(f"{path} is empty (no header row)")
-            names = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
-            index = {}
-            for col in columns:
-                if col not in names:
-                    raise DataError(f"{path}: required column {col!r} is missing")
-                index[col] = names.index(col)
-            idx = [index[c] for c in columns]
-            need = max(idx) + 1
-            for row in reader:
-                if not row:
-                    continue
-                if len(row) < need:
-                    raise DataError(
-                        f"{path}:{reader.line_num}: row has {len(row)} fields, "
-                        f"header has {len(names)}"
-                    )
-                yield reader.line_num, [row[i] for i in idx]
-    except (OSError, EOFError, zlib.error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise DataError(f"cannot read {path}: {reason or type(exc).__name__}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"cannot read {path}: not UTF-8 text") from None
-    except csv.Error as exc:
-        raise DataError(f"cannot read {path}: malformed CSV ({exc})") from None
 
 
 def _int_field(path: Path, line: int, column: str, value: str) -> int:
@@ -285,7 +215,7 @@ def load_lexicon(path: Path | None = None) -> DrugLexicon:
     if not path.is_file():
         raise DataError(f"drug lexicon not found: {path}")
     patterns: dict[str, str] = {}
-    for line, (pattern, atc3) in _iter_table(path, ("pattern", "atc3")):
+    for line, (pattern, atc3) in iter_columns(path, ("pattern", "atc3")):
         pattern = pattern.strip().upper()
         atc3 = atc3.strip().upper()
         if not pattern:
@@ -313,7 +243,7 @@ class _Stay:
 def _read_patients(path: Path, stats: Counter[str]) -> dict[str, _Stay]:
     """All stays of the patient table, keyed by stay id, hospital not yet reconciled."""
     stays: dict[str, _Stay] = {}
-    for line, (stay, hss, pid, hosp, year, admitoff, uvn) in _iter_table(path, PATIENT_COLUMNS):
+    for line, (stay, hss, pid, hosp, year, admitoff, uvn) in iter_columns(path, PATIENT_COLUMNS):
         stay, pid, hosp = stay.strip(), pid.strip(), hosp.strip()
         for col, val in (("patientunitstayid", stay), ("uniquepid", pid), ("hospitalid", hosp)):
             if not val:
@@ -377,7 +307,7 @@ def read_eicu(
         raise ConfigError(f"treatment_depth must be a positive integer, got {treatment_depth!r}")
     root = Path(root)
     paths = {
-        t: find_eicu_table(root, t) for t in ("patient", "diagnosis", "treatment", "medication")
+        t: find_table(root, t) for t in ("patient", "diagnosis", "treatment", "medication")
     }
     lexicon = load_lexicon(lexicon_path)
     stats: Counter[str] = Counter()
@@ -388,7 +318,7 @@ def read_eicu(
     del all_stays
 
     diagnoses: dict[str, set[str]] = {}
-    for _line, (sid, field) in _iter_table(paths["diagnosis"], DIAGNOSIS_COLUMNS):
+    for _line, (sid, field) in iter_columns(paths["diagnosis"], DIAGNOSIS_COLUMNS):
         stats["diagnosis_rows"] += 1
         sid = sid.strip()
         if sid not in stays:
@@ -404,7 +334,7 @@ def read_eicu(
         diagnoses.setdefault(sid, set()).update(icd9)
 
     procedures: dict[str, set[str]] = {}
-    for _line, (sid, tpath) in _iter_table(paths["treatment"], TREATMENT_COLUMNS):
+    for _line, (sid, tpath) in iter_columns(paths["treatment"], TREATMENT_COLUMNS):
         stats["treatment_rows"] += 1
         sid = sid.strip()
         if sid not in stays:
@@ -418,7 +348,8 @@ def read_eicu(
     hicl_votes: dict[str, Counter[str]] = {}
     pending: Counter[tuple[str, str]] = Counter()  # (stay, hicl) -> unnamed rows
     stays_with_medication: set[str] = set()
-    for _line, (sid, name, hicl, cancelled) in _iter_table(paths["medication"], MEDICATION_COLUMNS):
+    rows = iter_columns(paths["medication"], MEDICATION_COLUMNS)
+    for _line, (sid, name, hicl, cancelled) in rows:
         stats["medication_rows"] += 1
         if cancelled.strip().lower() == "yes":
             stats["cancelled_medication_rows"] += 1

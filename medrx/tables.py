@@ -30,14 +30,15 @@ def find_table(root: Path, name: str, *, required: bool = True) -> Path | None:
     matches = sorted(p for p in root.iterdir() if p.is_file() and p.name.lower() in wanted)
     if not matches:
         if required:
-            raise DataError(f"table {name} not found in {root} (expected {name}.csv or .csv.gz)")
+            raise DataError(f"table '{name}' not found in {root} "
+                            f"(expected {name}.csv or {name}.csv.gz)")
         return None
     # Prefer the uncompressed file when both exist.
     matches.sort(key=lambda p: p.name.lower().endswith(".gz"))
     return matches[0]
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path) -> io.TextIOBase:
     if path.name.lower().endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")  # noqa: SIM115
@@ -46,7 +47,7 @@ def _open_text(path: Path) -> io.TextIOBase:
 def read_header(path: Path) -> list[str]:
     """Lower-cased column names of a CSV table."""
     try:
-        with _open_text(path) as fh:
+        with open_text(path) as fh:
             header = next(csv.reader(fh), None)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
@@ -62,7 +63,7 @@ def iter_rows(path: Path, required: Sequence[str]) -> Iterator[dict[str, str]]:
     column in ``required`` (lower-case names).
     """
     try:
-        fh = _open_text(path)
+        fh = open_text(path)
     except OSError as exc:
         raise DataError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
@@ -93,3 +94,41 @@ def iter_rows(path: Path, required: Sequence[str]) -> Iterator[dict[str, str]]:
         raise DataError(f"cannot read {path}: not UTF-8 text") from None
     except csv.Error as exc:
         raise DataError(f"{path.name}: malformed CSV ({exc})") from None
+
+
+def iter_columns(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
+    """Stream ``(line number, [values of columns])`` rows of a CSV table.
+
+    Headers are matched case-insensitively. A zero-byte file, a missing column, a row
+    shorter than the header, or any decoding / decompression failure is a DataError.
+    """
+    try:
+        with open_text(path) as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header:
+                raise DataError(f"{path} is empty (no header row)")
+            names = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
+            index = {}
+            for col in columns:
+                if col not in names:
+                    raise DataError(f"{path}: required column {col!r} is missing")
+                index[col] = names.index(col)
+            idx = [index[c] for c in columns]
+            need = max(idx) + 1
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) < need:
+                    raise DataError(
+                        f"{path}:{reader.line_num}: row has {len(row)} fields, "
+                        f"header has {len(names)}"
+                    )
+                yield reader.line_num, [row[i] for i in idx]
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DataError(f"cannot read {path}: {reason or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"cannot read {path}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise DataError(f"cannot read {path}: malformed CSV ({exc})") from None

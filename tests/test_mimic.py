@@ -98,7 +98,7 @@ def test_min_visits(tmp_path):
     [
         (lambda r: (r / "diagnoses_icd.csv").write_text("row_id,hadm_id,seq_num\n1,100,1\n"),
          "missing column.*icd9_code"),
-        (lambda r: (r / "prescriptions.csv").unlink(), "PRESCRIPTIONS not found"),
+        (lambda r: (r / "prescriptions.csv").unlink(), "'PRESCRIPTIONS' not found"),
         (lambda r: (r / "admissions.csv").write_text(ADM), "no admissions"),
         (lambda r: (r / "admissions.csv").write_bytes(b""), "empty"),
         (lambda r: (r / "prescriptions.csv").write_bytes(b"\xff\xfe\x00bad"), "not UTF-8"),
