@@ -7,7 +7,6 @@ Weights travel as ONE flat float32 vector in the order of ``model.state_dict()``
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +16,12 @@ from torch import nn
 
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.features import VisitTensors, encode, input_width
-from fedrx.medrx.metrics import MetricSums, evaluate_sums
+from fedrx.medrx.metrics import MetricSums
 from fedrx.medrx.model import build_model
 from fedrx.medrx.records import Patient
+from fedrx.medrx.train import predict_proba, probs_sums, run_minibatches, steps_per_epoch
 from fedrx.medrx.vocab import Vocabulary
-from fedrx.protocol.task import ClientOptimizer, FederatedTask, LocalResult
+from fedrx.protocol.task import ClientOptimizer, FederatedTask, LocalResult, derive_seed
 
 
 @dataclass
@@ -52,11 +52,6 @@ class ModelSpec:
     @property
     def size(self) -> int:
         return int(sum(int(np.prod(s)) for s in self.shapes))
-
-
-def _seed(*parts: object) -> int:
-    h = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(h[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 class MedicationTask(FederatedTask):
@@ -101,7 +96,7 @@ class MedicationTask(FederatedTask):
 
     # -- FederatedTask ---------------------------------------------------------------
     def initial_weights(self, seed: int) -> np.ndarray:
-        torch.manual_seed(_seed("init", seed))
+        torch.manual_seed(derive_seed("init", seed))
         return self.flatten(self.new_model())
 
     def n_train_examples(self, data: HospitalData) -> int:
@@ -116,74 +111,41 @@ class MedicationTask(FederatedTask):
 
     def local_train(self, weights: np.ndarray, data: HospitalData, opt: ClientOptimizer,
                     seed: int, dp: Any = None) -> LocalResult:
-        torch.manual_seed(_seed("train", seed))
+        torch.manual_seed(derive_seed("train", seed))
         model = self.model_from(weights)
         if dp is not None:
             return dp.train(self, model, data, opt, seed)
-        train = data.train
-        if len(train) == 0:
+        if len(data.train) == 0:
             raise DataError(f"hospital {data.hospital} has no training visits")
         gen = torch.Generator()
-        gen.manual_seed(_seed("batches", seed))
-        optim = self._optimizer(model.parameters(), opt)
-        x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
-        loss_fn = nn.BCEWithLogitsLoss()
-        model.train()
-        n = len(train)
-        steps = opt.steps if opt.steps is not None else opt.epochs * -(-n // opt.batch_size)
-        total, count, done = 0.0, 0, 0
-        while done < steps:
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, opt.batch_size):
-                if done >= steps:
-                    break
-                idx = perm[i:i + opt.batch_size]
-                optim.zero_grad()
-                loss = loss_fn(model(x[idx].float()), y[idx])
-                loss.backward()
-                optim.step()
-                total += loss.item() * len(idx)
-                count += len(idx)
-                done += 1
-        return LocalResult(self.flatten(model), n, total / max(count, 1),
-                           extra={"steps": done})
-
-    @torch.no_grad()
-    def predict(self, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
-        model = self.model_from(weights).eval()
-        out = [torch.sigmoid(model(torch.from_numpy(x[i:i + 4096]).float())).numpy()
-               for i in range(0, len(x), 4096)]
-        return np.concatenate(out) if out else np.zeros((0, self.n_labels), np.float32)
+        gen.manual_seed(derive_seed("batches", seed))
+        steps = (opt.steps if opt.steps is not None
+                 else opt.epochs * steps_per_epoch(len(data.train), opt.batch_size))
+        loss = run_minibatches(model, data.train, steps=steps, batch_size=opt.batch_size,
+                               optimizer=self._optimizer(model.parameters(), opt),
+                               generator=gen)
+        return LocalResult(self.flatten(model), len(data.train), loss, extra={"steps": steps})
 
     def evaluate(self, weights: np.ndarray, data: HospitalData, part: str = "test") -> MetricSums:
         t = data.part(part)
         if len(t) == 0:
             return MetricSums()
-        probs = self.predict(weights, t.x)
-        return evaluate_sums(((t.y[r], probs[r]) for r in t.patient_rows() if len(r)), self.ddi)
+        return probs_sums(t, predict_proba(self.model_from(weights), t.x), self.ddi)
 
     def personalize(self, weights: np.ndarray, data: HospitalData, opt: ClientOptimizer,
                     seed: int) -> np.ndarray:
         """Fine-tune only the output head (parameters named ``head.*``) on local data."""
-        torch.manual_seed(_seed("personalize", seed))
+        torch.manual_seed(derive_seed("personalize", seed))
         model = self.model_from(weights)
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(self.head_prefix))
         head = [p for p in model.parameters() if p.requires_grad]
-        optim = self._optimizer(head, opt)
-        train = data.train
-        if len(train) == 0:
+        if len(data.train) == 0:
             return weights
         gen = torch.Generator()
-        gen.manual_seed(_seed("pbatches", seed))
-        x, y = torch.from_numpy(train.x), torch.from_numpy(train.y)
-        loss_fn = nn.BCEWithLogitsLoss()
-        model.train()
-        for _ in range(opt.epochs):
-            perm = torch.randperm(len(train), generator=gen)
-            for i in range(0, len(train), opt.batch_size):
-                idx = perm[i:i + opt.batch_size]
-                optim.zero_grad()
-                loss_fn(model(x[idx].float()), y[idx]).backward()
-                optim.step()
+        gen.manual_seed(derive_seed("pbatches", seed))
+        run_minibatches(model, data.train,
+                        steps=opt.epochs * steps_per_epoch(len(data.train), opt.batch_size),
+                        batch_size=opt.batch_size, optimizer=self._optimizer(head, opt),
+                        generator=gen)
         return self.flatten(model)

@@ -17,7 +17,7 @@ from torch import nn
 
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.features import VisitTensors, encode, input_width
-from fedrx.medrx.metrics import Metrics, evaluate
+from fedrx.medrx.metrics import Metrics, MetricSums, evaluate_sums
 from fedrx.medrx.model import build_model
 from fedrx.medrx.records import Cohort
 from fedrx.medrx.split import Split, split_patients
@@ -57,6 +57,48 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
+def run_minibatches(
+    model: nn.Module,
+    data: VisitTensors,
+    *,
+    steps: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> float:
+    """``steps`` minibatch steps of plain (non-private) BCE training, walking fresh
+    ``generator`` permutations of the visits; returns the mean loss per visit over all steps.
+
+    Shared by centralized training, a hospital's local training and personalisation.
+    """
+    if len(data) == 0:
+        raise DataError("no training visits")
+    x = torch.from_numpy(data.x)
+    y = torch.from_numpy(data.y)
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    n = len(data)
+    total, count, done = 0.0, 0, 0
+    while done < steps:
+        perm = torch.randperm(n, generator=generator)
+        for i in range(0, n, batch_size):
+            if done >= steps:
+                break
+            idx = perm[i : i + batch_size]
+            optimizer.zero_grad()
+            loss = loss_fn(model(x[idx].float()), y[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            done += 1
+    return total / max(count, 1)
+
+
+def steps_per_epoch(n_visits: int, batch_size: int) -> int:
+    return -(-n_visits // batch_size)
+
+
 def train_epochs(
     model: nn.Module,
     data: VisitTensors,
@@ -66,27 +108,9 @@ def train_epochs(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
 ) -> float:
-    """Plain (non-private) minibatch training with BCE; returns the last epoch's mean loss."""
-    if len(data) == 0:
-        raise DataError("no training visits")
-    x = torch.from_numpy(data.x)
-    y = torch.from_numpy(data.y)
-    loss_fn = nn.BCEWithLogitsLoss()
-    model.train()
-    mean = float("nan")
-    for _ in range(epochs):
-        perm = torch.randperm(len(data), generator=generator)
-        total, count = 0.0, 0
-        for i in range(0, len(data), batch_size):
-            idx = perm[i : i + batch_size]
-            optimizer.zero_grad()
-            loss = loss_fn(model(x[idx].float()), y[idx])
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        mean = total / count
-    return mean
+    """``epochs`` full passes of :func:`run_minibatches`; returns the mean loss."""
+    return run_minibatches(model, data, steps=epochs * steps_per_epoch(len(data), batch_size),
+                           batch_size=batch_size, optimizer=optimizer, generator=generator)
 
 
 @torch.no_grad()
@@ -98,9 +122,13 @@ def predict_proba(model: nn.Module, x: np.ndarray, batch_size: int = 4096) -> np
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
+def probs_sums(data: VisitTensors, probs: np.ndarray, ddi: np.ndarray | None) -> MetricSums:
+    """Additive metric sums of predicted probabilities against ``data``'s labels."""
+    return evaluate_sums(((data.y[r], probs[r]) for r in data.patient_rows() if len(r)), ddi)
+
+
 def evaluate_probs(data: VisitTensors, probs: np.ndarray, ddi: np.ndarray | None) -> Metrics:
-    rows = data.patient_rows()
-    return evaluate(((data.y[r], probs[r]) for r in rows if len(r)), ddi)
+    return probs_sums(data, probs, ddi).metrics()
 
 
 def evaluate_model(model: nn.Module, data: VisitTensors, ddi: np.ndarray | None) -> Metrics:

@@ -21,7 +21,7 @@ import numpy as np
 from fedrx.errors import ProtocolError
 from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.protection import ClientProtection, Protection, ProtectionAbort, RoundContext
-from fedrx.protocol.task import ClientOptimizer, FederatedTask, model_hash
+from fedrx.protocol.task import ClientOptimizer, FederatedTask, derive_seed, model_hash
 
 
 class HospitalState(enum.Enum):
@@ -115,7 +115,7 @@ class HospitalParty:
                 self.state = entry.state = HospitalState.REFUSED
                 entry.reason = refusal
                 return TrainAck(req.round, self.hospital, "refused", refusal)
-        round_seed = hash_seed(self.seed, self.hospital, req.round)
+        round_seed = derive_seed(self.seed, self.hospital, req.round)
         result = self.task.local_train(req.weights, self.data, self.opt, round_seed, dp=self.dp)
         delta = result.weights.astype(np.float64) - req.weights.astype(np.float64)
         n = float(result.n_examples)
@@ -164,14 +164,7 @@ class HospitalParty:
         sums = self.task.evaluate(req.weights, self.data, req.part).as_dict()
         out: dict[str, Any] = {"global": sums}
         if getattr(req, "personalize", False):
-            seed = hash_seed(self.seed, self.hospital, "personal", req.round)
+            seed = derive_seed(self.seed, self.hospital, "personal", req.round)
             personal = self.task.personalize(req.weights, self.data, self.personal_opt, seed)
             out["personal"] = self.task.evaluate(personal, self.data, req.part).as_dict()
         return EvalReport(req.round, self.hospital, out)
-
-
-def hash_seed(*parts: object) -> int:
-    import hashlib
-
-    d = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(d[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF

@@ -40,6 +40,13 @@ class LocalResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from SHA-256 of the parts joined by ':' (for research RNGs only:
+    data order, initialisation; never for keys, masks or DP noise)."""
+    d = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(d[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def model_hash(weights: np.ndarray) -> str:
     """SHA-256 (hex) of a flat float32 weight vector's little-endian bytes."""
     w = np.ascontiguousarray(weights, dtype="<f4")
