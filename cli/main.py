@@ -43,27 +43,14 @@ mappings_option = click.option(
 
 
 def _ddi_for(spec: str, mappings: Path | None, ddi: Path | None):
-    """Locate the DDI pair file: --ddi, else the mappings folder, else the shared demo's."""
-    from fedrx.medrx.datasets import shared_data_root
-    from fedrx.medrx.metrics import load_ddi_pairs
-    from fedrx.medrx.mimic import DDI_FILE
+    """The DDI graph for a run (see :func:`fedrx.medrx.datasets.find_ddi_pairs`), with a
+    warning on the terminal when there is none."""
+    from fedrx.medrx.datasets import find_ddi_pairs
 
-    candidates = [ddi] if ddi else []
-    if mappings:
-        candidates.append(mappings / DDI_FILE)
-    p = Path(spec)
-    if p.is_dir():
-        candidates += [p / "mappings" / DDI_FILE, p.parent / "mappings" / DDI_FILE]
-    root = shared_data_root()
-    if root:
-        candidates.append(root / "mimic3-demo" / "mappings" / DDI_FILE)
-    for c in candidates:
-        if c and c.is_file():
-            return load_ddi_pairs(c), c
-    if ddi:
-        raise ConfigError(f"DDI file not found: {ddi}")
-    console.print("[yellow]warning:[/] no DDI graph found; DDI rate is reported as 0")
-    return None, None
+    pairs, path = find_ddi_pairs(spec, mappings, ddi)
+    if pairs is None:
+        console.print("[yellow]warning:[/] no DDI graph found; DDI rate is reported as 0")
+    return pairs, path
 
 
 def metrics_table(title: str, rows: dict[str, dict]) -> Table:

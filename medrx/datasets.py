@@ -147,3 +147,32 @@ def _min_visits(cohort: Cohort, min_visits: int) -> Cohort:
     cohort.stats["patients_dropped_min_visits"] = len(cohort.patients) - len(kept)
     cohort.patients = kept
     return cohort
+
+
+def find_ddi_pairs(spec: str | Path, mappings: Path | None = None, ddi: Path | None = None,
+                   ) -> tuple[set[frozenset[str]] | None, Path | None]:
+    """Locate and read the DDI pair file for dataset ``spec``.
+
+    Order: ``ddi`` (must exist), ``mappings/``, ``SPEC/mappings`` or its parent's
+    ``mappings/`` (what ``fedrx data synth`` writes), the shared MIMIC-III demo's
+    ``mappings/``. Returns ``(None, None)`` when none is found.
+    """
+    from fedrx.errors import ConfigError
+    from fedrx.medrx.metrics import load_ddi_pairs
+    from fedrx.medrx.mimic import DDI_FILE
+
+    candidates = [Path(ddi)] if ddi else []
+    if mappings:
+        candidates.append(Path(mappings) / DDI_FILE)
+    p = Path(spec)
+    if p.is_dir():
+        candidates += [p / "mappings" / DDI_FILE, p.parent / "mappings" / DDI_FILE]
+    root = shared_data_root()
+    if root:
+        candidates.append(root / "mimic3-demo" / "mappings" / DDI_FILE)
+    for c in candidates:
+        if c.is_file():
+            return load_ddi_pairs(c), c
+    if ddi:
+        raise ConfigError(f"DDI file not found: {ddi}")
+    return None, None

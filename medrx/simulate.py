@@ -152,8 +152,7 @@ class Prepared:
 
 def prepare(cfg: SimulationConfig) -> Prepared:
     """Load, partition, split and encode the data; build the task."""
-    from fedrx.cli.main import _ddi_for
-    from fedrx.medrx.datasets import load_dataset
+    from fedrx.medrx.datasets import find_ddi_pairs, load_dataset
 
     mappings = Path(cfg.mappings) if cfg.mappings else None
     cohort = load_dataset(cfg.data, mappings_dir=mappings, min_visits=cfg.min_visits)
@@ -164,7 +163,7 @@ def prepare(cfg: SimulationConfig) -> Prepared:
         if not s.train:
             raise ConfigError(f"hospital {h} has no training patients")
     vocab = build_vocabulary([p for s in splits.values() for p in s.train])
-    pairs, _ = _ddi_for(cfg.data, mappings, None)
+    pairs, _ = find_ddi_pairs(cfg.data, mappings)
     ddi = ddi_matrix(vocab.labels, pairs) if pairs else None
     task = MedicationTask(vocab, ddi, model=cfg.model, hidden=cfg.hidden)
     data = {h: make_hospital_data(h, s.train, s.val, s.test, vocab) for h, s in splits.items()}
