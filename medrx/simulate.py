@@ -164,6 +164,11 @@ def prepare(cfg: SimulationConfig) -> Prepared:
             raise ConfigError(f"hospital {h} has no training patients")
     vocab = build_vocabulary([p for s in splits.values() for p in s.train])
     pairs, _ = find_ddi_pairs(cfg.data, mappings)
+    if pairs is None:
+        import logging
+
+        logging.getLogger("fedrx.simulate").warning(
+            "no DDI graph found; DDI rate is reported as 0")
     ddi = ddi_matrix(vocab.labels, pairs) if pairs else None
     task = MedicationTask(vocab, ddi, model=cfg.model, hidden=cfg.hidden)
     data = {h: make_hospital_data(h, s.train, s.val, s.test, vocab) for h, s in splits.items()}
