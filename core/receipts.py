@@ -16,12 +16,13 @@ It goes to every hospital in its RoundResult (verified there against the pinned 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fedrx.canonical import canonical_json
 
 RECEIPT_FORMAT = "fedrx-receipt/1"
 RECEIPT_KEYS = ("format", "federation_id", "session_id", "round", "status", "model_hash",
@@ -40,9 +41,7 @@ def receipt_body(federation_id: str, session_id: bytes, rec: Mapping[str, Any]) 
 def receipt_bytes(receipt: Mapping[str, Any]) -> bytes:
     """What the signature covers: canonical JSON of the :data:`RECEIPT_KEYS` (a missing
     key raises KeyError, an extra key is not covered and ignored)."""
-    body = {k: receipt[k] for k in RECEIPT_KEYS}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return canonical_json({k: receipt[k] for k in RECEIPT_KEYS})
 
 
 def sign_receipt(identity: Any, body: Mapping[str, Any]) -> dict:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrx.atomic import atomic_write_bytes
+from fedrx.canonical import canonical_json
 from fedrx.dp.accountant import Mechanism, compute_epsilon
 from fedrx.errors import ConfigError, LedgerError
 from fedrx.secagg.identity import Identity, PublicIdentity
@@ -58,8 +59,7 @@ _HOSPITAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
     """Canonical encoding: sorted keys, no spaces, UTF-8, no NaN/Infinity."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return canonical_json(obj)
 
 
 def signing_bytes(entry: Mapping[str, Any]) -> bytes:

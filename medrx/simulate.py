@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fedrx.canonical import json_default
 from fedrx.errors import ConfigError
 from fedrx.medrx.metrics import MetricSums, ddi_matrix
 from fedrx.medrx.partition import partition
@@ -244,7 +245,7 @@ def run_simulation(cfg: SimulationConfig,
     doc["seconds"] = time.perf_counter() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "results.json",
-                      json.dumps(doc, indent=1, sort_keys=True, default=_json_default) + "\n")
+                      json.dumps(doc, indent=1, sort_keys=True, default=json_default) + "\n")
     atomic_write_text(out_dir / "summary.md", summary_markdown(doc))
     np.save(out_dir / "global_model.npy", state.weights, allow_pickle=False)
     return doc
@@ -283,16 +284,6 @@ def results_document(cfg: SimulationConfig, prep: Prepared, rounds: list[dict[st
 def _metrics(sums: dict) -> dict[str, float]:
     s = MetricSums(**sums)
     return {k: float(v) for k, v in s.metrics().as_dict().items()} if s.patients else {}
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer | np.floating):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, bytes):
-        return o.hex()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def summary_markdown(doc: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ checkpointed), write results, tell hospitals Goodbye, stop the server.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -38,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from fedrx.atomic import atomic_write_bytes
+from fedrx.canonical import json_default
 from fedrx.errors import ConfigError, ProtocolError
 from fedrx.medrx.records import atomic_write_text
 from fedrx.nodes.certs import Deployment, load_tls
@@ -59,17 +62,10 @@ CKPT_FORMAT = "fedrx-checkpoint/1"
 # ------------------------------------------------------------------------ checkpoint
 
 
-def _json_default(o: Any) -> Any:
-    from fedrx.medrx.simulate import _json_default as d
-
-    return d(o)
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any]],
@@ -97,14 +93,11 @@ def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any
            "optimizer": {"name": opt.name, "lr": opt.lr, "beta1": opt.beta1,
                          "beta2": opt.beta2, "tau": opt.tau, "moments": opt.m is not None},
            "rounds": rounds, "meta": meta}
-    atomic_write_text(tmp / "state.json", json.dumps(doc, default=_json_default) + "\n")
+    atomic_write_text(tmp / "state.json", json.dumps(doc, default=json_default) + "\n")
     for bname, data in (blobs or {}).items():
         if "/" in bname or bname.startswith("."):
             raise ConfigError(f"invalid checkpoint blob name {bname!r}")
-        with open(tmp / bname, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        atomic_write_bytes(tmp / bname, data)
     final = folder / name
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -418,7 +411,7 @@ class AggregatorNode:
 
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "results.json",
-                          json.dumps(doc, indent=1, sort_keys=True, default=_json_default)
+                          json.dumps(doc, indent=1, sort_keys=True, default=json_default)
                           + "\n")
         if doc["rounds"]:
             atomic_write_text(self.out / "summary.md", summary_markdown(doc))

@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 
 from fedrx.atomic import atomic_write_bytes
+from fedrx.canonical import canonical_json
 from fedrx.errors import ConfigError, ProtocolError
 from fedrx.medrx.records import atomic_write_text
 from fedrx.nodes import wire
@@ -198,9 +199,8 @@ class HospitalNode:
         self.signed_receipts.append(signed)
         if self.out is None:
             return
-        atomic_write_bytes(self.out / "receipts.jsonl", b"".join(
-            json.dumps(x, sort_keys=True, separators=(",", ":")).encode() + b"\n"
-            for x in self.signed_receipts))
+        atomic_write_bytes(self.out / "receipts.jsonl",
+                           b"".join(canonical_json(x) + b"\n" for x in self.signed_receipts))
 
     def _save_state(self) -> None:
         if self.out is None or self.party is None:
