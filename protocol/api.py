@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from fedrx.errors import ConfigError
@@ -26,6 +26,7 @@ from fedrx.protocol.faults import FaultPlan, parse_drops, validate_drops
 from fedrx.protocol.hospital import HospitalParty
 from fedrx.protocol.messages import EVALUATE, TRAIN
 from fedrx.protocol.optim import ServerOptimizer, fedavg
+from fedrx.protocol.protection import Protection
 from fedrx.protocol.registry import make_protection
 from fedrx.protocol.task import ClientOptimizer, FederatedTask
 from fedrx.protocol.transport import InProcessTransport
@@ -49,19 +50,22 @@ class FederatedProcess:
     parties: dict[str, HospitalParty] = field(default_factory=dict, repr=False)
     federation: Federation | None = field(default=None, repr=False)
     _identities: dict[str, Identity] = field(default_factory=dict, repr=False)
+    _server_protection: Protection | None = field(default=None, repr=False)
 
     def initialize(self) -> ServerState:
         """Round 0: initial weights for the seed, fresh optimizer state, new session id."""
         self.parties.clear()
         self.federation = None
+        self._server_protection = None
         return ServerState(0, self.task.initial_weights(self.seed),
                            copy.deepcopy(self.server_optimizer), os.urandom(32))
 
     @property
     def stages(self) -> tuple[str, ...]:
-        proto = make_protection(self.protection, federation=self.federation or Federation({}),
-                                params=self.protection_params)
-        return (TRAIN, *proto.stages, EVALUATE)
+        """Every stage of a round, in order (needs :meth:`enroll` first)."""
+        if self._server_protection is None:
+            raise ConfigError("stages are known once hospitals are enrolled")
+        return (TRAIN, *self._server_protection.stages, EVALUATE)
 
     def enroll(self, hospitals: Mapping[str, Any]) -> None:
         """Create identities and protection instances; pin the federation's keys."""
@@ -120,7 +124,3 @@ def build_federated_averaging_process(
         protection, dict(protection_params or {}), seed, dp, drops, evaluate,
         metrics_from_sums,
     )
-
-
-def outcome_dict(o: RoundOutcome) -> dict[str, Any]:
-    return asdict(o)

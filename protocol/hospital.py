@@ -61,7 +61,6 @@ class HospitalParty:
             batch_size=client_optimizer.batch_size)
         self.seed = seed
         self.dp = dp
-        self.last_dp: dict[str, Any] | None = None
         self.state = HospitalState.IDLE
         self.last_round = 0
         self.current_round = 0
@@ -125,7 +124,6 @@ class HospitalParty:
         self.client = self.protection.new_client(ctx, self.hospital)
         self.client.set_input(vector)
         entry.loss, entry.n_examples, entry.dp = result.loss, result.n_examples, result.dp
-        self.last_dp = result.dp
         self.state = entry.state = HospitalState.TRAINED
         head = self.dp.ledger_head() if self.dp is not None else ""
         return TrainAck(req.round, self.hospital, "trained", ledger_head=head)

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_cli import assert_one_line_error, run
 
-FEDRX = [sys.executable, "-m", "fedrx.cli"]
 ARMS = ["none", "mask", "ckks", "none+dp", "mask+dp", "ckks+dp"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*FEDRX, *args], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=600)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
-    assert proc.returncode != 0, proc.stdout
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("fedrx: error:") and fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +106,9 @@ def test_markdown_plots_micro_scaling(ci_run):
     (["--deploy", "--dp", "on"], "--epsilon-sweep none"),
 ])
 def test_bad_input_one_line(tmp_path, args, fragment):
-    one_line_error(run("bench", "--out", str(tmp_path / "o"), *args), fragment)
+    assert_one_line_error(run("bench", "--out", str(tmp_path / "o"), *args), fragment)
 
 
 def test_nonempty_out_refused(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
-    one_line_error(run("bench", "--ci", "--out", str(tmp_path)), "not empty")
+    assert_one_line_error(run("bench", "--ci", "--out", str(tmp_path)), "not empty")
