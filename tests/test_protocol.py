@@ -79,9 +79,12 @@ def test_dropout_at_each_stage_of_none_is_survived(stage):
 
 def test_dropout_during_evaluation_keeps_the_update():
     p = build_federated_averaging_process(ToyTask(), drops="a@evaluate:1")
-    s1, out = p.next(p.initialize(), HOSPITALS)
+    s0 = p.initialize()
+    s1, out = p.next(s0, HOSPITALS)
     assert out.status == "completed" and "a" not in out.hospital_metrics
     assert set(out.hospital_metrics) == {"b", "c"}
+    assert out.contributors == ["a", "b", "c"]
+    np.testing.assert_allclose(s1.weights, s0.weights + expected_delta("abc"), rtol=1e-6)
 
 
 def test_everyone_dropping_aborts_and_keeps_the_model():
