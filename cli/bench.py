@@ -34,7 +34,7 @@ from fedrx.errors import ConfigError
 @click.option("--scaling/--no-scaling", default=True,
               help="scaling with hospitals and model size")
 @click.option("--deploy", is_flag=True,
-              help="real node processes over gRPC on loopback (dp off arms only)")
+              help="real node processes over gRPC on loopback (no epsilon sweep)")
 @click.option("--overwrite", is_flag=True, help="reuse a non-empty --out (replaces its runs)")
 def bench(protections, dp, hospitals, rounds, hidden, data, out_dir, seed, epsilon, sweep,
           quick, ci, micro, scaling, deploy, overwrite) -> None:
