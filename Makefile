@@ -8,7 +8,7 @@ RUN ?= runs/demo
 
 .PHONY: setup demo simulate test test-all lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py secagg/_bitpack_native.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0

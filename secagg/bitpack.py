@@ -4,27 +4,60 @@ Element ``i`` occupies bits ``[i*m, (i+1)*m)`` of the little-endian bit stream (
 ``unpack`` checks the byte length and that the padding bits are zero, so every element it
 returns lies in ``[0, 2**m)``.
 
-Implementation (the wire format above is the contract; this is only how it is computed):
-8 consecutive elements fill exactly ``m`` bytes, so element ``8g + j`` starts at byte
-``g*m + (j*m)//8``, bit ``(j*m) % 8``. For each phase ``j`` (0..7) a strided, unaligned
-little-endian uint64 view of the byte buffer (stride ``m`` bytes) holds element ``8g + j``
-shifted left by ``s = (j*m) % 8``: one vectorised shift (and OR, when packing) per phase
-handles all groups at once. When ``s + m > 64`` (only ``m >= 58``) a second view 4 bytes
-further supplies the top bits. Packing with ``m < 8`` (windows would overlap within a
-phase) and widths that are a multiple of 8 take simpler paths.
+Two implementations compute that one format:
+
+* ``native`` (default when built): the C kernels of ``fedrx.secagg._bitpack_native``
+  (secagg/_bitpack_native.c, compiled by ``pip install``), one pass per vector, GIL
+  released. Packing is a sequential 64-bit bit writer; unpack-add reads each element with
+  one unaligned little-endian 8-byte load (9 bytes for m >= 58), shift and mask, and adds
+  it into the running sum, with a byte-wise path for the last groups so nothing past the
+  buffer is read.
+* ``numpy`` (fallback when the extension could not be compiled, or forced with the
+  environment variable ``FEDRX_BITPACK=numpy``): 8 consecutive elements fill exactly ``m``
+  bytes, so element ``8g + j`` starts at byte ``g*m + (j*m)//8``, bit ``(j*m) % 8``. For
+  each phase ``j`` (0..7) a strided, unaligned little-endian uint64 view of the byte buffer
+  (stride ``m`` bytes) holds element ``8g + j`` shifted left by ``s = (j*m) % 8``: one
+  vectorised shift (and OR, when packing) per phase handles all groups at once. When
+  ``s + m > 64`` (only ``m >= 58``) a second view 4 bytes further supplies the top bits.
+
+Both are tested against each other and against a big-integer reference for every width.
+:data:`BACKEND` names the one in use.
 
 :class:`SumAccumulator` adds packed vectors into a running sum mod ``2**m`` without
-unpacking them first: it skips the ``& (2**m - 1)`` (the bits above ``m`` only add
-multiples of ``2**m``; one final reduction removes them) and keeps the sum in phase-major
-order so that every addition is contiguous.
+materialising the unpacked vector: it skips the ``& (2**m - 1)`` on the running sum (the
+bits above ``m`` only add multiples of ``2**m``; one final reduction removes them).
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import numpy as np
 
 from fedrx.errors import ProtocolError
 from fedrx.secagg.prg import check_modulus_bits
+
+_API_VERSION = 1  # must equal API_VERSION in _bitpack_native.c
+
+
+def _load_native():  # noqa: ANN202 (a module or None)
+    if os.environ.get("FEDRX_BITPACK", "").lower() == "numpy":
+        return None
+    try:
+        from fedrx.secagg import _bitpack_native as mod
+    except ImportError:  # no C compiler at install time: same format, slower
+        return None
+    if getattr(mod, "API_VERSION", None) != _API_VERSION:
+        warnings.warn("fedrx.secagg._bitpack_native is stale (rebuild with `pip install -e "
+                      ".`); using the numpy bit-packing", RuntimeWarning, stacklevel=2)
+        return None
+    return mod
+
+
+_native = _load_native()
+
+BACKEND = "native" if _native is not None else "numpy"
 
 _PAD = 16  # bytes of zero slack after the packed data so every 8-byte window is readable
 
@@ -50,8 +83,18 @@ def _pack_bits(v: np.ndarray, m: int) -> bytes:
 
 
 def pack(values: np.ndarray, m: int) -> bytes:
-    """Pack uint64 values (each < 2**m) into a byte string."""
+    """Pack uint64 values (each < 2**m) into a byte string; ProtocolError if one is not."""
     check_modulus_bits(m)
+    if _native is not None:
+        v = np.ascontiguousarray(values, dtype=np.uint64).reshape(-1)
+        try:
+            return _native.pack(v, m)
+        except ValueError:
+            raise ProtocolError(f"value does not fit in {m} bits") from None
+    return _pack_numpy(values, m)
+
+
+def _pack_numpy(values: np.ndarray, m: int) -> bytes:
     v = np.ascontiguousarray(values, dtype="<u8").reshape(-1)
     if m < 64 and v.size and int(v.max()) >> m:
         raise ProtocolError(f"value does not fit in {m} bits")
@@ -89,10 +132,9 @@ def pack(values: np.ndarray, m: int) -> bytes:
     return buf[: packed_size(length, m)].tobytes()
 
 
-def _checked_buffer(data: bytes, m: int, length: int) -> np.ndarray:
-    """Validate size and padding; return the bytes as uint8 with _PAD zero bytes after
-    ``ceil(length/8) * m`` bytes (whole groups)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+def _check_packed(data: bytes, m: int, length: int) -> None:
+    """ProtocolError unless ``data`` is bytes of exactly the packed size with zero padding."""
+    if not isinstance(data, (bytes, bytearray)):
         raise ProtocolError("packed vector must be bytes")
     size = packed_size(length, m)
     if len(data) != size:
@@ -100,6 +142,13 @@ def _checked_buffer(data: bytes, m: int, length: int) -> np.ndarray:
     used = (length * m) % 8
     if used and data[-1] >> used:
         raise ProtocolError("packed vector has non-zero padding bits")
+
+
+def _checked_buffer(data: bytes, m: int, length: int) -> np.ndarray:
+    """Validate size and padding; return the bytes as uint8 with _PAD zero bytes after
+    ``ceil(length/8) * m`` bytes (whole groups)."""
+    _check_packed(data, m, length)
+    size = packed_size(length, m)
     groups = -(-length // 8)
     buf = np.zeros(groups * m + _PAD, dtype=np.uint8)
     buf[:size] = np.frombuffer(data, dtype=np.uint8)
@@ -127,6 +176,15 @@ def _phase_into(buf: np.ndarray, m: int, j: int, groups: int, out: np.ndarray,
 def unpack(data: bytes, m: int, length: int) -> np.ndarray:
     """Inverse of :func:`pack`; raises ProtocolError on a wrong size or non-zero padding."""
     check_modulus_bits(m)
+    if _native is not None:
+        _check_packed(data, m, length)
+        out = np.zeros(length, dtype=np.uint64)
+        _native.unpack_add(data, m, length, out)
+        return out
+    return _unpack_numpy(data, m, length)
+
+
+def _unpack_numpy(data: bytes, m: int, length: int) -> np.ndarray:
     buf = _checked_buffer(data, m, length)
     if m % 8 == 0:
         full = np.zeros((length, 8), dtype=np.uint8)
@@ -148,18 +206,31 @@ class SumAccumulator:
 
     ``add(data)`` validates ``data`` exactly as :func:`unpack` does (raising ProtocolError
     before touching the sum) and adds it; ``total()`` returns the sum reduced mod ``2**m``
-    as a uint64 array in natural order.
+    as a uint64 array in natural order. ``backend``: ``"native"`` or ``"numpy"`` (default:
+    :data:`BACKEND`; the numpy one keeps the sum in phase-major order so that every
+    addition is contiguous).
     """
 
-    def __init__(self, m: int, length: int):
+    def __init__(self, m: int, length: int, backend: str | None = None):
         check_modulus_bits(m)
+        backend = backend or BACKEND
+        if backend not in ("native", "numpy") or (backend == "native" and _native is None):
+            raise ValueError(f"bitpack backend {backend!r} is not available")
         self.m = m
         self.length = length
+        self.backend = backend
         self._groups = -(-length // 8)
-        self._acc = np.zeros((8, self._groups), dtype=np.uint64)  # phase-major
-        self._tmp = np.empty(self._groups, dtype=np.uint64)
+        if backend == "native":
+            self._acc = np.zeros(length, dtype=np.uint64)
+        else:
+            self._acc = np.zeros((8, self._groups), dtype=np.uint64)  # phase-major
+            self._tmp = np.empty(self._groups, dtype=np.uint64)
 
     def add(self, data: bytes) -> None:
+        if self.backend == "native":
+            _check_packed(data, self.m, self.length)
+            _native.unpack_add(data, self.m, self.length, self._acc)
+            return
         buf = _checked_buffer(data, self.m, self.length)
         m, g = self.m, self._groups
         if g == 0:
@@ -174,8 +245,11 @@ class SumAccumulator:
                 np.add(row, self._tmp, out=row)
 
     def total(self) -> np.ndarray:
-        out = np.ascontiguousarray(self._acc.T).reshape(-1)[: self.length]
-        out = np.ascontiguousarray(out)
+        if self.backend == "native":
+            out = self._acc.copy()
+        else:
+            out = np.ascontiguousarray(self._acc.T).reshape(-1)[: self.length]
+            out = np.ascontiguousarray(out)
         if self.m < 64:
             out &= _mask(self.m)
         return out
