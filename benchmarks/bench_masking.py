@@ -160,7 +160,7 @@ def add_floor(d: int, repeats: int = 5) -> float:
     return best
 
 
-def micro(d: int, m: int, repeats: int = 5) -> dict[str, float]:
+def micro(d: int, m: int, repeats: int = 5) -> dict[str, float | int | str]:
     """Best-of-``repeats`` seconds of the masking hot paths for one vector of d elements:
     ``mask_expansion`` (prg_vector: AES-CTR keystream -> Z_2^m), ``modular_add`` (the
     aggregator's ``total += y; total &= 2^m-1``), ``pack`` and ``unpack`` (m-bit packing),
@@ -189,12 +189,14 @@ def micro(d: int, m: int, repeats: int = 5) -> dict[str, float]:
         total.__iadd__(y)
         total.__iand__(mask)
 
-    return {"d": d, "m": m, "keystream_bytes": d * word_bytes(m),
+    acc = bitpack.SumAccumulator(m, d)
+    return {"d": d, "m": m, "keystream_bytes": d * word_bytes(m), "backend": bitpack.BACKEND,
             "packed_bytes": len(packed),
             "mask_expansion": best(lambda: prg_vector(key, d, m)),
             "modular_add": best(modadd),
             "pack": best(lambda: bitpack.pack(y, m)),
             "unpack": best(lambda: bitpack.unpack(packed, m, d)),
+            "packed_add": best(lambda: acc.add(packed)),
             "aes_floor": aes_ctr_floor(d * word_bytes(m), repeats),
             "add_floor": add_floor(d, repeats)}
 
@@ -288,6 +290,8 @@ def main() -> None:
 
     import cryptography
 
+    from fedrx.secagg import bitpack
+
     quick = "--quick" in sys.argv
     ds = [100_000] if quick else [100_000, 1_000_000]
     ns = [10, 50] if quick else [10, 50, 100]
@@ -295,7 +299,8 @@ def main() -> None:
     fed = Federation.of(ids)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, numpy {np.__version__}, cryptography "
-          f"{cryptography.__version__}; one dropout before masked_input; CPU seconds")
+          f"{cryptography.__version__}; bit-packing backend {bitpack.BACKEND}; one dropout "
+          "before masked_input; CPU seconds")
     print()
     print("| n | d | m | hospital masked_input | its AES floor | ratio | quantise | "
           "other client stages | aggregator add (n-1 vectors) | add floor | ratio | "

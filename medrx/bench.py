@@ -478,6 +478,8 @@ def run_micro(d: int, tick: Callable[[str], None]) -> dict[str, Any]:
          mk["add_floor"]),
         (f"bit packing, pack ({m} bits)", mk["pack"], "numpy uint64 add", mk["add_floor"]),
         (f"bit packing, unpack ({m} bits)", mk["unpack"], "numpy uint64 add", mk["add_floor"]),
+        (f"aggregator packed add ({m} bits, {mk['backend']})", mk["packed_add"],
+         "numpy uint64 add", mk["add_floor"]),
         ("CKKS encrypt (1 hospital)", ck["encrypt"], "AES-256-CTR of the float32 update",
          aes32),
         ("CKKS add (per upload)", ck["add"] / ck["n"], "numpy float64 add", f_add),

@@ -17,9 +17,12 @@ mod ``R``: since ``R`` divides ``2**64``, wrapping uint64 arithmetic followed by
 ``& (R - 1)`` gives exactly the sum of the reduced vectors mod ``R``. This is the hot path
 of masking and unmasking: the keystream is written straight into a reused scratch buffer
 (``update_into`` over a cached all-zero plaintext), never copied or converted.
+``prg_accumulate_many`` does the same for many ``(key, sign)`` masks at once, chunk by chunk.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -112,19 +115,37 @@ def prg_accumulate(key: bytes, out: np.ndarray, modulus_bits: int, sign: int = 1
     congruent mod ``2**modulus_bits``): reduce once with ``& (2**m - 1)`` after the last
     mask. ``scratch`` (optional) is a buffer from :func:`new_scratch` reused across calls.
     """
+    prg_accumulate_many([(key, sign)], out, modulus_bits, scratch)
+
+
+def prg_accumulate_many(masks: Sequence[tuple[bytes, int]], out: np.ndarray,
+                        modulus_bits: int, scratch: np.ndarray | None = None) -> None:
+    """``out += sum(sign * prg_vector(key, len(out), modulus_bits))`` over ``(key, sign)``
+    in ``masks``, modulo ``2**modulus_bits`` (unreduced, as :func:`prg_accumulate`).
+
+    Chunk-outer, mask-inner: one AES-CTR context per key advances through its keystream
+    while each chunk of ``out`` stays in cache for every mask, so the additions run at
+    cache speed rather than streaming ``out`` through memory once per mask. The result is
+    exactly that of calling :func:`prg_accumulate` once per mask.
+    """
     w = word_bytes(modulus_bits)
-    if sign not in (1, -1):
-        raise ConfigError("sign must be +1 or -1")
     if out.dtype != np.uint64 or out.ndim != 1 or not out.flags.c_contiguous:
         raise ConfigError("prg_accumulate needs a contiguous 1-D uint64 array")
-    enc = _encryptor(key)
+    ops = []
+    for key, sign in masks:
+        if sign not in (1, -1):
+            raise ConfigError("sign must be +1 or -1")
+        ops.append((_encryptor(key).update_into, np.add if sign > 0 else np.subtract))
     if scratch is None or scratch.size < _CHUNK + _SLACK:
         scratch = new_scratch()
-    op = np.add if sign > 0 else np.subtract
     per = _CHUNK // w
     dt = "<u4" if w == 4 else "<u8"
     for i in range(0, out.size, per):
         seg = out[i:i + per]
         nb = seg.size * w
-        enc.update_into(_ZEROS[:nb] if nb < _CHUNK else _ZEROS, scratch[:nb + _SLACK])
-        op(seg, scratch[:nb].view(dt), out=seg)
+        zeros = _ZEROS[:nb] if nb < _CHUNK else _ZEROS
+        dst = scratch[:nb + _SLACK]
+        words = scratch[:nb].view(dt)
+        for update_into, op in ops:
+            update_into(zeros, dst)
+            op(seg, words, out=seg)
