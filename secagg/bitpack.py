@@ -221,7 +221,8 @@ class SumAccumulator:
         self.backend = backend
         self._groups = -(-length // 8)
         if backend == "native":
-            self._acc = np.zeros(length, dtype=np.uint64)
+            self._acc = np.empty(length, dtype=np.uint64)
+            self._acc.fill(0)  # touch every page now, not during the first add
         else:
             self._acc = np.zeros((8, self._groups), dtype=np.uint64)  # phase-major
             self._tmp = np.empty(self._groups, dtype=np.uint64)

@@ -31,18 +31,19 @@ def encode_fields(*fields: bytes | str | int) -> bytes:
 
     ``str`` is UTF-8; ``int`` is 8-byte big-endian unsigned (rounds, indices).
     """
-    out = bytearray()
+    parts: list[bytes] = []
     for f in fields:
-        if isinstance(f, bool):
-            raise TypeError("bool is not an encodable field")
-        if isinstance(f, int):
-            b = f.to_bytes(8, "big")
-        elif isinstance(f, str):
+        if isinstance(f, str):
             b = f.encode("utf-8")
-        else:
+        elif isinstance(f, (bytes, bytearray, memoryview)):
             b = bytes(f)
-        out += len(b).to_bytes(4, "big") + b
-    return bytes(out)
+        elif isinstance(f, int) and not isinstance(f, bool):
+            b = f.to_bytes(8, "big")
+        else:
+            raise TypeError(f"{type(f).__name__} is not an encodable field")
+        parts.append(len(b).to_bytes(4, "big"))
+        parts.append(b)
+    return b"".join(parts)
 
 
 def hkdf(ikm: bytes, salt: bytes, info: bytes, length: int = KEY_BYTES) -> bytes:

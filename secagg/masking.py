@@ -13,8 +13,12 @@ Stages (in order; ``consistency_check`` only in active mode):
     session id ``sid_r = SHA-256(session_id, round, all accepted (hospital, enc_pk, mask_pk))``
     binds every later key. A fresh 32-byte self-mask seed ``b`` (os.urandom) and the raw
     mask secret key are Shamir-shared t-of-|holders| (holders = graph neighbours in U1 plus
-    self), each share AEAD-encrypted to its holder (AES-GCM; AD = sid_r, round, sender,
-    receiver). U2 = hospitals whose shares arrived.
+    self), over GF(2**256 + 297) (33-byte shares). Each holder's pair of shares is
+    AEAD-encrypted to it (AES-GCM; plaintext ``b_share || mask_key_share``, 66 bytes; key
+    from X25519 of the two ``enc`` keys, directional; AD = sid_r, round, sender, receiver).
+    The pairwise mask keys ``k_hv`` (X25519 of the two ``mask`` keys, then HKDF) are agreed
+    in this stage too, once the advertisements are verified. U2 = hospitals whose shares
+    arrived.
 ``masked_input``
     ``y = x + PRG(b) + sum_{v in N∩U2, v > h} PRG(k_hv) - sum_{v in N∩U2, v < h} PRG(k_hv)``
     mod ``R = 2**m``, bit-packed to m bits per entry. U3 = hospitals whose input arrived.
@@ -50,7 +54,7 @@ from fedrx.errors import CryptoError, ProtocolError
 from fedrx.secagg import bitpack, kex, shamir
 from fedrx.secagg.graph import Graph
 from fedrx.secagg.identity import Federation
-from fedrx.secagg.prg import new_scratch, prg_accumulate
+from fedrx.secagg.prg import prg_accumulate_many
 
 ADVERTISE = "advertise_keys"
 SHARE_KEYS = "share_keys"
@@ -133,7 +137,11 @@ class ShareKeysRequest:
 
 @dataclass(frozen=True)
 class EncryptedShare:
-    """AES-GCM ciphertext of (sender, receiver, b-share, mask-key-share)."""
+    """AES-GCM encryption of ``b_share || mask_key_share`` (2 x ``shamir.SHARE_BYTES``).
+
+    Sender and receiver are not repeated in the plaintext: they are bound by the directional
+    key (``kex.share_key``) and the associated data (``kex.share_ad``).
+    """
 
     sender: str
     receiver: str
@@ -298,6 +306,8 @@ class MaskingClient:
         self._ads: dict[str, AdvertiseKeys] = {}
         self._sid_r = b""
         self._held: dict[str, tuple[bytes, bytes]] = {}
+        self._enc_shared: dict[str, bytes] = {}  # holder -> X25519(enc_sk, holder enc_pk)
+        self._pair_keys: dict[str, bytes] = {}  # holder -> pairwise mask PRG key k_hv
         self._u2: frozenset[str] = frozenset()
         self._signed: tuple[str, ...] | None = None
         self._seed = b""
@@ -312,6 +322,8 @@ class MaskingClient:
         self.abort_reason = reason
         self._x = self._enc_sk = self._mask_sk = None
         self._held = {}
+        self._enc_shared = {}
+        self._pair_keys = {}
         self._seed = b""
         return MaskingAbort(f"{self.hospital}: {reason}", stage)
 
@@ -393,9 +405,15 @@ class MaskingClient:
             if h == self.hospital:
                 self._held[h] = (b_sh[x], k_sh[x])
                 continue
-            key = kex.share_key(kex.agree(self._enc_sk, ads[h].enc_public), self._sid_r,
-                                p.round, self.hospital, h)
-            pt = kex.encode_fields(self.hospital, h, b_sh[x], k_sh[x])
+            shared = kex.agree(self._enc_sk, ads[h].enc_public)
+            self._enc_shared[h] = shared  # reused to open h's share in masked_input
+            # Pairwise mask keys are agreed here, as soon as the verified advertisements are
+            # known (as Google's fcp SecAgg client does in its ShareKeys state), so that
+            # masked_input only decrypts shares and expands masks.
+            self._pair_keys[h] = kex.mask_key(kex.agree(self._mask_sk, ads[h].mask_public),
+                                              self._sid_r, p.round, self.hospital, h)
+            key = kex.share_key(shared, self._sid_r, p.round, self.hospital, h)
+            pt = b_sh[x] + k_sh[x]  # sender/receiver are bound by the key and the AD
             nonce, ct = kex.seal(key, pt, kex.share_ad(self._sid_r, p.round, self.hospital, h))
             out.append(EncryptedShare(self.hospital, h, nonce, ct))
         self.state = ClientState.SHARED
@@ -405,23 +423,25 @@ class MaskingClient:
         p = self.params
         if (not isinstance(s, EncryptedShare) or s.receiver != self.hospital
                 or s.sender not in self._ads or s.sender == self.hospital
-                or s.sender not in p.graph.of(self.hospital)):
+                or s.sender not in p.graph.of(self.hospital)
+                or s.sender not in self._enc_shared):
+            # (a neighbour in self._ads is one of the holders we shared with in share_keys,
+            # so the last test only restates the others)
             raise self._abort("received a share not addressed to me by a neighbour",
                               MASKED_INPUT)
         try:
-            key = kex.share_key(kex.agree(self._enc_sk, self._ads[s.sender].enc_public),
-                                self._sid_r, p.round, s.sender, self.hospital)
+            # X25519(enc_sk, sender's enc_pk), computed once in share_keys
+            key = kex.share_key(self._enc_shared[s.sender], self._sid_r, p.round, s.sender,
+                                self.hospital)
             pt = kex.open_sealed(key, s.nonce, s.ciphertext,
                                  kex.share_ad(self._sid_r, p.round, s.sender, self.hospital))
         except CryptoError:
             raise self._abort(f"share from {s.sender} failed authentication",
                               MASKED_INPUT) from None
-        fields = _decode_fields(pt)
-        if (fields is None or len(fields) != 4 or fields[0] != s.sender.encode()
-                or fields[1] != self.hospital.encode()
-                or any(len(f) != shamir.SHARE_BYTES for f in fields[2:])):
+        n = shamir.SHARE_BYTES
+        if len(pt) != 2 * n:  # exactly b_share || k_share
             raise self._abort(f"share from {s.sender} is malformed", MASKED_INPUT)
-        return s.sender, fields[2], fields[3]
+        return s.sender, pt[:n], pt[n:]
 
     def _masked_input(self, req: Any) -> MaskedInput:
         p = self.params
@@ -434,6 +454,7 @@ class MaskingClient:
             if sender in self._held:
                 raise self._abort(f"two shares from {sender}", MASKED_INPUT)
             self._held[sender] = (b_share, k_share)
+        self._enc_shared = {}  # no further shares to open this round
         self._u2 = frozenset(self._held)
         if len(self._u2) < p.threshold:
             raise self._abort(f"only {len(self._u2)} share holders remain; need "
@@ -442,17 +463,15 @@ class MaskingClient:
         # Masks are added/subtracted in place with wrapping uint64 arithmetic and reduced
         # once at the end: R = 2**m divides 2**64, so this equals the sum of the reduced
         # PRG vectors mod R.
-        y = self._x.copy()
-        scratch = new_scratch()
-        prg_accumulate(kex.self_mask_key(self._seed, self._sid_r, p.round, self.hospital), y,
-                       m, 1, scratch)
+        masks = [(kex.self_mask_key(self._seed, self._sid_r, p.round, self.hospital), 1)]
         for v in sorted(self._u2 - {self.hospital}):
-            k = kex.mask_key(kex.agree(self._mask_sk, self._ads[v].mask_public), self._sid_r,
-                             p.round, self.hospital, v)
-            prg_accumulate(k, y, m, mask_sign(self.hospital, v), scratch)
+            masks.append((self._pair_keys[v], mask_sign(self.hospital, v)))
+        self._pair_keys = {}
+        y = self._x  # our own copy (set_input); masked in place, never used unmasked again
+        self._x = None
+        prg_accumulate_many(masks, y, m)
         if m < 64:
             y &= np.uint64((1 << m) - 1)
-        self._x = None
         self._seed = b""
         self.state = ClientState.MASKED
         return MaskedInput(self.hospital, p.round, m, p.length, bitpack.pack(y, m))
@@ -527,19 +546,6 @@ class MaskingClient:
         self._enc_sk = self._mask_sk = None
         self.state = ClientState.DONE
         return UnmaskReply(self.hospital, p.round, tuple(out))
-
-
-def _decode_fields(data: bytes) -> list[bytes] | None:
-    out, i = [], 0
-    while i < len(data):
-        if i + 4 > len(data):
-            return None
-        n = int.from_bytes(data[i:i + 4], "big")
-        if i + 4 + n > len(data):
-            return None
-        out.append(data[i + 4:i + 4 + n])
-        i += 4 + n
-    return out
 
 
 # --------------------------------------------------------------------------- server
@@ -756,11 +762,7 @@ class MaskingServer:
                                  p.round, u, w)
                 pair_keys.append((k, -mask_sign(w, u)))
         total = self._sum.total()
-        scratch = new_scratch()
-        for k in self_keys:
-            prg_accumulate(k, total, m, -1, scratch)
-        for k, sign in pair_keys:
-            prg_accumulate(k, total, m, sign, scratch)
+        prg_accumulate_many([(k, -1) for k in self_keys] + pair_keys, total, m)
         if m < 64:
             total &= np.uint64((1 << m) - 1)
         self._total = total

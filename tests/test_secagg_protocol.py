@@ -437,6 +437,73 @@ def test_tampered_share_ciphertext_rejected_by_aead():
     assert np.array_equal(total, r.expected(who))
 
 
+def test_share_plaintext_is_exactly_the_two_shares_and_other_lengths_abort():
+    """The AEAD plaintext is b_share || k_share (2 x 33 bytes, no names or length prefixes);
+    a correctly authenticated plaintext of any other length aborts as malformed."""
+    from fedrx.secagg import kex, shamir
+    r = Round(5, 3, active=False)
+    r.step("advertise_keys")
+    r.step("share_keys")
+    sender, receiver = r.clients["h01"], "h00"
+    sid_r, rnd = sender._sid_r, r.params.round
+    key = kex.share_key(sender._enc_shared[receiver], sid_r, rnd, "h01", receiver)
+    ad = kex.share_ad(sid_r, rnd, "h01", receiver)
+    real = next(s for s in r.sent["share_keys"]["h01"].shares if s.receiver == receiver)
+    pt = kex.open_sealed(key, real.nonce, real.ciphertext, ad)
+    assert len(pt) == 2 * shamir.SHARE_BYTES == 66
+    assert len(real.ciphertext) == 66 + 16  # + GCM tag
+    # the per-peer enc secrets are held only between share_keys and masked_input
+    assert set(sender._enc_shared) == set(r.params.participants) - {"h01"}
+    bad_pts = {"h00": pt[:-1], "h02": pt + b"\x00",
+               "h03": kex.encode_fields("h01", "h03", pt[:33], pt[33:])}
+
+    def hook(stage, reqs):
+        out = dict(reqs)
+        for rcv, bad in bad_pts.items():
+            k = kex.share_key(sender._enc_shared[rcv], sid_r, rnd, "h01", rcv)
+            nonce, ct = kex.seal(k, bad, kex.share_ad(sid_r, rnd, "h01", rcv))
+            q = reqs[rcv]
+            out[rcv] = dataclasses.replace(q, shares=tuple(
+                mk.EncryptedShare("h01", rcv, nonce, ct) if s.sender == "h01" else s
+                for s in q.shares))
+        return out
+
+    with pytest.raises(mk.MaskingAbort):  # only h01 and h04 remain: below t = 3
+        r.step("masked_input", hook=hook)
+    for rcv in bad_pts:
+        assert r.aborts[rcv] == f"{rcv}: share from h01 is malformed"
+        assert r.clients[rcv]._enc_shared == {} and r.clients[rcv]._held == {}
+    assert r.clients["h04"]._enc_shared == {}  # dropped once the shares were opened
+    assert all(len(b) == len(k) == 33 for b, k in r.clients["h04"]._held.values())
+
+
+def test_tampered_key_share_of_dropped_peer_caught_by_public_key_check():
+    """The Shamir fits-32-bytes check almost never catches a wrong share (p = 2**256 + 297);
+    for a dropped peer's mask key the aggregator compares the reconstructed key with the
+    signed advertisement, so a tampered key share aborts the round instead of a wrong sum."""
+    for active in (True, False):
+        r = Round(5, 4, active=active)
+        r.step("advertise_keys")
+        r.step("share_keys")
+        r.step("masked_input", drop={"h04"})
+        if active:
+            r.step("consistency_check")
+        reqs = r.server.requests("unmask", sorted(r.alive))
+        replies = {h: r.clients[h].handle("unmask", q) for h, q in reqs.items()}
+        rep = replies["h00"]
+        shares = []
+        for s in rep.shares:
+            if s.owner == "h04":
+                assert s.kind == mk.SECRET_KEY
+                b = bytearray(s.share)
+                b[-1] ^= 0x01
+                s = dataclasses.replace(s, share=bytes(b))
+            shares.append(s)
+        replies["h00"] = dataclasses.replace(rep, shares=tuple(shares))
+        with pytest.raises(mk.MaskingAbort, match="does not match its advertisement"):
+            r.server.collect("unmask", replies)
+
+
 # ------------------------------------------------------------ state machine hygiene
 
 
