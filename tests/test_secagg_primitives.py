@@ -512,6 +512,28 @@ def test_prg_accumulate_equals_reduced_vectors_and_prg_words_stream():
     assert prg.prg_words(key, 3000, w).tobytes() == prg.prg_bytes(key, 3000 * w)
 
 
+def test_prg_accumulate_many_equals_one_mask_at_a_time():
+    """The chunk-outer expansion (every key's stream advanced chunk by chunk) gives exactly
+    the signed sum of the independently expanded masks, across chunk boundaries."""
+    per = prg._CHUNK // 8
+    keys = [(secrets.token_bytes(32), s) for s in (1, -1, 1, 1, -1, -1, 1)]
+    for m in (7, 32, 37, 64):
+        for n in (0, 1, per - 1, per, per + 1, 3 * per + 5):
+            base = np.random.default_rng(n).integers(0, 2**63, n, dtype=np.uint64)
+            got = base.copy()
+            prg.prg_accumulate_many(keys, got, m)
+            want = base.copy()
+            for k, sign in keys:
+                v = prg.prg_vector(k, n, m)
+                want = want + v if sign > 0 else want - v
+            mask = np.uint64((1 << m) - 1) if m < 64 else np.uint64(2**64 - 1)
+            assert np.array_equal(got & mask, want & mask), (m, n)
+    with pytest.raises(ConfigError):
+        prg.prg_accumulate_many([(keys[0][0], 2)], np.zeros(4, dtype=np.uint64), 37)
+    with pytest.raises(ConfigError):
+        prg.prg_accumulate_many(keys, np.zeros(4, dtype=np.uint32), 37)
+
+
 def test_stochastic_round_coin_rule_is_the_float_rule():
     rng = np.random.default_rng(11)
     words = rng.integers(0, 2**64 - 1, 50_000, dtype=np.uint64, endpoint=True)
