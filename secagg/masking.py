@@ -731,14 +731,17 @@ class MaskingServer:
         v.u5 = tuple(ok)
         self._need(ok, "answered unmask", UNMASK)
         m, t = p.modulus_bits, p.threshold
-        # Reconstruct every secret first (any failure aborts before work), then remove the
-        # masks in place; one reduction mod 2**m at the end (see prg_accumulate).
+        # Check the self-mask shares and reconstruct every secret first (any failure aborts
+        # before work), then remove the masks in place; one reduction mod 2**m at the end
+        # (see prg_accumulate).
+        for u in v.u3:
+            have = len(b_sh.get(u, {}))
+            if have < t:
+                raise self._abort(f"only {have} self-mask shares for {u}; need t={t}", UNMASK)
+        self._check_self_mask_shares([b_sh[u] for u in v.u3])
         self_keys: list[bytes] = []
         for u in v.u3:
-            shares = b_sh.get(u, {})
-            if len(shares) < t:
-                raise self._abort(f"only {len(shares)} self-mask shares for {u}; need t={t}",
-                                  UNMASK)
+            shares = b_sh[u]
             try:
                 seed = shamir.reconstruct(shares, t)
             except CryptoError:
@@ -766,6 +769,32 @@ class MaskingServer:
         if m < 64:
             total &= np.uint64((1 << m) - 1)
         self._total = total
+
+    def _check_self_mask_shares(self, share_sets: Sequence[Mapping[int, bytes]]) -> None:
+        """Abort unless every U3 member's revealed self-mask shares lie on one polynomial.
+
+        A holder that reveals a wrong self-mask share would otherwise silently corrupt the
+        sum (reconstruction only checks that the seed fits 32 bytes). Whenever more than t
+        shares of a seed arrived, :func:`shamir.consistent_many` detects a wrong share (up to
+        k - t wrong shares out of k) except with probability <= 2**-128 per index set; with
+        exactly t shares nothing can be checked. Runs before any mask is removed; the abort
+        names the owner(s), never a share or the holder.
+        """
+        u3, t = self.view.u3, self.params.threshold
+        try:
+            ok = shamir.consistent_many(share_sets, t)
+        except CryptoError:  # a malformed share: name the first owner with one
+            for u, shares in zip(u3, share_sets, strict=True):
+                try:
+                    shamir.consistent_many([shares], t)
+                except CryptoError:
+                    raise self._abort(f"self-mask shares for {u} are inconsistent",
+                                      UNMASK) from None
+            raise self._abort("malformed self-mask shares", UNMASK) from None  # unreachable
+        bad = [u for u, good in zip(u3, ok, strict=True) if not good]
+        if bad:
+            raise self._abort(f"self-mask shares for {', '.join(bad)} are inconsistent "
+                              "(a holder revealed a wrong share)", UNMASK)
 
     def result(self) -> tuple[np.ndarray, tuple[str, ...]]:
         """(sum of U3's encoded inputs mod 2**m as uint64, contributors U3)."""

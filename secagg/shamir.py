@@ -13,7 +13,11 @@ check: the field exceeds ``2**256`` by only 297 elements, so a wrong or tampered
 the result to a uniformly-looking field element that still fits 32 bytes with probability
 ``2**256 / p`` (about ``1 - 2**-248``); almost all tampering goes undetected here. Callers
 that need integrity must check the reconstructed secret against a commitment (the masking
-aggregator compares a reconstructed mask key with its signed advertised public key).
+aggregator compares a reconstructed mask key with its signed advertised public key), or,
+when more than ``t`` shares are available, check that they are consistent
+(:func:`consistent_many`: all shares on one polynomial of degree < t; a batched randomised
+check, false "consistent" with probability at most ``2**-128`` per index set). With exactly
+``t`` shares nothing can be checked.
 
 The Lagrange coefficients at 0 depend only on the set of indices used; they are cached per
 index set (:func:`lagrange_at_zero`), so reconstructing many secrets from the same holders
@@ -23,6 +27,9 @@ costs ``t`` multiplications each after the first.
 from __future__ import annotations
 
 import functools
+import itertools
+import math
+import operator
 import secrets
 from collections.abc import Mapping, Sequence
 
@@ -116,3 +123,123 @@ def reconstruct(shares: Mapping[int, bytes], t: int) -> bytes:
     if secret >> (8 * SECRET_BYTES):
         raise CryptoError("Shamir reconstruction is inconsistent (wrong or tampered shares)")
     return secret.to_bytes(SECRET_BYTES, "big")
+
+
+def _share_values(shares: Mapping[int, bytes]) -> tuple[tuple[int, ...], list[int]]:
+    """(sorted indices, their share values): indices distinct ints in ``[1, p)``, shares 33
+    bytes with value below ``p``; anything else raises CryptoError("malformed Shamir share").
+    C-level passes (map/set) rather than a Python loop per share: this runs on every share an
+    aggregator receives."""
+    try:
+        xs = tuple(sorted(shares))
+    except TypeError:
+        raise CryptoError("malformed Shamir share") from None
+    if xs and (set(map(type, xs)) != {int} or xs[0] < 1 or xs[-1] >= PRIME):
+        raise CryptoError("malformed Shamir share")
+    raws = [shares[x] for x in xs]
+    if raws and set(map(len, raws)) != {SHARE_BYTES}:
+        raise CryptoError("malformed Shamir share")
+    try:
+        ys = list(map(int.from_bytes, raws, itertools.repeat("big")))
+    except TypeError:
+        raise CryptoError("malformed Shamir share") from None
+    if ys and max(ys) >= PRIME:
+        raise CryptoError("malformed Shamir share")
+    return xs, ys
+
+
+@functools.lru_cache(maxsize=128)
+def _extra_point_rows(xs: tuple[int, ...], t: int) -> tuple[tuple[int, ...], ...]:
+    """Row ``j``: the Lagrange basis of the base ``xs[:t]`` evaluated at ``xs[t + j]``.
+
+    ``f(x) = sum_i L_i(x) * f(x_i)`` for any ``f`` of degree < t; ``L_i(x) = w_i *
+    prod_{j != i} (x - x_j)`` with the barycentric weights ``w_i = 1 / prod_{j != i} (x_i -
+    x_j)``. The weights cost O(t^2) once per index set (one inversion, Montgomery's trick);
+    each extra point then costs O(t) (prefix/suffix products, no inversion).
+    """
+    base = xs[:t]
+    # prod_{j != i} (x_i - x_j): the indices are small, so the exact product is cheap to
+    # form and reduce once (a zero factor only for j == i, which is skipped)
+    dens = [math.prod(xi - xj for xj in base if xj != xi) % PRIME for xi in base]
+    acc = [1] * (t + 1)
+    for i, d in enumerate(dens):
+        acc[i + 1] = acc[i] * d % PRIME
+    inv = pow(acc[t], -1, PRIME)
+    w = [0] * t
+    for i in range(t - 1, -1, -1):
+        w[i] = inv * acc[i] % PRIME
+        inv = inv * dens[i] % PRIME
+    rows = []
+    mul = operator.mul
+    for x in xs[t:]:
+        # prod_{j != i} (x - x_j) from exact prefix/suffix products of the small differences
+        diff = [x - b for b in base]
+        prefix = list(itertools.accumulate(diff, mul, initial=1))
+        suffix = list(itertools.accumulate(reversed(diff), mul, initial=1))[::-1]
+        rows.append(tuple(a * b % PRIME * wi % PRIME
+                          for a, b, wi in zip(prefix, suffix[1:], w, strict=False)))
+    return tuple(rows)
+
+
+def _on_polynomial(rows: tuple[tuple[int, ...], ...], ys: Sequence[int], t: int) -> bool:
+    """Whether the points ``ys[t:]`` lie on the polynomial through the first ``t`` points."""
+    base = ys[:t]
+    mul = operator.mul
+    return all(sum(map(mul, row, base)) % PRIME == y
+               for row, y in zip(rows, ys[t:], strict=True))
+
+
+def consistent_many(share_sets: Sequence[Mapping[int, bytes]], t: int) -> list[bool]:
+    """For each set of shares of one secret: do all its shares lie on ONE polynomial of
+    degree < t? ``False`` means some share is wrong (whoever revealed it).
+
+    Every share is validated first (index in ``[1, p)``, 33 bytes, value below ``p``): a
+    malformed share, ``t < 1`` or a set with fewer than ``t`` shares raises
+    :class:`CryptoError`, as :func:`reconstruct` does.
+
+    What is checked: a set with ``k > t`` shares is consistent iff its ``k - t`` extra points
+    lie on the polynomial through its ``t`` smallest indices (the ones :func:`reconstruct`
+    uses). A wrong share is therefore detected whenever at most ``k - t`` of the ``k`` shares
+    are wrong (the true polynomial is then the only candidate), in particular any single
+    wrong share when ``k > t``. A set with exactly ``t`` shares cannot be checked (every
+    ``t`` points lie on some polynomial of degree < t) and is reported ``True``: there is
+    nothing to check, and callers that need to know can test ``len(shares) > t``.
+
+    Cost: sets are grouped by their sorted index set. A group of several secrets is checked
+    at once: one random 128-bit weight ``rho_u`` per secret (:mod:`secrets`, drawn after the
+    shares are fixed), the combined shares ``Y_x = sum_u rho_u * y_{u,x} mod p`` (a sharing
+    of ``sum_u rho_u * f_u``, degree < t when every ``f_u`` is) are checked at the extra
+    points with Lagrange rows cached per (index set, t). If some secret of the group is
+    inconsistent, the combined check still passes with probability at most ``2**-128`` per
+    group (for a nonzero error at one extra point, at most one of the ``2**128`` values of
+    that secret's weight cancels it). Only when the combined check fails is each secret of
+    the group checked on its own (exactly, no randomness) to name the offenders; a group of
+    one secret is checked exactly. Per group: ``|group| * k`` multiplications for the
+    combination plus ``(k - t) * t`` for the check.
+    """
+    if t < 1:
+        raise CryptoError(f"Shamir threshold t={t} must be >= 1")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    values: list[list[int]] = []
+    for n, shares in enumerate(share_sets):
+        xs, ys = _share_values(shares)
+        if len(ys) < t:
+            raise CryptoError(f"need {t} shares to check consistency, have {len(ys)}")
+        values.append(ys)  # ordered like xs
+        groups.setdefault(xs, []).append(n)
+    out = [True] * len(values)
+    mul = operator.mul
+    for xs, members in groups.items():
+        if len(xs) == t:
+            continue  # nothing to check
+        rows = _extra_point_rows(xs, t)
+        cols = [values[n] for n in members]
+        if len(cols) > 1:
+            rhos = [secrets.randbits(128) for _ in cols]
+            combined = [sum(map(mul, rhos, at_x)) % PRIME
+                        for at_x in zip(*cols, strict=True)]
+            if _on_polynomial(rows, combined, t):
+                continue
+        for n, col in zip(members, cols, strict=True):
+            out[n] = _on_polynomial(rows, col, t)
+    return out

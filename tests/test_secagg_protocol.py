@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -502,6 +503,122 @@ def test_tampered_key_share_of_dropped_peer_caught_by_public_key_check():
         replies["h00"] = dataclasses.replace(rep, shares=tuple(shares))
         with pytest.raises(mk.MaskingAbort, match="does not match its advertisement"):
             r.server.collect("unmask", replies)
+
+
+def _unmask_replies(r: Round, drop: set[str] = frozenset()) -> dict[str, mk.UnmaskReply]:
+    """Run a round up to unmask and collect the honest replies (not yet given to the server)."""
+    for stage in r.params.stages[:-1]:
+        r.step(stage)
+    r.alive -= set(drop)
+    reqs = r.server.requests("unmask", sorted(r.alive))
+    return {h: r.clients[h].handle("unmask", q) for h, q in reqs.items()}
+
+
+def _with_wrong_self_mask_shares(reply: mk.UnmaskReply, owners: set[str],
+                                 raw: bytes | None = None) -> mk.UnmaskReply:
+    """``reply`` with the self-mask share of each of ``owners`` replaced by a wrong one (the
+    value + 1 mod p: still a well-formed 33-byte field element), or by ``raw``."""
+    from fedrx.secagg import shamir
+    out, hit = [], set()
+    for s in reply.shares:
+        if s.owner in owners:
+            assert s.kind == mk.SELF_MASK
+            y = (int.from_bytes(s.share, "big") + 1) % shamir.PRIME
+            s = dataclasses.replace(s, share=raw if raw is not None else y.to_bytes(33, "big"))
+            hit.add(s.owner)
+        out.append(s)
+    assert hit == owners
+    return dataclasses.replace(reply, shares=tuple(out))
+
+
+@pytest.mark.parametrize("active", [True, False])
+def test_wrong_self_mask_share_of_surviving_peer_aborts_before_unmasking(active, monkeypatch):
+    """P5: h00 reveals a wrong self-mask share for the surviving h02. With all 5 > t = 3
+    holders answering, the aggregator's consistency check names h02 and aborts before any
+    mask is removed; no result is produced and the reason carries no share material."""
+    r = Round(5, 3, active=active)
+    replies = _unmask_replies(r)
+    honest = replies["h00"]
+    replies["h00"] = _with_wrong_self_mask_shares(honest, {"h02"})
+
+    def no_unmasking(*a, **k):
+        raise AssertionError("a mask was removed")
+
+    monkeypatch.setattr(mk, "prg_accumulate_many", no_unmasking)
+    reason = "self-mask shares for h02 are inconsistent (a holder revealed a wrong share)"
+    with pytest.raises(mk.MaskingAbort, match=re.escape(reason)) as exc:
+        r.server.collect("unmask", replies)
+    assert exc.value.reason == r.server.abort_reason == reason
+    assert r.server.state is mk.ServerState.ABORTED
+    with pytest.raises(mk.MaskingAbort, match="no result"):
+        r.server.result()
+    for s in honest.shares + replies["h00"].shares:
+        assert s.share.hex() not in reason
+
+
+def test_wrong_self_mask_share_would_otherwise_corrupt_the_sum(monkeypatch):
+    """Why the check exists: the same tampering with the check switched off completes the
+    round with a wrong sum (the fits-32-bytes check in reconstruct does not catch it)."""
+    from fedrx.secagg import shamir
+    r = Round(5, 3, active=False)
+    replies = _unmask_replies(r)
+    replies["h00"] = _with_wrong_self_mask_shares(replies["h00"], {"h00"})  # index 1: used
+    monkeypatch.setattr(shamir, "consistent_many", lambda sets, t: [True] * len(sets))
+    r.server.collect("unmask", replies)
+    total, who = r.server.result()
+    assert not np.array_equal(total, r.expected(who))
+
+
+def test_wrong_self_mask_shares_for_several_owners_are_all_named():
+    r = Round(6, 4, active=False)
+    replies = _unmask_replies(r)
+    replies["h05"] = _with_wrong_self_mask_shares(replies["h05"], {"h01", "h03"})
+    with pytest.raises(mk.MaskingAbort, match=re.escape(
+            "self-mask shares for h01, h03 are inconsistent (a holder revealed a wrong share)")):
+        r.server.collect("unmask", replies)
+
+
+def test_wrong_self_mask_share_detected_in_secagg_plus_neighbourhoods():
+    """SecAgg+: each owner's shares come from its own neighbourhood (a different index set
+    per owner); a wrong share for one neighbour is attributed to that neighbour."""
+    n, k = 12, 6
+    t = graphs.default_threshold(k + 1)  # 5 of 7 holders
+    r = Round(n, t, graph="harary", k=k)
+    replies = _unmask_replies(r)
+    victim = sorted(r.params.graph.of("h04"))[0]
+    replies["h04"] = _with_wrong_self_mask_shares(replies["h04"], {victim})
+    with pytest.raises(mk.MaskingAbort, match=re.escape(
+            f"self-mask shares for {victim} are inconsistent (a holder revealed")):
+        r.server.collect("unmask", replies)
+
+
+def test_malformed_self_mask_share_keeps_its_abort_reason():
+    r = Round(5, 3, active=False)
+    replies = _unmask_replies(r)
+    replies["h01"] = _with_wrong_self_mask_shares(replies["h01"], {"h03"}, raw=b"\x00" * 32)
+    with pytest.raises(mk.MaskingAbort) as exc:
+        r.server.collect("unmask", replies)
+    assert exc.value.reason == "self-mask shares for h03 are inconsistent"
+
+
+def test_exactly_t_unmask_answers_round_completes_nothing_to_check():
+    """With exactly t holders answering, every seed has exactly t shares: nothing can be
+    checked and the round completes exactly. The limit, stated in threat_model.md §4.5: a
+    wrong self-mask share in that case is not detected and the sum is wrong."""
+    r = Round(5, 3, active=False)
+    replies = _unmask_replies(r, drop={"h03", "h04"})
+    assert len(replies) == 3
+    r.server.collect("unmask", replies)
+    total, who = r.server.result()
+    assert who == r.params.participants
+    assert np.array_equal(total, r.expected(who))
+
+    r = Round(5, 3, active=False)
+    replies = _unmask_replies(r, drop={"h03", "h04"})
+    replies["h00"] = _with_wrong_self_mask_shares(replies["h00"], {"h02"})
+    r.server.collect("unmask", replies)  # not detectable: no abort
+    total, who = r.server.result()
+    assert not np.array_equal(total, r.expected(who))
 
 
 # ------------------------------------------------------------ state machine hygiene
