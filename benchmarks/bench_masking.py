@@ -190,7 +190,8 @@ def micro(d: int, m: int, repeats: int = 5) -> dict[str, float | int | str]:
         total.__iand__(mask)
 
     acc = bitpack.SumAccumulator(m, d)
-    return {"d": d, "m": m, "keystream_bytes": d * word_bytes(m), "backend": bitpack.BACKEND,
+    return {"d": d, "m": m, "keystream_bytes": d * word_bytes(m),
+            "backend": f"{bitpack.BACKEND}/{bitpack.SIMD}",
             "packed_bytes": len(packed),
             "mask_expansion": best(lambda: prg_vector(key, d, m)),
             "modular_add": best(modadd),
@@ -299,7 +300,8 @@ def main() -> None:
     fed = Federation.of(ids)
     print(f"machine: {platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, numpy {np.__version__}, cryptography "
-          f"{cryptography.__version__}; bit-packing backend {bitpack.BACKEND}; one dropout "
+          f"{cryptography.__version__}; bit-packing backend {bitpack.BACKEND} (SIMD "
+          f"{bitpack.SIMD}); one dropout "
           "before masked_input; CPU seconds")
     print()
     print("| n | d | m | hospital masked_input | its AES floor | ratio | quantise | "

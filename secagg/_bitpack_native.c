@@ -8,10 +8,14 @@
  *   pack(values, m) -> bytes          values: aligned uint64 buffer (count*8 bytes, native
  *                                     order); returns ceil(count*m/8) bytes; raises
  *                                     ValueError if a value is >= 2**m.
- *   unpack_add(data, m, count, acc)   acc[i] += element i (uint64, wrapping), for i < count;
+ *   unpack_add(data, m, count, acc[, simd])
+ *                                     acc[i] += element i (uint64, wrapping), for i < count;
  *                                     data must hold exactly ceil(count*m/8) bytes, acc at
  *                                     least count*8 bytes. Padding is NOT checked here (the
- *                                     Python caller checks it before calling).
+ *                                     Python caller checks it before calling). simd=False
+ *                                     forces the portable scalar code (tests compare both).
+ *   SIMD                              "avx512vbmi" when unpack_add uses the AVX-512 VBMI
+ *                                     kernel for m <= 57 on this CPU, else "none".
  *
  * Memory safety: every size is checked against the buffers before any access; the fast
  * loops only run over groups whose widest 8-byte (9-byte for m >= 58) window lies inside
@@ -62,12 +66,14 @@ static inline uint64_t extract_slow(const uint8_t *p, size_t i, unsigned m)
     return v & mask_of(m);
 }
 
-/* acc[i] += element i for i < count. M is a compile-time constant in each instance. */
+/* acc[i] += element i for group0*8 <= i < count (the groups before group0 were done by the
+ * SIMD kernel). M is a compile-time constant in each instance. */
 static inline __attribute__((always_inline)) void
-unpack_add_impl(const uint8_t *p, size_t len, size_t count, uint64_t *acc, const unsigned M)
+unpack_add_impl(const uint8_t *p, size_t len, size_t count, uint64_t *acc, size_t group0,
+                const unsigned M)
 {
     const uint64_t mask = mask_of(M);
-    size_t groups = count / 8, g = 0;
+    size_t groups = count / 8, g = group0;
     /* group g reads bytes [g*M, g*M + off_7 + 9) with off_7 = (7M)/8 <= M - 1 */
     size_t fast = len >= (size_t)M + 9 ? (len - M - 9) / M + 1 : 0;
     if (fast > groups) fast = groups;
@@ -112,13 +118,14 @@ pack_impl(const uint64_t *v, size_t count, uint8_t *out, size_t out_len, const u
     return M >= 64 || (seen >> (M % 64)) == 0;
 }
 
-typedef void (*unpack_fn)(const uint8_t *, size_t, size_t, uint64_t *);
+typedef void (*unpack_fn)(const uint8_t *, size_t, size_t, uint64_t *, size_t);
 typedef int (*pack_fn)(const uint64_t *, size_t, uint8_t *, size_t);
 
 #define DEF(M)                                                                       \
-    static void unpack_add_##M(const uint8_t *p, size_t len, size_t c, uint64_t *a)  \
+    static void unpack_add_##M(const uint8_t *p, size_t len, size_t c, uint64_t *a,  \
+                               size_t g0)                                            \
     {                                                                                \
-        unpack_add_impl(p, len, c, a, M);                                            \
+        unpack_add_impl(p, len, c, a, g0, M);                                        \
     }                                                                                \
     static int pack_##M(const uint64_t *v, size_t c, uint8_t *o, size_t ol)          \
     {                                                                                \
@@ -153,6 +160,68 @@ static const pack_fn PACK[65] = {
     ROW(50), ROW(51), ROW(52), ROW(53), ROW(54), ROW(55), ROW(56), ROW(57), ROW(58), ROW(59),
     ROW(60), ROW(61), ROW(62), ROW(63), ROW(64)};
 #undef ROW
+
+/* AVX-512 VBMI kernel (x86-64 with GCC or clang; used only when the CPU and OS support it,
+ * checked at run time). For m <= 57 every element of a group of 8 lies inside one 8-byte
+ * window at byte off_j = (j*m)/8 with its low bit at s_j = (j*m)%8 and s_j + m <= 64, and
+ * the 8 windows lie inside the group's first 64 bytes. One 64-byte load, one byte
+ * permutation (vpermb) into 8 lanes, one variable shift, one AND and one 8-lane add handle
+ * a whole group. Returns the number of groups done (those whose 64-byte load is in bounds);
+ * the scalar code finishes the rest. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define FEDRX_HAVE_VBMI_KERNEL 1
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) static size_t
+unpack_add_vbmi(const uint8_t *p, size_t len, size_t groups, uint64_t *acc, unsigned m)
+{
+    uint8_t idx[64];
+    uint64_t shift[8];
+    for (unsigned j = 0; j < 8; j++) {
+        unsigned off = (j * m) >> 3;
+        shift[j] = (j * m) & 7;
+        for (unsigned k = 0; k < 8; k++)
+            idx[8 * j + k] = (uint8_t)(off + k);
+    }
+    const __m512i vidx = _mm512_loadu_si512((const void *)idx);
+    const __m512i vshift = _mm512_loadu_si512((const void *)shift);
+    const __m512i vmask = _mm512_set1_epi64((long long)mask_of(m));
+    size_t fast = len >= 64 ? (len - 64) / m + 1 : 0;
+    if (fast > groups)
+        fast = groups;
+    for (size_t g = 0; g < fast; g++) {
+        __m512i w = _mm512_loadu_si512((const void *)(p + g * (size_t)m));
+        w = _mm512_permutexvar_epi8(vidx, w);
+        w = _mm512_and_si512(_mm512_srlv_epi64(w, vshift), vmask);
+        __m512i a = _mm512_loadu_si512((const void *)(acc + 8 * g));
+        _mm512_storeu_si512((void *)(acc + 8 * g), _mm512_add_epi64(a, w));
+    }
+    return fast;
+}
+
+static int cpu_has_vbmi(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vbmi");
+}
+#else
+static int cpu_has_vbmi(void) { return 0; }
+#endif
+
+static int use_vbmi = 0; /* set at import */
+
+static void unpack_add_dispatch(const uint8_t *p, size_t len, size_t count, uint64_t *acc,
+                                unsigned m, int allow_simd)
+{
+    size_t g0 = 0;
+#ifdef FEDRX_HAVE_VBMI_KERNEL
+    if (allow_simd && use_vbmi && m <= 57)
+        g0 = unpack_add_vbmi(p, len, count / 8, acc, m);
+#else
+    (void)allow_simd;
+#endif
+    UNPACK[m](p, len, count, acc, g0);
+}
 
 static int packed_size(size_t count, unsigned m, size_t *out)
 {
@@ -206,8 +275,9 @@ static PyObject *py_unpack_add(PyObject *self, PyObject *args)
     int m;
     Py_ssize_t count;
     size_t need;
+    int allow_simd = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*inw*", &data, &m, &count, &acc))
+    if (!PyArg_ParseTuple(args, "y*inw*|p", &data, &m, &count, &acc, &allow_simd))
         return NULL;
     PyObject *ret = NULL;
     if (m < 1 || m > 64) {
@@ -226,7 +296,8 @@ static PyObject *py_unpack_add(PyObject *self, PyObject *args)
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    UNPACK[m]((const uint8_t *)data.buf, (size_t)data.len, (size_t)count, (uint64_t *)acc.buf);
+    unpack_add_dispatch((const uint8_t *)data.buf, (size_t)data.len, (size_t)count,
+                        (uint64_t *)acc.buf, (unsigned)m, allow_simd);
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
     ret = Py_None;
@@ -240,7 +311,8 @@ static PyMethodDef methods[] = {
     {"pack", py_pack, METH_VARARGS,
      "pack(values, m) -> bytes: pack uint64 values (< 2**m) into ceil(n*m/8) bytes."},
     {"unpack_add", py_unpack_add, METH_VARARGS,
-     "unpack_add(data, m, count, acc): acc[i] += element i of the m-bit packed data."},
+     "unpack_add(data, m, count, acc, simd=True): acc[i] += element i of the m-bit packed "
+     "data (simd=False forces the portable scalar code)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bitpack_native",
@@ -250,7 +322,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bitpack_native",
 PyMODINIT_FUNC PyInit__bitpack_native(void)
 {
     PyObject *mod = PyModule_Create(&module);
-    if (mod && PyModule_AddIntConstant(mod, "API_VERSION", 1) < 0) {
+    use_vbmi = cpu_has_vbmi();
+    if (mod && (PyModule_AddIntConstant(mod, "API_VERSION", 1) < 0 ||
+                PyModule_AddStringConstant(mod, "SIMD", use_vbmi ? "avx512vbmi" : "none") < 0)) {
         Py_DECREF(mod);
         return NULL;
     }

@@ -11,7 +11,9 @@ Two implementations compute that one format:
   released. Packing is a sequential 64-bit bit writer; unpack-add reads each element with
   one unaligned little-endian 8-byte load (9 bytes for m >= 58), shift and mask, and adds
   it into the running sum, with a byte-wise path for the last groups so nothing past the
-  buffer is read.
+  buffer is read. On CPUs with AVX-512 VBMI (checked at import; :data:`SIMD`) unpack-add
+  handles a group of 8 elements (m <= 57) with one 64-byte load, a byte permutation, a
+  variable shift and one 8-lane add.
 * ``numpy`` (fallback when the extension could not be compiled, or forced with the
   environment variable ``FEDRX_BITPACK=numpy``): 8 consecutive elements fill exactly ``m``
   bytes, so element ``8g + j`` starts at byte ``g*m + (j*m)//8``, bit ``(j*m) % 8``. For
@@ -58,6 +60,7 @@ def _load_native():  # noqa: ANN202 (a module or None)
 _native = _load_native()
 
 BACKEND = "native" if _native is not None else "numpy"
+SIMD = getattr(_native, "SIMD", "none") if _native is not None else "none"
 
 _PAD = 16  # bytes of zero slack after the packed data so every 8-byte window is readable
 

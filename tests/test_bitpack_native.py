@@ -71,6 +71,24 @@ def test_native_matches_numpy_and_reference_for_every_width(m):
             assert np.array_equal(acc.total(), want), (b, m, n)
 
 
+def test_simd_kernel_equals_scalar_kernel_for_every_width():
+    """unpack_add's AVX-512 VBMI path (when this CPU has it; ``native.SIMD`` says) and the
+    portable scalar path give identical sums, including the groups each leaves to the other
+    near the end of the buffer."""
+    assert native.SIMD in ("avx512vbmi", "none")
+    rng = np.random.default_rng(99)
+    for m in range(1, 65):
+        for n in (*range(0, 130, 9), 517, 4099):
+            v = _values(rng, n, m)
+            packed = native.pack(v, m)
+            start = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+            a, b = start.copy(), start.copy()
+            native.unpack_add(packed, m, n, a, True)
+            native.unpack_add(packed, m, n, b, False)
+            assert np.array_equal(a, b), (m, n)
+            assert np.array_equal(a - start, v), (m, n)
+
+
 @uses_native
 @settings(max_examples=200, deadline=None)
 @given(m=st.integers(1, 64), n=st.integers(0, 300), seed=st.integers(0, 2**32 - 1),
