@@ -522,9 +522,14 @@ class MaskingClient:
                 raise self._abort("survivor list changed between consistency_check and "
                                   "unmask", UNMASK)
             msg = consistency_message(self._sid_r, p.round, sorted(surv), p.model_hash)
-            ok = {s.hospital for s in req.signatures
-                  if isinstance(s, ConsistencySignature) and s.round == p.round
-                  and s.hospital in surv and self._fed.verify(s.hospital, s.signature, msg)}
+            ok: set[str] = set()
+            for s in req.signatures:  # stop at t distinct valid signers: that is the rule
+                if len(ok) >= p.threshold:
+                    break
+                if isinstance(s, ConsistencySignature) and s.round == p.round \
+                        and s.hospital in surv and s.hospital not in ok \
+                        and self._fed.verify(s.hospital, s.signature, msg):
+                    ok.add(s.hospital)
             if len(ok) < p.threshold:
                 raise self._abort(f"only {len(ok)} valid consistency signatures; need "
                                   f"t={p.threshold}", UNMASK)

@@ -343,6 +343,16 @@ def test_unmask_without_valid_signatures_aborts():
         r.clients["h00"].handle("unmask", mk.UnmaskRequest(1, parts, (), forged))
 
 
+def test_repeated_valid_signature_counts_once():
+    """P9: t copies of ONE hospital's valid consistency signature are one signer, not t."""
+    r = Round(5, 4)
+    _to_stage(r, "consistency_check")
+    parts = r.params.participants
+    one = r.sent["consistency_check"]["h01"]
+    with pytest.raises(mk.MaskingAbort, match="only 1 valid consistency signatures"):
+        r.clients["h00"].handle("unmask", mk.UnmaskRequest(1, parts, (), (one,) * 5))
+
+
 def _forged_ad(ad: mk.AdvertiseKeys) -> mk.AdvertiseKeys:
     evil = IDS[-1]  # signs with the wrong (but pinned) identity
     from fedrx.secagg import kex
