@@ -730,9 +730,9 @@ class MaskingServer:
                 v.rejected[h] = "unmask reply reveals unexpected shares"
                 continue
             ok.append(h)
+            x = p.index(h)
             for s in r.shares:
-                (b_sh if s.kind == SELF_MASK else k_sh).setdefault(s.owner, {})[
-                    p.index(h)] = s.share
+                (b_sh if s.kind == SELF_MASK else k_sh).setdefault(s.owner, {})[x] = s.share
         v.u5 = tuple(ok)
         self._need(ok, "answered unmask", UNMASK)
         m, t = p.modulus_bits, p.threshold
