@@ -586,7 +586,7 @@ class MaskingServer:
         self._sid_r = b""
         self._inbox: dict[str, list[EncryptedShare]] = {}
         self._sum = bitpack.SumAccumulator(params.modulus_bits, params.length)
-        self._total = np.zeros(params.length, dtype=np.uint64)
+        self._total = np.zeros(0, dtype=np.uint64)  # the unmasked sum, set by unmask
         self._sigs: dict[str, ConsistencySignature] = {}
 
     def __repr__(self) -> str:
