@@ -195,6 +195,11 @@ def simulate(config, **flags) -> None:
     final = doc["final"]["global"]
     out.print("final global model: " + "  ".join(f"{k} {final[k]:.4f}" for k in METRIC_KEYS
                                                  if k in final))
+    sel = doc.get("selected")
+    if sel:
+        out.print(f"selected model (best validation jaccard, round {sel['round']}, "
+                  "selected_model.npy): " + "  ".join(
+                      f"{k} {sel['global'][k]:.4f}" for k in METRIC_KEYS if k in sel["global"]))
     if doc.get("dp"):
         out.print("epsilon spent: " + ", ".join(f"{h} {d['epsilon']:.3f}/{d['budget_epsilon']:g}"
                                               for h, d in doc["dp"].items()))

@@ -4,7 +4,9 @@ Data -> hospitals (:mod:`partition`) -> per-hospital patient split -> shared voc
 (agreed once from the hospitals' training patients) -> :class:`MedicationTask` ->
 :func:`build_federated_averaging_process` with the chosen protection -> rounds. Every
 round runs the real protocol and cryptography over the in-process transport. Results go
-to ``OUT/results.json`` and ``OUT/summary.md`` (atomic writes).
+to ``OUT/results.json`` and ``OUT/summary.md``; the last round's model to
+``OUT/global_model.npy`` and the model of the round with the best pooled VALIDATION Jaccard
+(:func:`select_round`) to ``OUT/selected_model.npy`` (all atomic writes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fedrx.atomic import atomic_write_bytes
 from fedrx.canonical import json_default
 from fedrx.errors import ConfigError
 from fedrx.medrx.metrics import MetricSums, ddi_matrix
@@ -218,11 +221,14 @@ def run_simulation(cfg: SimulationConfig,
     process.enroll(prep.hospitals)
     process.validate_drops(cfg.rounds)
     rounds: list[dict[str, Any]] = []
+    selected_weights: np.ndarray | None = None
     stopped = ""
     for r in range(1, cfg.rounds + 1):
         last = r == cfg.rounds
         state, outcome = process.next(state, prep.hospitals, personalize=last and cfg.personalize)
         rec = asdict(outcome)
+        if select_round([*rounds, rec]) is rec:
+            selected_weights = state.weights.copy()
         if cfg.dp:
             rec["privacy"] = {h: {"epsilon": p.dp.epsilon(), "delta": p.dp.delta,
                                   "refused": h in outcome.refused}
@@ -247,8 +253,50 @@ def run_simulation(cfg: SimulationConfig,
     atomic_write_text(out_dir / "results.json",
                       json.dumps(doc, indent=1, sort_keys=True, default=json_default) + "\n")
     atomic_write_text(out_dir / "summary.md", summary_markdown(doc))
-    np.save(out_dir / "global_model.npy", state.weights, allow_pickle=False)
+    save_model_file(out_dir / "global_model.npy", state.weights)
+    if selected_weights is not None:
+        save_model_file(out_dir / "selected_model.npy", selected_weights)
     return doc
+
+
+SELECT_METRIC = "jaccard"
+
+
+def save_model_file(path: Path, weights: np.ndarray) -> None:
+    """Write a flat weight vector as ``.npy`` (no pickle), atomically."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(weights), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def select_round(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The round record whose global model has the highest pooled VALIDATION Jaccard (the
+    earliest on ties), or None if no round reported validation metrics.
+
+    Model selection on the hospitals' validation patients, never on their test patients:
+    the test metrics of the selected round remain an unbiased estimate. (Federated training
+    on small sites overfits after a few rounds; the last round is not the best one.)
+    """
+    best: dict[str, Any] | None = None
+    for r in rounds:
+        v = (r.get("val_metrics") or {}).get(SELECT_METRIC)
+        if v is None:
+            continue
+        if best is None or v > best["val_metrics"][SELECT_METRIC]:
+            best = r
+    return best
+
+
+def selection_summary(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``results.json``'s ``selected`` entry (see :func:`select_round`)."""
+    best = select_round(rounds)
+    if best is None:
+        return None
+    return {"round": best["round"], "criterion": f"pooled validation {SELECT_METRIC}",
+            "val": best["val_metrics"], "global": best["metrics"],
+            "model_hash": best["model_hash"], "file": "selected_model.npy"}
 
 
 def results_document(cfg: SimulationConfig, prep: Prepared, rounds: list[dict[str, Any]],
@@ -277,6 +325,7 @@ def results_document(cfg: SimulationConfig, prep: Prepared, rounds: list[dict[st
         "rounds": rounds,
         "final": {"global": final.get("metrics", {}), "per_hospital": per_hospital,
                   "model_hash": final.get("model_hash", "")},
+        "selected": selection_summary(rounds),
         "seconds": seconds,
     }
 
@@ -295,18 +344,31 @@ def summary_markdown(doc: dict[str, Any]) -> str:
         f"{cfg['rounds']} rounds, seed {cfg['seed']}, {doc['parameters']} parameters, "
         f"{doc['seconds']:.1f} s",
         "",
-        "## Rounds (global model, pooled test patients)",
+        "## Rounds (global model, pooled test patients; validation Jaccard for selection)",
         "",
-        "| round | status | contributors | dropped | " + " | ".join(METRIC_KEYS) + " | s |",
-        "|---" * (len(METRIC_KEYS) + 5) + "|",
+        "| round | status | contributors | dropped | " + " | ".join(METRIC_KEYS)
+        + " | val jaccard | s |",
+        "|---" * (len(METRIC_KEYS) + 6) + "|",
     ]
     for r in doc["rounds"]:
         m = r["metrics"]
         vals = " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in METRIC_KEYS)
         dropped = ", ".join(f"{h}@{why.split(':')[0]}" for h, why in r["dropped"].items())
         status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
+        vj = (r.get("val_metrics") or {}).get(SELECT_METRIC)
         lines.append(f"| {r['round']} | {status} | {len(r['contributors'])} | "
-                     f"{dropped or '-'} | {vals} | {r['seconds']:.1f} |")
+                     f"{dropped or '-'} | {vals} | {'-' if vj is None else f'{vj:.4f}'} | "
+                     f"{r['seconds']:.1f} |")
+    sel = doc.get("selected")
+    if sel:
+        final_j = doc["final"]["global"].get(SELECT_METRIC)
+        lines += ["", f"**Selected model** (highest pooled validation {SELECT_METRIC}; "
+                  f"`selected_model.npy`): round {sel['round']}, validation "
+                  f"{sel['val'][SELECT_METRIC]:.4f}, test "
+                  + (f"{sel['global'][SELECT_METRIC]:.4f}" if SELECT_METRIC in sel["global"]
+                     else "-")
+                  + (f" (final round: test {final_j:.4f})" if final_j is not None else "")
+                  + "."]
     lines += ["", "## Final model per hospital (own test patients)", "",
               "| hospital | model | " + " | ".join(METRIC_KEYS) + " |",
               "|---" * (len(METRIC_KEYS) + 2) + "|"]

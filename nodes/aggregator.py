@@ -9,9 +9,11 @@ sends each hospital a RoundResult carrying the round receipt signed with the agg
 pinned Ed25519 key (:mod:`fedrx.receipts`); the signed receipts (ledger head per
 hospital per round) also go to ``OUT/receipts.json`` and ``OUT/anchors[/<h>].json``
 (:func:`write_receipts`, usable as ``fedrx audit --anchors``). Results go to
-``OUT/results.json``, ``OUT/summary.md`` and ``OUT/global_model.npy`` in the simulation's
-format. With ``ckks`` the checkpoint also keeps the key epoch (public data and sealed
-packages only) so a restarted aggregator keeps using it.
+``OUT/results.json``, ``OUT/summary.md``, ``OUT/global_model.npy`` (last round) and
+``OUT/selected_model.npy`` (the round with the best pooled validation Jaccard) in the
+simulation's format. With ``ckks`` the checkpoint also keeps the key epoch (public data and
+sealed packages only) so a restarted aggregator keeps using it; every checkpoint keeps the
+selected model (checked against its recorded hash on resume).
 
 Restart semantics: killed and restarted with the same config, it resumes after the last
 checkpointed round. A round that was in flight is abandoned and its round NUMBER is burnt
@@ -144,6 +146,32 @@ def load_blob(folder: Path, name: str) -> bytes | None:
 
 
 CKKS_KEYRING_BLOB = "ckks_keyring.pb"
+SELECTED_BLOB = "selected_model.npy"
+
+
+def _selected_blob(weights: np.ndarray | None) -> dict[str, bytes]:
+    """The model of the best-validation round so far, checkpointed with the state."""
+    if weights is None:
+        return {}
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(weights), allow_pickle=False)
+    return {SELECTED_BLOB: buf.getvalue()}
+
+
+def _restore_selected(folder: Path, best: dict[str, Any] | None) -> np.ndarray | None:
+    """The checkpointed selected model, checked against the selected round's model hash."""
+    if best is None:
+        return None
+    data = load_blob(folder, SELECTED_BLOB)
+    try:
+        w = np.load(io.BytesIO(data), allow_pickle=False) if data is not None else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"checkpoint in {folder}: selected model is unreadable "
+                          f"({type(exc).__name__})") from None
+    if w is None or model_hash(w) != best["model_hash"]:
+        raise ConfigError(f"checkpoint in {folder}: selected model (round {best['round']}) "
+                          "is missing or does not match its recorded model hash")
+    return w
 
 
 def _ckks_keyring_blob(protection: Any) -> dict[str, bytes]:
@@ -266,7 +294,12 @@ class AggregatorNode:
         signal.signal(signal.SIGINT, self._handle_signal)
 
     def run(self, progress: Any = None) -> dict[str, Any]:
-        from fedrx.medrx.simulate import metrics_from_sums, prepare, protection_params
+        from fedrx.medrx.simulate import (
+            metrics_from_sums,
+            prepare,
+            protection_params,
+            select_round,
+        )
         from fedrx.protocol.registry import make_protection
 
         t_start = time.perf_counter()
@@ -290,6 +323,7 @@ class AggregatorNode:
                 raise ConfigError(f"checkpoint in {ckpt_dir} belongs to another task or "
                                   "federation; use a new out folder")
             event(log, logging.INFO, "resuming from checkpoint", round=state.round)
+            selected = _restore_selected(ckpt_dir, select_round(rounds))
             blob = load_blob(ckpt_dir, CKKS_KEYRING_BLOB)
             if blob is not None and task.protection == "ckks":
                 _restore_ckks_keyring(protection, blob,
@@ -299,6 +333,7 @@ class AggregatorNode:
                                 ServerOptimizer(task.server_optimizer, lr=task.server_lr),
                                 os.urandom(32))
             rounds = []
+            selected = None
         started = ckpt_dir / "STARTED"
         if started.is_file():
             burnt = int(started.read_text().strip() or 0)
@@ -362,7 +397,10 @@ class AggregatorNode:
                 state = new_state
                 rec = asdict(outcome)
                 rounds.append(rec)
-                save_checkpoint(ckpt_dir, state, rounds, meta, _ckks_keyring_blob(protection))
+                if select_round(rounds) is rec:
+                    selected = state.weights.copy()
+                save_checkpoint(ckpt_dir, state, rounds, meta,
+                                _ckks_keyring_blob(protection) | _selected_blob(selected))
                 write_receipts(self.out, rounds, self.dep.federation_id, state.session_id,
                                self.identity)
                 self._notify(rec, state.session_id)
@@ -381,7 +419,7 @@ class AggregatorNode:
                               {"federation_id": self.dep.federation_id, "address": address,
                                "tls": not self.insecure, "interrupted": interrupted
                                or self.stop.is_set()})
-            self._write_results(doc, state)
+            self._write_results(doc, state, selected)
             return doc
         finally:
             set_health("", False)
@@ -406,7 +444,8 @@ class AggregatorNode:
                 ledger_head=rec["ledger_heads"].get(h, ""), receipt=body, signature=sig))
         self.registry.broadcast(make)
 
-    def _write_results(self, doc: dict[str, Any], state: ServerState) -> None:
+    def _write_results(self, doc: dict[str, Any], state: ServerState,
+                       selected: np.ndarray | None) -> None:
         from fedrx.medrx.simulate import summary_markdown
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -415,6 +454,6 @@ class AggregatorNode:
                           + "\n")
         if doc["rounds"]:
             atomic_write_text(self.out / "summary.md", summary_markdown(doc))
-        tmp = self.out / ".global_model.npy.tmp"
-        _save_npy(tmp, state.weights)
-        os.replace(tmp, self.out / "global_model.npy")
+        _save_npy(self.out / "global_model.npy", state.weights)
+        if selected is not None:
+            _save_npy(self.out / "selected_model.npy", selected)

@@ -68,7 +68,8 @@ class ServerState:
 
 @dataclass
 class RoundOutcome:
-    """What happened in one round; ``metrics`` are pooled over hospitals' test patients."""
+    """What happened in one round; ``metrics`` are pooled over hospitals' test patients,
+    ``val_metrics`` over their validation patients (model selection)."""
 
     round: int
     status: str = "running"
@@ -85,6 +86,7 @@ class RoundOutcome:
     stages: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    val_metrics: dict[str, float] = field(default_factory=dict)
     hospital_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     ledger_heads: dict[str, str] = field(default_factory=dict)
     phases: list[str] = field(default_factory=list)
@@ -201,3 +203,6 @@ class RoundMachine:
                 sums.append(rep.sums)
         if self.metrics_from_sums is not None and sums:
             out.metrics = self.metrics_from_sums(sums)
+            val = [{"global": s["val"]} for s in sums if "val" in s]
+            if val:
+                out.val_metrics = self.metrics_from_sums(val)

@@ -161,6 +161,8 @@ class HospitalParty:
             raise ProtocolError(f"{self.hospital}: model does not match its hash")
         sums = self.task.evaluate(req.weights, self.data, req.part).as_dict()
         out: dict[str, Any] = {"global": sums}
+        if req.part == "test":  # the held-out validation patients, for model selection
+            out["val"] = self.task.evaluate(req.weights, self.data, "val").as_dict()
         if getattr(req, "personalize", False):
             seed = derive_seed(self.seed, self.hospital, "personal", req.round)
             personal = self.task.personalize(req.weights, self.data, self.personal_opt, seed)

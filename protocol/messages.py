@@ -62,7 +62,9 @@ class EvalRequest:
 @dataclass(frozen=True)
 class EvalReport:
     """Additive metric sums on the hospital's own held-out patients (see MetricSums):
-    ``sums["global"]`` for the global model, ``sums["personal"]`` for the personalised one."""
+    ``sums["global"]`` for the global model, ``sums["personal"]`` for the personalised one,
+    ``sums["val"]`` for the global model on the hospital's validation patients (used only to
+    select a round's model, never for training)."""
 
     round: int
     hospital: str

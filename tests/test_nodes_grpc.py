@@ -131,6 +131,21 @@ def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
     assert np.array_equal(w_grpc, w_sim)
     assert doc["final"]["model_hash"] == sim["final"]["model_hash"]
     assert doc["final"]["global"] == sim["final"]["global"]
+    # the same validation-selected model, in the results, on disk and in the checkpoint
+    assert doc["selected"] == sim["selected"] and doc["selected"] is not None
+    w_sel = np.load(tmp_path / "grpc" / "aggregator" / "selected_model.npy", allow_pickle=False)
+    assert np.array_equal(w_sel, np.load(tmp_path / "sim" / "selected_model.npy",
+                                         allow_pickle=False))
+    from fedrx.errors import ConfigError
+    from fedrx.medrx.simulate import select_round
+    from fedrx.nodes.aggregator import SELECTED_BLOB, _restore_selected
+
+    ckpt = tmp_path / "grpc" / "aggregator" / "checkpoint"
+    assert np.array_equal(_restore_selected(ckpt, select_round(doc["rounds"])), w_sel)
+    blob = ckpt / "round-000002" / SELECTED_BLOB
+    blob.write_bytes(blob.read_bytes()[:-4] + b"\x00\x00\x80\x3f")  # tampered weights
+    with pytest.raises(ConfigError, match="selected model"):
+        _restore_selected(ckpt, select_round(doc["rounds"]))
     # receipts persisted at every node; checkpoint present
     for h in HS:
         assert '"round": 2' in (tmp_path / "grpc" / "nodes" / h / "state.json").read_text()

@@ -89,6 +89,40 @@ def test_simulation_is_deterministic_for_a_seed(mimic_demo, tmp_path):
     assert docs[0]["final"]["global"] == docs[1]["final"]["global"]
 
 
+def test_model_selected_by_validation_not_test(mimic_demo, tmp_path):
+    """Every round reports pooled VALIDATION metrics next to the test ones; the selected model
+    is the round with the best validation Jaccard (earliest on ties), written to
+    selected_model.npy, whose hash is that round's model hash."""
+    import numpy as np
+
+    from fedrx.medrx.simulate import select_round
+    from fedrx.protocol.task import model_hash
+
+    out = tmp_path / "sel"
+    cfg = SimulationConfig(hospitals=3, rounds=4, hidden=16, seed=5, personalize=False,
+                           out=str(out))
+    doc = run_simulation(cfg)
+    rounds = doc["rounds"]
+    assert all(0 < r["val_metrics"]["jaccard"] < 1 for r in rounds)
+    assert all(set(r["hospital_metrics"][h]) == {"global", "val"}
+               for r in rounds for h in r["hospital_metrics"])
+    best = max(rounds, key=lambda r: (r["val_metrics"]["jaccard"], -r["round"]))
+    sel = doc["selected"]
+    assert sel["round"] == best["round"] and sel["model_hash"] == best["model_hash"]
+    assert sel["global"] == best["metrics"] and sel["val"] == best["val_metrics"]
+    w = np.load(out / "selected_model.npy", allow_pickle=False)
+    assert model_hash(w) == best["model_hash"]
+    assert model_hash(np.load(out / "global_model.npy", allow_pickle=False)) == \
+        doc["final"]["model_hash"]
+    assert f"round {best['round']}" in (out / "summary.md").read_text()
+    # the selection rule itself: highest validation Jaccard, earliest on ties, test ignored
+    recs = [{"round": i + 1, "val_metrics": {"jaccard": v}, "metrics": {"jaccard": t},
+             "model_hash": str(i)} for i, (v, t) in enumerate(
+                 [(0.2, 0.9), (0.3, 0.1), (0.3, 0.5), (0.25, 0.99)])]
+    assert select_round(recs)["round"] == 2
+    assert select_round([{"round": 1, "val_metrics": {}, "metrics": {}}]) is None
+
+
 def test_mask_matches_none_on_the_same_seed(mimic_demo, tmp_path):
     res = {}
     for prot in ("none", "mask"):
