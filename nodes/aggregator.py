@@ -361,6 +361,19 @@ class AggregatorNode:
         transport = GrpcTransport(self.registry, {TRAIN: self.cfg.train_deadline,
                                                   EVALUATE: self.cfg.eval_deadline,
                                                   "*": self.cfg.stage_deadline}, self.stop)
+        crash = self.cfg.crash_point()
+        if crash is not None:  # fault injection for tests: die mid-round
+            inner = transport.exchange
+
+            def exchange(stage: str, rnd: int, requests: Any) -> dict[str, Any]:
+                replies = inner(stage, rnd, requests)
+                if (stage, rnd) == crash:
+                    event(log, logging.WARNING, "fault injection: exiting abruptly mid-round",
+                          round=rnd, stage=stage)
+                    os._exit(137)
+                return replies
+
+            transport.exchange = exchange  # type: ignore[method-assign]
         interrupted = False
         sessions: dict[str, Any] = {}
         try:

@@ -52,7 +52,9 @@ class AggregatorConfig:
     ``eval_deadline``: per-stage deadlines (s). ``max_message_mb``: largest reassembled
     message accepted (MiB). ``insecure``: plaintext (honoured only with ``--insecure``).
     ``crash_after_round``: fault injection for tests (the process exits abruptly right
-    after checkpointing that round; 0 = never).
+    after checkpointing that round; 0 = never). ``crash_at``: fault injection for tests,
+    ``STAGE:ROUND`` (the process exits abruptly MID-ROUND, right after the hospitals'
+    replies for that stage of that round arrived; "" = never).
     """
 
     listen: str = "127.0.0.1:0"
@@ -71,6 +73,16 @@ class AggregatorConfig:
     max_message_mb: int = 256
     insecure: bool = False
     crash_after_round: int = 0
+    crash_at: str = ""
+
+    def crash_point(self) -> tuple[str, int] | None:
+        """``crash_at`` parsed as (stage, round), or None."""
+        if not self.crash_at:
+            return None
+        stage, _, rnd = self.crash_at.partition(":")
+        if not stage or not rnd.isdigit() or int(rnd) < 1:
+            raise ConfigError("[aggregator] crash_at must be STAGE:ROUND (round >= 1)")
+        return stage, int(rnd)
 
     def validate(self) -> None:
         for name in ("wait_seconds", "train_deadline", "stage_deadline", "eval_deadline"):
@@ -80,6 +92,7 @@ class AggregatorConfig:
             raise ConfigError("[aggregator] min_hospitals >= 0 and max_message_mb >= 1")
         if not self.federation:
             raise ConfigError("[aggregator] federation (the federation.json path) is required")
+        self.crash_point()
 
 
 @dataclass

@@ -631,3 +631,15 @@ def test_task_digest_covers_data_and_training_fields():
     assert task_digest(a) == task_digest(SimulationConfig(hidden=16, rounds=99, out="x"))
     assert task_digest(a) != task_digest(SimulationConfig(hidden=17))
     assert task_digest(a) != task_digest(SimulationConfig(hidden=16, seed=1))
+
+
+def test_aggregator_crash_at_fault_spec_is_validated():
+    from fedrx.errors import ConfigError
+    from fedrx.nodes.config import AggregatorConfig
+
+    assert AggregatorConfig(federation="f.json", crash_at="masked_input:2").crash_point() == \
+        ("masked_input", 2)
+    assert AggregatorConfig(federation="f.json").crash_point() is None
+    for bad in ("masked_input", "masked_input:x", ":2", "unmask:0"):
+        with pytest.raises(ConfigError, match="crash_at"):
+            AggregatorConfig(federation="f.json", crash_at=bad).validate()

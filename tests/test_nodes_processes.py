@@ -163,6 +163,74 @@ def test_aggregator_killed_and_restarted_resumes(tmp_path, mimic_demo):
     assert np.array_equal(_grpc_weights(spec), _simulate(spec, tmp_path / "sim"))
 
 
+def _kill_and_restart(spec: DemoSpec, crash: dict, rounds_seen: int) -> Path:
+    """Run the federation with the aggregator's fault injection ``crash``; once it has exited
+    abruptly (code 137), restart it without the fault and let everyone finish."""
+    spec.aggregator = crash
+    setup = write_setup(spec)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        procs["aggregator"] = start_aggregator(setup)
+        wait_for_file(setup.address_file, 120, procs["aggregator"])
+        for h in setup.hospitals:
+            procs[h] = start_node(setup, h)
+        assert procs["aggregator"].wait(WAIT) == 137
+        latest = setup.out / "aggregator" / "checkpoint" / "LATEST"
+        assert latest.read_text().strip() == f"round-{rounds_seen:06d}"
+        spec.aggregator = {}
+        write_setup(spec, setup.hospitals)
+        procs["aggregator"] = start_aggregator(setup)
+        assert procs["aggregator"].wait(WAIT) == 0
+        for h in setup.hospitals:
+            assert procs[h].wait(30) == 0
+    finally:
+        stop_all(procs)
+    return setup.out
+
+
+def test_aggregator_killed_mid_round_burns_the_round_and_goes_on(tmp_path, mimic_demo):
+    """The aggregator dies MID-ROUND, right after the masked inputs of round 2 arrived (the
+    hospitals hold round-2 secrets and have revealed nothing for unmasking). Restarted, it
+    resumes from the round-1 checkpoint and abandons round 2: its number is burnt, so the
+    retry is round 3, with fresh per-round keys and masks (hospitals refuse any round not
+    newer than one they saw, and their ledgers and receipts never roll back). Every
+    hospital ends with receipts for rounds 1 and 3 only."""
+    spec = DemoSpec(out=tmp_path / "g", protection="mask", rounds=3, hidden=16, timeout=WAIT)
+    out = _kill_and_restart(spec, {"crash_at": "masked_input:2"}, rounds_seen=1)
+    doc = json.loads((out / "aggregator" / "results.json").read_text())
+    assert [(r["round"], r["status"]) for r in doc["rounds"]] == [(1, "completed"),
+                                                                  (3, "completed")]
+    assert doc["rounds"][1]["contributors"] == ["h1", "h2", "h3"]
+    log = (out / "logs" / "aggregator.log").read_text()
+    assert "fault injection: exiting abruptly mid-round" in log
+    assert "round in flight at the last stop is abandoned" in log
+    receipts = json.loads((out / "aggregator" / "receipts.json").read_text())
+    assert [r["round"] for r in receipts["rounds"]] == [1, 3]
+    for h in ("h1", "h2", "h3"):
+        node = json.loads((out / "nodes" / h / "state.json").read_text())
+        assert node["last_round"] == 3
+        assert [r["round"] for r in node["receipts"]] == [1, 3]
+        states = {r["round"]: r["state"] for r in node["rounds"]}
+        assert states[1] == states[3] == "done" and states[2] != "done"  # 2 never finished
+    assert doc["selected"]["round"] in (1, 3)
+
+
+def test_ckks_aggregator_killed_between_rounds_keeps_its_key_epoch(tmp_path, mimic_demo):
+    """CKKS restart: the aggregator checkpoints the key epoch (public data and sealed packages
+    only); restarted after round 1, it resumes with the SAME epoch, relays each hospital its
+    sealed package again, and rounds 2 and 3 decrypt and complete."""
+    spec = DemoSpec(out=tmp_path / "g", protection="ckks", rounds=3, hidden=16, timeout=WAIT)
+    out = _kill_and_restart(spec, {"crash_after_round": 1}, rounds_seen=1)
+    doc = json.loads((out / "aggregator" / "results.json").read_text())
+    rounds = doc["rounds"]
+    assert [(r["round"], r["status"]) for r in rounds] == [(1, "completed"), (2, "completed"),
+                                                           (3, "completed")], \
+        [r["reason"] for r in rounds]
+    assert len({r["protection_stats"]["epoch"] for r in rounds}) == 1
+    assert all(r["contributors"] == ["h1", "h2", "h3"] for r in rounds)
+    assert "resuming from checkpoint" in (out / "logs" / "aggregator.log").read_text()
+
+
 def _py() -> list[str]:
     import sys
 
