@@ -2,8 +2,10 @@
 
 Layout written under ``OUT`` (private keys mode 0600, never logged)::
 
-    ca.pem  ca.key                       EC P-256 CA (10 years), signs every TLS certificate
-    aggregator.pem  aggregator.key       serverAuth+clientAuth, SAN localhost, 127.0.0.1, ::1
+    ca.pem  ca.key                       EC P-256 CA (10 years), signs every HOSPITAL's
+                                         TLS certificate
+    aggregator.pem  aggregator.key       serverAuth+clientAuth, SAN localhost, 127.0.0.1, ::1,
+                                         issued by a one-shot aggregator root (below)
     aggregator.identity.json             the aggregator's Ed25519 receipt-signing identity
     hospitals/<id>/tls.pem  tls.key      clientAuth, CN = SAN = the hospital id
     hospitals/<id>/identity.json         the hospital's long-term Ed25519/X25519 identity
@@ -16,6 +18,15 @@ and the aggregator's Ed25519 receipt-signing public key (``aggregator_sign_publi
 see :mod:`fedrx.receipts`).
 A TLS peer whose certificate is not the pinned one for its hospital id is refused, even
 if the CA signed it. Only public material goes into this file; it is copied to every site.
+
+Hospitals pin the aggregator's certificate too, although grpc-python cannot show a client
+the server's certificate: the aggregator's certificate is issued by a ONE-SHOT root whose
+private key signs exactly that certificate and is then dropped (never written anywhere).
+That root certificate travels inside ``federation.json`` (``aggregator_root_pem``) and is
+the ONLY root a hospital trusts for the server, so a certificate that anyone (including
+the holder of ``ca.key``) issues later for the aggregator's name fails the TLS handshake.
+Renewing the aggregator certificate therefore means running ``fedrx certs init`` again
+and distributing the new ``federation.json``.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from fedrx.secagg.identity import Federation, Identity
 
 HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AGGREGATOR_CN = "fedrx-aggregator"
-FORMAT = "fedrx-deployment/1"
+FORMAT = "fedrx-deployment/2"
 AGGREGATOR_IDENTITY = "aggregator"
 """The name inside ``aggregator.identity.json`` (a :class:`Identity`; only its Ed25519 key
 is used, to sign round receipts)."""
@@ -71,12 +82,16 @@ class Deployment:
     tls_sha256: Mapping[str, str]
     aggregator_sign_public: bytes
     """The aggregator's pinned Ed25519 public key (32 raw bytes): signs round receipts."""
+    aggregator_root: bytes
+    """PEM of the one-shot root that issued the aggregator's TLS certificate (its key is
+    gone): the only root hospitals trust for the server."""
 
     def to_json(self) -> dict:
         return {"format": FORMAT, "federation": self.federation.to_json(),
                 "ca_sha256": self.ca_sha256, "aggregator_sha256": self.aggregator_sha256,
                 "tls_sha256": dict(sorted(self.tls_sha256.items())),
-                "aggregator_sign_public": self.aggregator_sign_public.hex()}
+                "aggregator_sign_public": self.aggregator_sign_public.hex(),
+                "aggregator_root_pem": self.aggregator_root.decode("ascii")}
 
     @property
     def federation_id(self) -> str:
@@ -103,6 +118,9 @@ class Deployment:
             raise ConfigError(f"cannot read federation file {path}: {exc.strerror}") from None
         except ValueError:
             raise ConfigError(f"federation file {path} is not JSON") from None
+        if isinstance(obj, dict) and obj.get("format") == "fedrx-deployment/1":
+            raise ConfigError(f"federation file {path} predates aggregator certificate "
+                              "pinning (fedrx-deployment/1): run `fedrx certs init` again")
         if not isinstance(obj, dict) or obj.get("format") != FORMAT:
             raise ConfigError(f"federation file {path} is not a {FORMAT} document")
         fed = Federation.from_json(obj.get("federation"))
@@ -116,8 +134,17 @@ class Deployment:
         if not isinstance(agg_pub, str) or not re.fullmatch(r"[0-9a-f]{64}", agg_pub):
             raise ConfigError(f"federation file {path}: aggregator_sign_public must be the "
                               "aggregator's Ed25519 public key (64 hex digits)")
+        root = obj.get("aggregator_root_pem")
+        try:
+            root_cert = x509.load_pem_x509_certificate(str(root).encode("ascii"))
+            is_ca = root_cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except (ValueError, UnicodeError, x509.ExtensionNotFound):
+            is_ca = False
+        if not isinstance(root, str) or not is_ca:
+            raise ConfigError(f"federation file {path}: aggregator_root_pem must be the PEM "
+                              "CA certificate that issued the aggregator's certificate")
         return Deployment(fed, obj["ca_sha256"], obj["aggregator_sha256"], dict(tls),
-                          bytes.fromhex(agg_pub))
+                          bytes.fromhex(agg_pub), root.encode("ascii"))
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -173,11 +200,19 @@ def init_certs(out: Path, hospitals: Sequence[str], *, days: int = 825,
     pem = serialization.Encoding.PEM
     _write(out / "ca.key", _key_pem(ca_key), True)
     _write(out / "ca.pem", ca_cert.public_bytes(pem), False)
+    # One-shot root for the aggregator: its key signs the aggregator's certificate below and
+    # is then dropped (never written), so its certificate pins the aggregator's (see above).
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                              "fedrx aggregator pin (one-shot root)")])
+    root_cert = _cert("fedrx aggregator pin (one-shot root)", root_key, root_name, root_key,
+                      ca=True, sans=(), usages=(), days=3650)
     agg_key = ec.generate_private_key(ec.SECP256R1())
-    agg = _cert(AGGREGATOR_CN, agg_key, ca_name, ca_key, ca=False, sans=[
+    agg = _cert(AGGREGATOR_CN, agg_key, root_name, root_key, ca=False, sans=[
         x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("::1"))],
         usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], days=days)
+    del root_key  # nothing else is ever signed by it
     _write(out / "aggregator.key", _key_pem(agg_key), True)
     _write(out / "aggregator.pem", agg.public_bytes(pem), False)
     tls: dict[str, str] = {}
@@ -196,7 +231,8 @@ def init_certs(out: Path, hospitals: Sequence[str], *, days: int = 825,
     agg_ident = Identity.generate(AGGREGATOR_IDENTITY)
     agg_ident.save(out / "aggregator.identity.json")  # mode 0600, atomic
     dep = Deployment(Federation.of(identities), fingerprint(ca_cert.public_bytes(pem)),
-                     fingerprint(agg.public_bytes(pem)), tls, agg_ident.public.sign_public)
+                     fingerprint(agg.public_bytes(pem)), tls, agg_ident.public.sign_public,
+                     root_cert.public_bytes(pem))
     _write(out / "federation.json", (json.dumps(dep.to_json(), indent=1) + "\n").encode(),
            False)
     return dep

@@ -239,7 +239,9 @@ class HospitalNode:
         assert self.tls is not None
         if self.cfg.server_name:
             opts.append(("grpc.ssl_target_name_override", self.cfg.server_name))
-        creds = grpc.ssl_channel_credentials(root_certificates=self.tls.ca,
+        # the server must chain to the one-shot root pinned in federation.json: only the
+        # aggregator's pinned certificate does (see fedrx.nodes.certs)
+        creds = grpc.ssl_channel_credentials(root_certificates=self.dep.aggregator_root,
                                              private_key=self.tls.key,
                                              certificate_chain=self.tls.cert)
         return grpc.secure_channel(address, creds, options=opts)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from fedrx.cli.main import main
+from fedrx.errors import ConfigError
 from fedrx.nodes import codec, wire
 from fedrx.nodes.certs import Deployment, TlsMaterial, init_certs, load_tls
 from fedrx.nodes.codec import Limits
@@ -332,7 +333,8 @@ class Server:
     def channel(self, tls: TlsMaterial | None) -> grpc.Channel:
         if tls is None:
             return grpc.insecure_channel(self.addr, options=wire.grpc_options())
-        creds = grpc.ssl_channel_credentials(tls.ca, tls.key, tls.cert)
+        # as a hospital node does: the server must chain to the pinned one-shot root
+        creds = grpc.ssl_channel_credentials(self.dep.aggregator_root, tls.key, tls.cert)
         return grpc.secure_channel(self.addr, creds, options=wire.grpc_options())
 
     def hello(self, h: str = "h1", **kw) -> pb.HospitalFrame:
@@ -455,6 +457,79 @@ def test_peer_checks_at_hello(server, certs, tmp_path):
     c.send(server.hello())
     assert c.status() == grpc.StatusCode.UNAVAILABLE
     _still_serving(server, certs)
+
+
+def test_hospital_refuses_an_aggregator_certificate_that_is_not_the_pinned_one(certs,
+                                                                              tmp_path):
+    """A server with a certificate for the aggregator's names signed by the federation CA
+    (what a holder of ca.key, or a mis-issued certificate, could present) fails the TLS
+    handshake of a hospital node, which trusts only the one-shot root pinned in
+    federation.json; the real aggregator certificate is accepted."""
+    from fedrx.nodes.certs import AGGREGATOR_CN
+
+    ca_key = serialization.load_pem_private_key((certs / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, AGGREGATOR_CN)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(ca_cert.not_valid_before_utc)
+            .not_valid_after(ca_cert.not_valid_after_utc)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(ca_key, hashes.SHA256()))
+    (tmp_path / "rogue.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "rogue.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    dep = Deployment.load(certs / "federation.json")
+    with pytest.raises(ConfigError, match="not the one pinned for the aggregator"):
+        load_tls(certs / "ca.pem", tmp_path / "rogue.pem", tmp_path / "rogue.key", dep,
+                 expect_hospital=None)
+    rogue = TlsMaterial((certs / "ca.pem").read_bytes(), (tmp_path / "rogue.pem").read_bytes(),
+                        (tmp_path / "rogue.key").read_bytes())
+    stop = threading.Event()
+    settings = ServiceSettings(dep, "digest-1", "none", 3, Limits(max_message_bytes=1 << 20),
+                               hello_timeout=3.0)
+    srv, port, _ = serve(settings, "127.0.0.1:0", rogue, Registry(), stop, 4)
+    try:
+        h1 = _tls(certs, "h1")
+        creds = grpc.ssl_channel_credentials(dep.aggregator_root, h1.key, h1.cert)
+        ch = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=[
+            *wire.grpc_options(), ("grpc.ssl_target_name_override", "localhost")])
+        with pytest.raises(grpc.FutureTimeoutError):  # handshake never succeeds
+            grpc.channel_ready_future(ch).result(timeout=3)
+        ch.close()
+        # the federation CA as root (what hospitals used to trust) would have accepted it
+        creds = grpc.ssl_channel_credentials((certs / "ca.pem").read_bytes(), h1.key, h1.cert)
+        ch = grpc.secure_channel(f"127.0.0.1:{port}", creds, options=[
+            *wire.grpc_options(), ("grpc.ssl_target_name_override", "localhost")])
+        grpc.channel_ready_future(ch).result(timeout=10)
+        ch.close()
+    finally:
+        stop.set()
+        srv.stop(0).wait(5)
+    # the one-shot root's key is nowhere on disk: only certificates and keys of parties
+    root = x509.load_pem_x509_certificate(dep.aggregator_root)
+    agg = x509.load_pem_x509_certificate((certs / "aggregator.pem").read_bytes())
+    assert agg.issuer == root.subject and agg.issuer != ca_cert.subject
+    for f in certs.rglob("*.key"):
+        k = serialization.load_pem_private_key(f.read_bytes(), None)
+        assert k.public_key() != root.public_key()
+
+
+def test_old_federation_file_is_refused_with_the_fix(tmp_path, certs):
+    obj = json.loads((certs / "federation.json").read_text())
+    obj["format"] = "fedrx-deployment/1"
+    del obj["aggregator_root_pem"]
+    (tmp_path / "f.json").write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match="certs init"):
+        Deployment.load(tmp_path / "f.json")
+    obj["format"] = "fedrx-deployment/2"
+    obj["aggregator_root_pem"] = (certs / "aggregator.pem").read_text()  # not a CA
+    (tmp_path / "f.json").write_text(json.dumps(obj))
+    with pytest.raises(ConfigError, match="aggregator_root_pem"):
+        Deployment.load(tmp_path / "f.json")
 
 
 def test_oversized_frame_is_refused(server, certs):
