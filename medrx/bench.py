@@ -345,6 +345,9 @@ def summarize_arm(name: str, protection: str, dp: bool, doc: dict[str, Any],
     return {
         "arm": name, "protection": protection, "dp": dp,
         "final": {k: final.get(k) for k in UTILITY},
+        "selected": ({"round": doc["selected"]["round"],
+                      **{k: doc["selected"]["global"].get(k) for k in UTILITY}}
+                     if doc.get("selected") else None),
         "epsilon": rounds[-1]["epsilon"] if dp else None,
         "bytes_up_per_hospital_round": up, "bytes_down_per_hospital_round": down,
         "bytes_per_hospital_round": (up or 0.0) + (down or 0.0),
@@ -666,9 +669,14 @@ def _ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
 
-ARM_HEADER = ("| arm | jaccard | prauc | f1 | ddi rate | epsilon | bytes/hospital/round "
+ARM_HEADER = ("| arm | jaccard | prauc | f1 | ddi rate | selected (val) jaccard, round "
+              "| epsilon | bytes/hospital/round "
               "| up | down | s/round | time x none | bytes x none | hospital CPU s/round "
               "| aggregator CPU s/round | peak RSS |")
+
+
+def _selected(sel: dict[str, Any] | None) -> str:
+    return "-" if not sel else f"{_fmt(sel.get('jaccard'))}, {sel['round']}"
 
 
 def arms_table(arms: list[dict[str, Any]]) -> list[str]:
@@ -677,7 +685,8 @@ def arms_table(arms: list[dict[str, Any]]) -> list[str]:
         f = a["final"]
         lines.append(
             f"| {a['arm']} | {_fmt(f['jaccard'])} | {_fmt(f['prauc'])} | {_fmt(f['f1'])} | "
-            f"{_fmt(f['ddi_rate'])} | {_fmt(a['epsilon'], '.3f')} | "
+            f"{_fmt(f['ddi_rate'])} | {_selected(a.get('selected'))} | "
+            f"{_fmt(a['epsilon'], '.3f')} | "
             f"{_bytes(a['bytes_per_hospital_round'])} | "
             f"{_bytes(a['bytes_up_per_hospital_round'])} | "
             f"{_bytes(a['bytes_down_per_hospital_round'])} | {_fmt(a['s_per_round'], '.3f')} "
@@ -718,7 +727,9 @@ def bench_markdown(doc: dict[str, Any]) -> str:
         "",
         "## Arms",
         "",
-        "Final global model on the pooled test patients; means over rounds; ratios to the "
+        "Final global model on the pooled test patients (and the model of the round with the "
+        "best pooled validation Jaccard, its test Jaccard and round); means over rounds; "
+        "ratios to the "
         "`none` arm with the same DP setting. s/round excludes the evaluation stage.",
         "",
         *arms_table(doc["arms"]),
