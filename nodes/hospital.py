@@ -187,9 +187,13 @@ class HospitalNode:
                 heads.get(h, "")) != (r.round, r.status, r.model_hash, list(r.contributors),
                                       r.ledger_head):
             raise fail("receipt does not match the RoundResult")
-        if h in heads and heads[h] != self._own_head(int(body["round"])):
+        own = self._own_head(int(body["round"]))
+        if h in heads and heads[h] != own:
             raise fail("the receipt's ledger head is not this hospital's ledger entry of "
                        "that round")
+        if own and h in body["contributors"] and h not in heads:
+            raise fail("the receipt lists this hospital as a contributor but omits its "
+                       "ledger head")
         if self.signed_receipts and int(body["round"]) <= int(self.signed_receipts[-1]["round"]):
             raise fail(f"replayed or out-of-order receipt (round {body['round']} is not after "
                        f"round {self.signed_receipts[-1]['round']})")

@@ -296,9 +296,13 @@ def _check_signed_receipts(out: Path, nodes: list, receipts: dict) -> None:
     edited_head = {**good, "ledger_heads": {**good["ledger_heads"], "h1": "0" * 64}}
     edited_round = {**good, "round": 1}
     forged_head = sign_receipt(agg_ident, edited_head)  # signed, but not h1's ledger entry
+    assert "h1" in good["contributors"] and good["ledger_heads"]["h1"]
+    omitted = sign_receipt(agg_ident, {**good, "ledger_heads": {
+        k: v for k, v in good["ledger_heads"].items() if k != "h1"}})  # h1 contributed
     before = (h1 / "receipts.jsonl").read_bytes()
     for rec, sig in ((edited_head, good["signature"]), (edited_round, good["signature"]),
-                     (forged_head, forged_head["signature"])):
+                     (forged_head, forged_head["signature"]),
+                     (omitted, omitted["signature"])):
         with pytest.raises(ProtocolError, match="receipt rejected"):
             node.verify_result(result(rec, sig))
         frames = [pb.AggregatorFrame(welcome=pb.Welcome(federation_id=dep.federation_id)),
@@ -306,6 +310,10 @@ def _check_signed_receipts(out: Path, nodes: list, receipts: dict) -> None:
                   pb.AggregatorFrame(goodbye=pb.Goodbye(reason="done"))]
         with pytest.raises(ProtocolError, match="receipt rejected"):
             node._serve(iter(frames), queue.Queue(), node.party)
+    stored = node.signed_receipts.pop()  # not a replay: rejected for the omission itself
+    with pytest.raises(ProtocolError, match="omits its ledger head"):
+        node.verify_result(result(omitted, omitted["signature"]))
+    node.signed_receipts.append(stored)
     unsigned = result(good, good["signature"])
     unsigned.ClearField("signature")
     with pytest.raises(ProtocolError, match="receipt rejected"):
