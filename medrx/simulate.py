@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.atomic import atomic_write_bytes
+from fedrx.atomic import atomic_write_npy
 from fedrx.canonical import json_default
 from fedrx.errors import ConfigError
 from fedrx.medrx.metrics import MetricSums, ddi_matrix
@@ -253,22 +253,13 @@ def run_simulation(cfg: SimulationConfig,
     atomic_write_text(out_dir / "results.json",
                       json.dumps(doc, indent=1, sort_keys=True, default=json_default) + "\n")
     atomic_write_text(out_dir / "summary.md", summary_markdown(doc))
-    save_model_file(out_dir / "global_model.npy", state.weights)
+    atomic_write_npy(out_dir / "global_model.npy", state.weights)
     if selected_weights is not None:
-        save_model_file(out_dir / "selected_model.npy", selected_weights)
+        atomic_write_npy(out_dir / "selected_model.npy", selected_weights)
     return doc
 
 
 SELECT_METRIC = "jaccard"
-
-
-def save_model_file(path: Path, weights: np.ndarray) -> None:
-    """Write a flat weight vector as ``.npy`` (no pickle), atomically."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(weights), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def select_round(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.atomic import atomic_write_bytes
+from fedrx.atomic import atomic_write_bytes, atomic_write_npy
 from fedrx.canonical import json_default
 from fedrx.errors import ConfigError, ProtocolError
 from fedrx.medrx.records import atomic_write_text
@@ -64,12 +64,6 @@ CKPT_FORMAT = "fedrx-checkpoint/1"
 # ------------------------------------------------------------------------ checkpoint
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any]],
                     meta: dict[str, Any], blobs: dict[str, bytes] | None = None) -> Path:
     """Write ``folder/round-NNNNNN/`` then atomically point ``folder/LATEST`` at it.
@@ -86,10 +80,10 @@ def save_checkpoint(folder: Path, state: ServerState, rounds: list[dict[str, Any
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     opt = state.optimizer
-    _save_npy(tmp / "weights.npy", state.weights.astype(np.float32))
+    atomic_write_npy(tmp / "weights.npy", state.weights.astype(np.float32))
     if opt.m is not None and opt.v is not None:
-        _save_npy(tmp / "opt_m.npy", opt.m)
-        _save_npy(tmp / "opt_v.npy", opt.v)
+        atomic_write_npy(tmp / "opt_m.npy", opt.m)
+        atomic_write_npy(tmp / "opt_v.npy", opt.v)
     doc = {"format": CKPT_FORMAT, "round": state.round, "session_id": state.session_id.hex(),
            "model_hash": state.model_hash,
            "optimizer": {"name": opt.name, "lr": opt.lr, "beta1": opt.beta1,
@@ -467,6 +461,6 @@ class AggregatorNode:
                           + "\n")
         if doc["rounds"]:
             atomic_write_text(self.out / "summary.md", summary_markdown(doc))
-        _save_npy(self.out / "global_model.npy", state.weights)
+        atomic_write_npy(self.out / "global_model.npy", state.weights)
         if selected is not None:
-            _save_npy(self.out / "selected_model.npy", selected)
+            atomic_write_npy(self.out / "selected_model.npy", selected)

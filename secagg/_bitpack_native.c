@@ -131,35 +131,23 @@ typedef int (*pack_fn)(const uint64_t *, size_t, uint8_t *, size_t);
     {                                                                                \
         return pack_impl(v, c, o, ol, M);                                            \
     }
-DEF(1) DEF(2) DEF(3) DEF(4) DEF(5) DEF(6) DEF(7) DEF(8) DEF(9)
-DEF(10) DEF(11) DEF(12) DEF(13) DEF(14) DEF(15) DEF(16) DEF(17) DEF(18) DEF(19)
-DEF(20) DEF(21) DEF(22) DEF(23) DEF(24) DEF(25) DEF(26) DEF(27) DEF(28) DEF(29)
-DEF(30) DEF(31) DEF(32) DEF(33) DEF(34) DEF(35) DEF(36) DEF(37) DEF(38) DEF(39)
-DEF(40) DEF(41) DEF(42) DEF(43) DEF(44) DEF(45) DEF(46) DEF(47) DEF(48) DEF(49)
-DEF(50) DEF(51) DEF(52) DEF(53) DEF(54) DEF(55) DEF(56) DEF(57) DEF(58) DEF(59)
-DEF(60) DEF(61) DEF(62) DEF(63) DEF(64)
+/* X-macro over every width 1..64: one specialised instance of each kernel per width. */
+#define FOR_EACH_WIDTH(X)                                                                \
+    X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)     \
+    X(16) X(17) X(18) X(19) X(20) X(21) X(22) X(23) X(24) X(25) X(26) X(27) X(28) X(29) \
+    X(30) X(31) X(32) X(33) X(34) X(35) X(36) X(37) X(38) X(39) X(40) X(41) X(42) X(43) \
+    X(44) X(45) X(46) X(47) X(48) X(49) X(50) X(51) X(52) X(53) X(54) X(55) X(56) X(57) \
+    X(58) X(59) X(60) X(61) X(62) X(63) X(64)
+
+FOR_EACH_WIDTH(DEF)
 #undef DEF
 
-#define ROW(M) unpack_add_##M
-static const unpack_fn UNPACK[65] = {
-    NULL, ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7), ROW(8), ROW(9),
-    ROW(10), ROW(11), ROW(12), ROW(13), ROW(14), ROW(15), ROW(16), ROW(17), ROW(18), ROW(19),
-    ROW(20), ROW(21), ROW(22), ROW(23), ROW(24), ROW(25), ROW(26), ROW(27), ROW(28), ROW(29),
-    ROW(30), ROW(31), ROW(32), ROW(33), ROW(34), ROW(35), ROW(36), ROW(37), ROW(38), ROW(39),
-    ROW(40), ROW(41), ROW(42), ROW(43), ROW(44), ROW(45), ROW(46), ROW(47), ROW(48), ROW(49),
-    ROW(50), ROW(51), ROW(52), ROW(53), ROW(54), ROW(55), ROW(56), ROW(57), ROW(58), ROW(59),
-    ROW(60), ROW(61), ROW(62), ROW(63), ROW(64)};
-#undef ROW
-#define ROW(M) pack_##M
-static const pack_fn PACK[65] = {
-    NULL, ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6), ROW(7), ROW(8), ROW(9),
-    ROW(10), ROW(11), ROW(12), ROW(13), ROW(14), ROW(15), ROW(16), ROW(17), ROW(18), ROW(19),
-    ROW(20), ROW(21), ROW(22), ROW(23), ROW(24), ROW(25), ROW(26), ROW(27), ROW(28), ROW(29),
-    ROW(30), ROW(31), ROW(32), ROW(33), ROW(34), ROW(35), ROW(36), ROW(37), ROW(38), ROW(39),
-    ROW(40), ROW(41), ROW(42), ROW(43), ROW(44), ROW(45), ROW(46), ROW(47), ROW(48), ROW(49),
-    ROW(50), ROW(51), ROW(52), ROW(53), ROW(54), ROW(55), ROW(56), ROW(57), ROW(58), ROW(59),
-    ROW(60), ROW(61), ROW(62), ROW(63), ROW(64)};
-#undef ROW
+#define UNPACK_ROW(M) unpack_add_##M,
+#define PACK_ROW(M) pack_##M,
+static const unpack_fn UNPACK[65] = {NULL, FOR_EACH_WIDTH(UNPACK_ROW)};
+static const pack_fn PACK[65] = {NULL, FOR_EACH_WIDTH(PACK_ROW)};
+#undef UNPACK_ROW
+#undef PACK_ROW
 
 /* AVX-512 VBMI kernel (x86-64 with GCC or clang; used only when the CPU and OS support it,
  * checked at run time). For m <= 57 every element of a group of 8 lies inside one 8-byte

@@ -61,6 +61,20 @@ def split(secret: bytes, t: int, xs: Sequence[int]) -> dict[int, bytes]:
     return {x: _poly_eval(coeffs, x).to_bytes(SHARE_BYTES, "big") for x in xs}
 
 
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """The inverses mod p of non-zero ``values`` with ONE modular inversion (Montgomery's
+    trick: prefix products, one inversion, then walk back)."""
+    acc = [1] * (len(values) + 1)
+    for i, v in enumerate(values):
+        acc[i + 1] = acc[i] * v % PRIME
+    inv = pow(acc[-1], -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * acc[i] % PRIME  # = 1 / values[i]
+        inv = inv * values[i] % PRIME
+    return out
+
+
 @functools.lru_cache(maxsize=128)
 def _lagrange_cached(xs: tuple[int, ...]) -> tuple[int, ...]:
     t = len(xs)
@@ -79,16 +93,7 @@ def _lagrange_cached(xs: tuple[int, ...]) -> tuple[int, ...]:
             if j != i:
                 d = d * (xj - xi) % PRIME
         dens.append(d)
-    # Montgomery's trick: invert every denominator with a single modular inversion
-    acc = [1] * (t + 1)
-    for i, d in enumerate(dens):
-        acc[i + 1] = acc[i] * d % PRIME
-    inv = pow(acc[t], -1, PRIME)
-    out = [0] * t
-    for i in range(t - 1, -1, -1):
-        out[i] = nums[i] * (inv * acc[i] % PRIME) % PRIME  # inv * acc[i] = 1 / dens[i]
-        inv = inv * dens[i] % PRIME
-    return tuple(out)
+    return tuple(n * w % PRIME for n, w in zip(nums, _batch_inverse(dens), strict=True))
 
 
 def lagrange_at_zero(xs: Sequence[int]) -> tuple[int, ...]:
@@ -161,14 +166,7 @@ def _extra_point_rows(xs: tuple[int, ...], t: int) -> tuple[tuple[int, ...], ...
     # prod_{j != i} (x_i - x_j): the indices are small, so the exact product is cheap to
     # form and reduce once (a zero factor only for j == i, which is skipped)
     dens = [math.prod(xi - xj for xj in base if xj != xi) % PRIME for xi in base]
-    acc = [1] * (t + 1)
-    for i, d in enumerate(dens):
-        acc[i + 1] = acc[i] * d % PRIME
-    inv = pow(acc[t], -1, PRIME)
-    w = [0] * t
-    for i in range(t - 1, -1, -1):
-        w[i] = inv * acc[i] % PRIME
-        inv = inv * dens[i] % PRIME
+    w = _batch_inverse(dens)
     rows = []
     mul = operator.mul
     for x in xs[t:]:

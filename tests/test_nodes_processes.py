@@ -135,30 +135,12 @@ def test_aggregator_killed_and_restarted_resumes(tmp_path, mimic_demo):
     """The aggregator exits abruptly right after checkpointing round 1; restarted, it
     resumes at round 2 with the hospitals (which reconnect by themselves), and since it
     died between rounds the final model equals the uninterrupted in-process run."""
-    spec = DemoSpec(out=tmp_path / "g", protection="none", rounds=3, hidden=16,
-                    aggregator={"crash_after_round": 1}, timeout=WAIT)
-    setup = write_setup(spec)
-    procs: dict[str, subprocess.Popen] = {}
-    try:
-        procs["aggregator"] = start_aggregator(setup)
-        wait_for_file(setup.address_file, 120, procs["aggregator"])
-        for h in setup.hospitals:
-            procs[h] = start_node(setup, h)
-        assert procs["aggregator"].wait(WAIT) == 137
-        latest = setup.out / "aggregator" / "checkpoint" / "LATEST"
-        assert latest.read_text().strip() == "round-000001"
-        spec.aggregator = {"crash_after_round": 0}
-        write_setup(spec, setup.hospitals)
-        procs["aggregator"] = start_aggregator(setup)
-        assert procs["aggregator"].wait(WAIT) == 0
-        for h in setup.hospitals:
-            assert procs[h].wait(30) == 0
-    finally:
-        stop_all(procs)
-    doc = json.loads((setup.out / "aggregator" / "results.json").read_text())
+    spec = DemoSpec(out=tmp_path / "g", protection="none", rounds=3, hidden=16, timeout=WAIT)
+    out = _kill_and_restart(spec, {"crash_after_round": 1}, rounds_seen=1)
+    doc = json.loads((out / "aggregator" / "results.json").read_text())
     assert [r["round"] for r in doc["rounds"]] == [1, 2, 3]
     assert all(r["status"] == "completed" for r in doc["rounds"])
-    log = (setup.out / "logs" / "aggregator.log").read_text()
+    log = (out / "logs" / "aggregator.log").read_text()
     assert "resuming from checkpoint" in log
     assert np.array_equal(_grpc_weights(spec), _simulate(spec, tmp_path / "sim"))
 
