@@ -207,21 +207,27 @@ def encode(vector: np.ndarray, cfg: QuantConfig, m: int,
 
 
 def centred_lift(total: np.ndarray, m: int) -> np.ndarray:
-    """Map uint64 values mod 2**m to signed integers in [-2**(m-1), 2**(m-1)) as int64."""
+    """Map uint64 values mod 2**m to signed integers in [-2**(m-1), 2**(m-1)) as int64.
+
+    Sign extension without temporaries: with ``h = 2**(m-1)``, ``(x XOR h) - h`` (wrapping
+    uint64) is ``x`` for ``x < h`` and ``x - 2**m`` otherwise; one new array, updated in
+    place (the input is not modified).
+    """
     t = np.asarray(total, dtype=np.uint64)
-    if m < 64:
-        t = t & np.uint64((1 << m) - 1)
-        half = np.uint64(1 << (m - 1))
-        signed = t.astype(np.int64)
-        return np.where(t >= half, signed - np.int64(1 << (m - 1)) - np.int64(1 << (m - 1)),
-                        signed)
-    return t.view(np.int64)
+    if m >= 64:
+        return t.view(np.int64).copy()
+    s = np.bitwise_and(t, np.uint64((1 << m) - 1))
+    half = np.uint64(1 << (m - 1))
+    s ^= half
+    s -= half
+    return s.view(np.int64)
 
 
 def decode(total: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, int]:
     """Decode a sum of encodings: (float64 ``[sum c*delta..., sum c]``, total clipped count)."""
     s = centred_lift(total, m)
     out = np.empty(s.size - 1, dtype=np.float64)
-    out[:-1] = s[:-2].astype(np.float64) / float(2**cfg.frac_bits)
+    # times 2**-frac_bits: a power of two, so exactly the division by 2**frac_bits
+    np.multiply(s[:-2], 2.0 ** -cfg.frac_bits, out=out[:-1])
     out[-1] = float(s[-2])
     return out, int(s[-1])
