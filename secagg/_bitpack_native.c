@@ -8,14 +8,16 @@
  *   pack(values, m) -> bytes          values: aligned uint64 buffer (count*8 bytes, native
  *                                     order); returns ceil(count*m/8) bytes; raises
  *                                     ValueError if a value is >= 2**m.
- *   unpack_add(data, m, count, acc[, simd])
+ *   unpack_add(data, m, count, acc[, level])
  *                                     acc[i] += element i (uint64, wrapping), for i < count;
  *                                     data must hold exactly ceil(count*m/8) bytes, acc at
  *                                     least count*8 bytes. Padding is NOT checked here (the
- *                                     Python caller checks it before calling). simd=False
- *                                     forces the portable scalar code (tests compare both).
- *   SIMD                              "avx512vbmi" when unpack_add uses the AVX-512 VBMI
- *                                     kernel for m <= 57 on this CPU, else "none".
+ *                                     Python caller checks it before calling). level: -1
+ *                                     the best this CPU has (default), 0 scalar, 1 AVX2,
+ *                                     2 AVX-512 VBMI, capped at what the CPU has (tests
+ *                                     compare them all).
+ *   SIMD                              the best kernel unpack_add uses for m <= 57 on this
+ *                                     CPU: "avx512vbmi", "avx2" or "none".
  *
  * Memory safety: every size is checked against the buffers before any access; the fast
  * loops only run over groups whose widest 8-byte (9-byte for m >= 58) window lies inside
@@ -186,27 +188,85 @@ unpack_add_vbmi(const uint8_t *p, size_t len, size_t groups, uint64_t *acc, unsi
     return fast;
 }
 
-static int cpu_has_vbmi(void)
+/* AVX2 kernel (the same idea for CPUs without AVX-512 VBMI): a group of 8 elements as two
+ * halves of 4. For m <= 57, elements 2i and 2i+1 lie inside 16 bytes starting at off_{2i}
+ * (off_{2i+1} - off_{2i} + 8 <= 16), so two 16-byte loads fill one 256-bit vector, one
+ * in-lane byte shuffle (vpshufb) puts each element's 8-byte window in its 64-bit lane,
+ * then a variable shift, an AND and a 4-lane add. Returns the groups done (those whose
+ * last 16-byte load, at off_6, is in bounds). */
+__attribute__((target("avx2"))) static size_t
+unpack_add_avx2(const uint8_t *p, size_t len, size_t groups, uint64_t *acc, unsigned m)
+{
+    unsigned off[8];
+    uint64_t shift[8];
+    uint8_t idx[2][32];
+    for (unsigned j = 0; j < 8; j++) {
+        off[j] = (j * m) >> 3;
+        shift[j] = (j * m) & 7;
+    }
+    for (unsigned h = 0; h < 2; h++)       /* half: elements 4h .. 4h+3 */
+        for (unsigned l = 0; l < 2; l++)   /* 128-bit lane: elements 4h+2l, 4h+2l+1 */
+            for (unsigned k = 0; k < 8; k++) {
+                unsigned a = 4 * h + 2 * l;
+                idx[h][16 * l + k] = (uint8_t)k;
+                idx[h][16 * l + 8 + k] = (uint8_t)(off[a + 1] - off[a] + k);
+            }
+    const __m256i vidx0 = _mm256_loadu_si256((const void *)idx[0]);
+    const __m256i vidx1 = _mm256_loadu_si256((const void *)idx[1]);
+    const __m256i vsh0 = _mm256_loadu_si256((const void *)shift);
+    const __m256i vsh1 = _mm256_loadu_si256((const void *)(shift + 4));
+    const __m256i vmask = _mm256_set1_epi64x((long long)mask_of(m));
+    size_t fast = len >= off[6] + 16 ? (len - off[6] - 16) / m + 1 : 0;
+    if (fast > groups)
+        fast = groups;
+    for (size_t g = 0; g < fast; g++) {
+        const uint8_t *b = p + g * (size_t)m;
+        uint64_t *a = acc + 8 * g;
+        __m256i x = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const void *)(b + off[0]))),
+            _mm_loadu_si128((const void *)(b + off[2])), 1);
+        __m256i y = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const void *)(b + off[4]))),
+            _mm_loadu_si128((const void *)(b + off[6])), 1);
+        x = _mm256_and_si256(_mm256_srlv_epi64(_mm256_shuffle_epi8(x, vidx0), vsh0), vmask);
+        y = _mm256_and_si256(_mm256_srlv_epi64(_mm256_shuffle_epi8(y, vidx1), vsh1), vmask);
+        _mm256_storeu_si256((void *)a,
+                            _mm256_add_epi64(_mm256_loadu_si256((const void *)a), x));
+        _mm256_storeu_si256((void *)(a + 4),
+                            _mm256_add_epi64(_mm256_loadu_si256((const void *)(a + 4)), y));
+    }
+    return fast;
+}
+
+static int cpu_simd_level(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vbmi");
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vbmi"))
+        return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
 }
 #else
-static int cpu_has_vbmi(void) { return 0; }
+static int cpu_simd_level(void) { return 0; }
 #endif
 
-static int use_vbmi = 0; /* set at import */
+static int simd_level = 0; /* 0 scalar, 1 AVX2, 2 AVX-512 VBMI; set at import */
+static const char *const SIMD_NAMES[3] = {"none", "avx2", "avx512vbmi"};
 
+/* want: -1 = the best this CPU has, else the level to use (0 scalar, 1 AVX2, 2 VBMI),
+ * never above what the CPU has. */
 static void unpack_add_dispatch(const uint8_t *p, size_t len, size_t count, uint64_t *acc,
-                                unsigned m, int allow_simd)
+                                unsigned m, int want)
 {
     size_t g0 = 0;
+    int level = (want < 0 || want > simd_level) ? simd_level : want;
 #ifdef FEDRX_HAVE_VBMI_KERNEL
-    if (allow_simd && use_vbmi && m <= 57)
+    if (m <= 57 && level == 2)
         g0 = unpack_add_vbmi(p, len, count / 8, acc, m);
+    else if (m <= 57 && level == 1)
+        g0 = unpack_add_avx2(p, len, count / 8, acc, m);
 #else
-    (void)allow_simd;
+    (void)level;
 #endif
     UNPACK[m](p, len, count, acc, g0);
 }
@@ -263,9 +323,9 @@ static PyObject *py_unpack_add(PyObject *self, PyObject *args)
     int m;
     Py_ssize_t count;
     size_t need;
-    int allow_simd = 1;
+    int want = -1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*inw*|p", &data, &m, &count, &acc, &allow_simd))
+    if (!PyArg_ParseTuple(args, "y*inw*|i", &data, &m, &count, &acc, &want))
         return NULL;
     PyObject *ret = NULL;
     if (m < 1 || m > 64) {
@@ -285,7 +345,7 @@ static PyObject *py_unpack_add(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     unpack_add_dispatch((const uint8_t *)data.buf, (size_t)data.len, (size_t)count,
-                        (uint64_t *)acc.buf, (unsigned)m, allow_simd);
+                        (uint64_t *)acc.buf, (unsigned)m, want);
     Py_END_ALLOW_THREADS
     Py_INCREF(Py_None);
     ret = Py_None;
@@ -299,8 +359,9 @@ static PyMethodDef methods[] = {
     {"pack", py_pack, METH_VARARGS,
      "pack(values, m) -> bytes: pack uint64 values (< 2**m) into ceil(n*m/8) bytes."},
     {"unpack_add", py_unpack_add, METH_VARARGS,
-     "unpack_add(data, m, count, acc, simd=True): acc[i] += element i of the m-bit packed "
-     "data (simd=False forces the portable scalar code)."},
+     "unpack_add(data, m, count, acc, level=-1): acc[i] += element i of the m-bit packed "
+     "data; level -1 = the best SIMD this CPU has, 0 scalar, 1 AVX2, 2 AVX-512 VBMI (never "
+     "above what the CPU has)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bitpack_native",
@@ -310,9 +371,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_bitpack_native",
 PyMODINIT_FUNC PyInit__bitpack_native(void)
 {
     PyObject *mod = PyModule_Create(&module);
-    use_vbmi = cpu_has_vbmi();
-    if (mod && (PyModule_AddIntConstant(mod, "API_VERSION", 1) < 0 ||
-                PyModule_AddStringConstant(mod, "SIMD", use_vbmi ? "avx512vbmi" : "none") < 0)) {
+    simd_level = cpu_simd_level();
+    if (mod && (PyModule_AddIntConstant(mod, "API_VERSION", 2) < 0 ||
+                PyModule_AddStringConstant(mod, "SIMD", SIMD_NAMES[simd_level]) < 0)) {
         Py_DECREF(mod);
         return NULL;
     }

@@ -11,9 +11,10 @@ Two implementations compute that one format:
   released. Packing is a sequential 64-bit bit writer; unpack-add reads each element with
   one unaligned little-endian 8-byte load (9 bytes for m >= 58), shift and mask, and adds
   it into the running sum, with a byte-wise path for the last groups so nothing past the
-  buffer is read. On CPUs with AVX-512 VBMI (checked at import; :data:`SIMD`) unpack-add
-  handles a group of 8 elements (m <= 57) with one 64-byte load, a byte permutation, a
-  variable shift and one 8-lane add.
+  buffer is read. With SIMD (checked at import; :data:`SIMD`), for m <= 57: on AVX-512 VBMI
+  a group of 8 elements takes one 64-byte load, a byte permutation, a variable shift and
+  one 8-lane add; on AVX2, two 16-byte loads and an in-lane byte shuffle per 4 elements.
+  ``FEDRX_BITPACK=scalar`` or ``=avx2`` caps the level (to measure what other CPUs run).
 * ``numpy`` (fallback when the extension could not be compiled, or forced with the
   environment variable ``FEDRX_BITPACK=numpy``): 8 consecutive elements fill exactly ``m``
   bytes, so element ``8g + j`` starts at byte ``g*m + (j*m)//8``, bit ``(j*m) % 8``. For
@@ -40,7 +41,7 @@ import numpy as np
 from fedrx.errors import ProtocolError
 from fedrx.secagg.prg import check_modulus_bits
 
-_API_VERSION = 1  # must equal API_VERSION in _bitpack_native.c
+_API_VERSION = 2  # must equal API_VERSION in _bitpack_native.c
 
 
 def _load_native():  # noqa: ANN202 (a module or None)
@@ -60,7 +61,11 @@ def _load_native():  # noqa: ANN202 (a module or None)
 _native = _load_native()
 
 BACKEND = "native" if _native is not None else "numpy"
-SIMD = getattr(_native, "SIMD", "none") if _native is not None else "none"
+_LEVELS = {"none": 0, "avx2": 1, "avx512vbmi": 2}
+_FORCED = {"scalar": 0, "avx2": 1}.get(os.environ.get("FEDRX_BITPACK", "").lower(), -1)
+_LEVEL = -1 if _FORCED < 0 or _native is None else min(_FORCED, _LEVELS[_native.SIMD])
+SIMD = ("none" if _native is None else
+        _native.SIMD if _LEVEL < 0 else [k for k, v in _LEVELS.items() if v == _LEVEL][0])
 
 _PAD = 16  # bytes of zero slack after the packed data so every 8-byte window is readable
 
@@ -182,7 +187,7 @@ def unpack(data: bytes, m: int, length: int) -> np.ndarray:
     if _native is not None:
         _check_packed(data, m, length)
         out = np.zeros(length, dtype=np.uint64)
-        _native.unpack_add(data, m, length, out)
+        _native.unpack_add(data, m, length, out, _LEVEL)
         return out
     return _unpack_numpy(data, m, length)
 
@@ -233,7 +238,7 @@ class SumAccumulator:
     def add(self, data: bytes) -> None:
         if self.backend == "native":
             _check_packed(data, self.m, self.length)
-            _native.unpack_add(data, self.m, self.length, self._acc)
+            _native.unpack_add(data, self.m, self.length, self._acc, _LEVEL)
             return
         buf = _checked_buffer(data, self.m, self.length)
         m, g = self.m, self._groups
