@@ -30,7 +30,7 @@ import numpy as np
 from fedrx.protocol.protection import RoundContext
 from fedrx.protocol.protections.mask import MaskConfig, MaskProtection
 from fedrx.secagg.identity import Federation, Identity
-from fedrx.secagg.prg import prg_bytes, word_bytes
+from fedrx.secagg.prg import word_bytes
 
 
 def wire_bytes(msg: object) -> int:
@@ -44,42 +44,52 @@ def wire_bytes(msg: object) -> int:
     return 0
 
 
-def run(n: int, d: int, ids: list[Identity], fed: Federation, drop: str | None,
-        graph: str = "complete", trace: bool = False) -> dict:
-    """One masked round of n hospitals over d parameters, all parties in this process.
+def _drive(n: int, d: int, ids: list[Identity], fed: Federation, *, graph: str = "complete",
+           drop: str | None = None, trace: bool = False, keep_inputs: bool = False) -> dict:
+    """Build one REAL masked round of n hospitals over d parameters (every party runs the
+    fedrx code, in this process) and run it, timing every call (CPU seconds,
+    ``time.process_time``; the hot paths are single-threaded).
 
-    ``graph``: ``"complete"`` or ``"harary"`` (SecAgg+, default degree). ``trace``: also
-    measure the aggregator's own peak memory with tracemalloc (``server_peak_bytes``: the
-    largest, over its calls, of its retained allocations plus that call's transient peak;
-    the replies handed to it are the transport's and not counted). Tracing slows the run:
-    do not time a traced run.
+    ``drop``: the stage before which the last live hospital drops. ``trace``: also measure
+    the aggregator's own peak memory with tracemalloc (``server_peak_bytes``: the largest,
+    over its calls, of its retained allocations plus that call's transient peak; the replies
+    handed to it are the transport's and not counted; tracing slows the run: do not time a
+    traced run). ``keep_inputs``: keep a copy of every encoded input (to check the sum).
+    Returns per-stage client and server times, client call counts, wire bytes (up + down),
+    the mean packed-vector size, the server protection, the decoded result and the inputs.
     """
+    from fedrx.secagg.masking import MASKED_INPUT
+
     cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=100_000, graph=graph)
     ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in ids[:n])), d + 1)
     server = MaskProtection(None, fed, cfg).new_server(ctx)
     clients = {i.hospital: MaskProtection(i, fed, cfg).new_client(ctx, i.hospital)
                for i in ids[:n]}
     rng = np.random.default_rng(0)
-    t_client = {s: 0.0 for s in server.stages}
     t_quant = 0.0
-    for c in clients.values():
+    encoded = {}
+    for h, c in clients.items():
         v = np.append(50 * rng.normal(0, 1e-3, d), 50.0)
         t0 = time.process_time()
         c.set_input(v)
         t_quant += time.process_time() - t0
-    t_server = 0.0
-    down = up = 0
+        if keep_inputs:
+            encoded[h] = c.machine._x.copy()  # noqa: SLF001 (benchmark-only exactness check)
+    t_client = dict.fromkeys(server.stages, 0.0)
+    n_client = dict.fromkeys(server.stages, 0)
+    t_server = dict.fromkeys((*server.stages, "result"), 0.0)
+    wire = 0
+    vec = 0.0
     alive = set(clients)
     mem = {"retained": 0, "peak": 0}
 
-    def server_call(fn, *args):  # noqa: ANN001, ANN202
-        nonlocal t_server
+    def server_call(key: str, fn, *args):  # noqa: ANN001, ANN202
         if trace:
             before = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
         t0 = time.process_time()
         out = fn(*args)
-        t_server += time.process_time() - t0
+        t_server[key] += time.process_time() - t0
         if trace:
             cur, peak = tracemalloc.get_traced_memory()
             mem["peak"] = max(mem["peak"], mem["retained"] + peak - before)
@@ -92,42 +102,41 @@ def run(n: int, d: int, ids: list[Identity], fed: Federation, drop: str | None,
         for stage in server.stages:
             if stage == drop:
                 alive.discard(sorted(alive)[-1])
-            reqs = server_call(server.requests, stage, sorted(alive))
+            reqs = server_call(stage, server.requests, stage, sorted(alive))
             replies = {}
             for h, r in reqs.items():
-                down += wire_bytes(r)
+                wire += wire_bytes(r)
                 t0 = time.process_time()
                 replies[h] = clients[h].handle(stage, r)
                 t_client[stage] += time.process_time() - t0
-                up += wire_bytes(replies[h])
-            server_call(server.collect, stage, replies)
+                n_client[stage] += 1
+                wire += wire_bytes(replies[h])
+            if stage == MASKED_INPUT:
+                vec = sum(len(r.packed) for r in replies.values()) / len(replies)
+            server_call(stage, server.collect, stage, replies)
             del replies
-        res = server_call(server.result)
+        res = server_call("result", server.result)
     finally:
         if trace:
             tracemalloc.stop()
-    return {"stages": {s: v / n for s, v in t_client.items()}, "quant": t_quant / n,
-            "server": t_server, "bytes_per_param": (up + down) / n / d,
+    return {"server": server, "result": res, "encoded": encoded, "t_quant": t_quant,
+            "t_client": t_client, "n_client": n_client, "t_server": t_server, "wire": wire,
+            "vector_bytes": vec, "degree": cfg.degree(n),
+            "server_peak_bytes": mem["peak"] if trace else None}
+
+
+def run(n: int, d: int, ids: list[Identity], fed: Federation, drop: str | None,
+        graph: str = "complete", trace: bool = False) -> dict:
+    """One masked round (:func:`_drive`) summarised for ``fedrx bench``'s scaling tables:
+    mean hospital CPU per stage and for quantisation, aggregator CPU (all calls), wire
+    bytes per parameter per hospital, the modulus, contributors, graph degree and (with
+    ``trace``) the aggregator's peak memory."""
+    r = _drive(n, d, ids, fed, graph=graph, drop=drop, trace=trace)
+    res = r["result"]
+    return {"stages": {s: v / n for s, v in r["t_client"].items()}, "quant": r["t_quant"] / n,
+            "server": sum(r["t_server"].values()), "bytes_per_param": r["wire"] / n / d,
             "m": res.stats["modulus_bits"], "contributors": len(res.contributors),
-            "degree": cfg.degree(n), "server_peak_bytes": mem["peak"] if trace else None}
-
-
-def floors(n: int, d: int, m: int) -> tuple[float, float]:
-    nbytes = (d + 2) * word_bytes(m)  # one mask; a hospital expands n of them
-    key = os.urandom(32)
-    vecs = [np.ones(d + 2, dtype=np.uint64) for _ in range(n)]
-    aes = add = float("inf")
-    for _ in range(5):  # best of 5: a floor, not an average
-        t0 = time.perf_counter()
-        for _ in range(n):  # (n-1) pairwise + 1 self mask
-            prg_bytes(key, nbytes)
-        aes = min(aes, time.perf_counter() - t0)
-        acc = np.zeros(d + 2, dtype=np.uint64)
-        t0 = time.perf_counter()
-        for v in vecs:
-            acc += v
-        add = min(add, time.perf_counter() - t0)
-    return aes, add
+            "degree": r["degree"], "server_peak_bytes": r["server_peak_bytes"]}
 
 
 def aes_ctr_floor(nbytes: int, repeats: int = 5) -> float:
@@ -203,9 +212,8 @@ def micro(d: int, m: int, repeats: int = 5) -> dict[str, float | int | str]:
 
 
 def breakdown(n: int, d: int, ids: list[Identity], fed: Federation) -> dict:
-    """One REAL round (every party runs the fedrx code, complete graph, active mode) with
-    the last hospital dropping before masked_input, timed per party and per stage
-    (CPU seconds, time.process_time; all hot paths are single-threaded).
+    """One REAL round (:func:`_drive`, complete graph, active mode) with the last hospital
+    dropping before masked_input, timed per party and per stage.
 
     Reported for one representative hospital (the mean over the n-1 that sent a masked
     input) and for the aggregator, split as the issue's targets are:
@@ -216,70 +224,29 @@ def breakdown(n: int, d: int, ids: list[Identity], fed: Federation) -> dict:
     unmask collect (Shamir reconstruction, regenerating n-1 self masks and the dropped
     hospital's n-1 pairwise masks, removing them). The unmasked sum is checked exact.
     """
+    from fedrx.secagg.bitpack import packed_size
     from fedrx.secagg.masking import MASKED_INPUT, UNMASK
 
-    cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=100_000)
-    ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in ids[:n])), d + 1)
-    server = MaskProtection(None, fed, cfg).new_server(ctx)
-    clients = {i.hospital: MaskProtection(i, fed, cfg).new_client(ctx, i.hospital)
-               for i in ids[:n]}
-    rng = np.random.default_rng(0)
-    t_quant = 0.0
-    encoded = {}
-    for h, c in clients.items():
-        v = np.append(50 * rng.normal(0, 1e-3, d), 50.0)
-        t0 = time.process_time()
-        c.set_input(v)
-        t_quant += time.process_time() - t0
-        encoded[h] = c.machine._x.copy()  # noqa: SLF001 (benchmark-only exactness check)
-    t_client = dict.fromkeys(server.stages, 0.0)
-    n_client = dict.fromkeys(server.stages, 0)
-    t_server = dict.fromkeys(server.stages, 0.0)
-    up = down = 0
-    dropped = sorted(clients)[-1]
-    alive = set(clients)
-    for stage in server.stages:
-        if stage == MASKED_INPUT:
-            alive.discard(dropped)
-        t0 = time.process_time()
-        reqs = server.requests(stage, sorted(alive))
-        t_server[stage] += time.process_time() - t0
-        replies = {}
-        for h, r in reqs.items():
-            down += wire_bytes(r)
-            t0 = time.process_time()
-            replies[h] = clients[h].handle(stage, r)
-            t_client[stage] += time.process_time() - t0
-            n_client[stage] += 1
-            up += wire_bytes(replies[h])
-        t0 = time.process_time()
-        server.collect(stage, replies)
-        t_server[stage] += time.process_time() - t0
-        if stage == MASKED_INPUT:
-            vec = sum(len(r.packed) for r in replies.values()) / len(replies)
-        del replies
+    r = _drive(n, d, ids, fed, drop=MASKED_INPUT, keep_inputs=True)
+    t_client, n_client, t_server = r["t_client"], r["n_client"], r["t_server"]
+    server, encoded = r["server"], r["encoded"]
     total, contributors = server.machine.result()
     m = server.params.modulus_bits
     want = sum(encoded[h] for h in contributors) & np.uint64((1 << m) - 1)
     assert np.array_equal(total, want), "unmasked sum is wrong"
     w = word_bytes(m)
-    return {"m": m, "quant": t_quant / n,
+    return {"m": m, "quant": r["t_quant"] / n,
             "masked_input": t_client[MASKED_INPUT] / n_client[MASKED_INPUT],
             "client_other": sum(t / max(n_client[s], 1) for s, t in t_client.items()
                                 if s != MASKED_INPUT),
             "agg_add": t_server[MASKED_INPUT], "agg_unmask": t_server[UNMASK],
-            "agg_other": sum(t for s, t in t_server.items() if s not in (MASKED_INPUT, UNMASK)),
+            "agg_other": sum(t for s, t in t_server.items()
+                             if s not in (MASKED_INPUT, UNMASK, "result")),
             "hosp_mask_bytes": (n - 1) * (d + 1) * w,   # self + n-2 live neighbours
             "agg_mask_bytes": 2 * (n - 1) * (d + 1) * w,  # n-1 self + n-1 of the dropped
             "n_added": len(contributors), "length": d + 1,
-            "vector_bytes": vec, "packed": bitpack_size(d + 1, m),
-            "wire_per_hospital": (up + down) / len(contributors)}
-
-
-def bitpack_size(length: int, m: int) -> int:
-    from fedrx.secagg.bitpack import packed_size
-
-    return packed_size(length, m)
+            "vector_bytes": r["vector_bytes"], "packed": packed_size(d + 1, m),
+            "wire_per_hospital": r["wire"] / len(contributors)}
 
 
 def main() -> None:
