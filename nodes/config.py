@@ -37,6 +37,16 @@ TASK_KEYS = ("data", "hospitals", "protection", "seed", "model", "hidden", "clie
 """SimulationConfig fields that determine a hospital's data and local training."""
 
 
+def stage_round(spec: str, what: str) -> tuple[str, int] | None:
+    """A fault-injection point ``STAGE:ROUND`` as (stage, round >= 1); None for ""."""
+    if not spec:
+        return None
+    stage, _, rnd = spec.partition(":")
+    if not stage or not rnd.isdigit() or int(rnd) < 1:
+        raise ConfigError(f"{what} must be STAGE:ROUND (round >= 1)")
+    return stage, int(rnd)
+
+
 @dataclass
 class AggregatorConfig:
     """``[aggregator]``.
@@ -77,12 +87,7 @@ class AggregatorConfig:
 
     def crash_point(self) -> tuple[str, int] | None:
         """``crash_at`` parsed as (stage, round), or None."""
-        if not self.crash_at:
-            return None
-        stage, _, rnd = self.crash_at.partition(":")
-        if not stage or not rnd.isdigit() or int(rnd) < 1:
-            raise ConfigError("[aggregator] crash_at must be STAGE:ROUND (round >= 1)")
-        return stage, int(rnd)
+        return stage_round(self.crash_at, "[aggregator] crash_at")
 
     def validate(self) -> None:
         for name in ("wait_seconds", "train_deadline", "stage_deadline", "eval_deadline"):

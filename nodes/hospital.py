@@ -46,7 +46,7 @@ from fedrx.medrx.records import atomic_write_text
 from fedrx.nodes import wire
 from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.codec import CodecError, Limits
-from fedrx.nodes.config import NodeConfig, event, task_digest
+from fedrx.nodes.config import NodeConfig, event, stage_round, task_digest
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.hospital import HospitalParty
@@ -87,12 +87,7 @@ class HospitalNode:
                                 expect_hospital=h)
         self.limits = Limits(max_message_bytes=cfg.max_message_mb << 20)
         self.stop = threading.Event()
-        self.fault: tuple[str, int] | None = None
-        if cfg.fault:
-            stage, _, rnd = cfg.fault.partition(":")
-            if not rnd.isdigit():
-                raise ConfigError("[node] fault must be STAGE:ROUND")
-            self.fault = (stage, int(rnd))
+        self.fault = stage_round(cfg.fault, "[node] fault")
         self.out = Path(cfg.out) if cfg.out else None
         self.receipts: list[dict[str, Any]] = []
         self.signed_receipts: list[dict[str, Any]] = []
