@@ -182,6 +182,16 @@ def stop_all(procs: Mapping[str, subprocess.Popen], timeout: float = 10.0) -> No
             p.wait(5)
 
 
+def start_federation(setup: Setup, procs: dict[str, subprocess.Popen]) -> None:
+    """Start the aggregator, wait (bounded) for its address file, then every hospital node;
+    the processes go into ``procs`` (``"aggregator"`` and each hospital id) as they start,
+    so the caller's :func:`stop_all` reaches them even if a later start fails."""
+    procs["aggregator"] = start_aggregator(setup)
+    wait_for_file(setup.address_file, 120, procs["aggregator"])
+    for h in setup.hospitals:
+        procs[h] = start_node(setup, h)
+
+
 def run_demo(spec: DemoSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole federation; return the aggregator's results document."""
     t0 = time.monotonic()
@@ -189,12 +199,9 @@ def run_demo(spec: DemoSpec, echo: Callable[[str], None] = print) -> dict[str, A
     echo(f"certificates in {setup.out / 'certs'}; hospitals {', '.join(setup.hospitals)}")
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["aggregator"] = start_aggregator(setup)
-        wait_for_file(setup.address_file, 120, procs["aggregator"])
-        echo(f"aggregator listening on {setup.address_file.read_text().strip()} (mutual TLS)")
-        for h in setup.hospitals:
-            procs[h] = start_node(setup, h)
-        echo(f"{len(setup.hospitals)} hospital processes started; running "
+        start_federation(setup, procs)
+        echo(f"aggregator listening on {setup.address_file.read_text().strip()} (mutual TLS); "
+             f"{len(setup.hospitals)} hospital processes started; running "
              f"{spec.rounds} round(s) with protection {spec.protection}")
         agg = procs["aggregator"]
         try:

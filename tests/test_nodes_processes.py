@@ -20,9 +20,8 @@ from fedrx.nodes.launcher import (
     DemoSpec,
     run_demo,
     start_aggregator,
-    start_node,
+    start_federation,
     stop_all,
-    wait_for_file,
     write_setup,
     write_toml,
 )
@@ -109,10 +108,7 @@ def test_hospital_killed_mid_round_and_rogue_client(tmp_path, mimic_demo):
         "give_up_seconds": 3.0, "backoff_max": 0.5}, "task": spec.task_table()})
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["aggregator"] = start_aggregator(setup)
-        wait_for_file(setup.address_file, 120, procs["aggregator"])
-        for h in setup.hospitals:
-            procs[h] = start_node(setup, h)
+        start_federation(setup, procs)
         procs["rogue"] = subprocess.Popen(
             [*_py(), "node", "run", "--config", str(rogue_cfg)], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT)
@@ -152,10 +148,7 @@ def _kill_and_restart(spec: DemoSpec, crash: dict, rounds_seen: int) -> Path:
     setup = write_setup(spec)
     procs: dict[str, subprocess.Popen] = {}
     try:
-        procs["aggregator"] = start_aggregator(setup)
-        wait_for_file(setup.address_file, 120, procs["aggregator"])
-        for h in setup.hospitals:
-            procs[h] = start_node(setup, h)
+        start_federation(setup, procs)
         assert procs["aggregator"].wait(WAIT) == 137
         latest = setup.out / "aggregator" / "checkpoint" / "LATEST"
         assert latest.read_text().strip() == f"round-{rounds_seen:06d}"
