@@ -54,12 +54,17 @@ def atomic_write_text(path: Path, text: str, *, mode: int | None = None) -> None
     atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
 
 
-def atomic_write_npy(path: Path, array: object) -> None:
-    """Write a numpy array as ``.npy`` (``allow_pickle=False``: numeric data only), atomically."""
+def npy_bytes(array: object) -> bytes:
+    """A numpy array in the ``.npy`` format (``allow_pickle=False``: numeric data only)."""
     import io
 
     import numpy as np
 
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_write_npy(path: Path, array: object) -> None:
+    """Write a numpy array as ``.npy`` (see :func:`npy_bytes`), atomically."""
+    atomic_write_bytes(path, npy_bytes(array))

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.atomic import atomic_write_bytes, atomic_write_npy
+from fedrx.atomic import atomic_write_bytes, atomic_write_npy, npy_bytes
 from fedrx.canonical import json_default
 from fedrx.errors import ConfigError, ProtocolError
 from fedrx.medrx.records import atomic_write_text
@@ -145,11 +145,7 @@ SELECTED_BLOB = "selected_model.npy"
 
 def _selected_blob(weights: np.ndarray | None) -> dict[str, bytes]:
     """The model of the best-validation round so far, checkpointed with the state."""
-    if weights is None:
-        return {}
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(weights), allow_pickle=False)
-    return {SELECTED_BLOB: buf.getvalue()}
+    return {} if weights is None else {SELECTED_BLOB: npy_bytes(weights)}
 
 
 def _restore_selected(folder: Path, best: dict[str, Any] | None) -> np.ndarray | None:

@@ -96,7 +96,7 @@ unpack_add_impl(const uint8_t *p, size_t len, size_t count, uint64_t *acc, size_
 
 /* Sequential bit writer: whole 64-bit words, then the tail bytes. */
 static inline __attribute__((always_inline)) int
-pack_impl(const uint64_t *v, size_t count, uint8_t *out, size_t out_len, const unsigned M)
+pack_impl(const uint64_t *v, size_t count, uint8_t *out, const unsigned M)
 {
     uint64_t word = 0, seen = 0;
     unsigned nb = 0; /* bits pending in word, < 64 */
@@ -116,12 +116,11 @@ pack_impl(const uint64_t *v, size_t count, uint8_t *out, size_t out_len, const u
     size_t tail = (nb + 7) / 8;
     for (size_t k = 0; k < tail; k++)
         o[k] = (uint8_t)(word >> (8 * k));
-    (void)out_len;
     return M >= 64 || (seen >> (M % 64)) == 0;
 }
 
 typedef void (*unpack_fn)(const uint8_t *, size_t, size_t, uint64_t *, size_t);
-typedef int (*pack_fn)(const uint64_t *, size_t, uint8_t *, size_t);
+typedef int (*pack_fn)(const uint64_t *, size_t, uint8_t *);
 
 #define DEF(M)                                                                       \
     static void unpack_add_##M(const uint8_t *p, size_t len, size_t c, uint64_t *a,  \
@@ -129,9 +128,9 @@ typedef int (*pack_fn)(const uint64_t *, size_t, uint8_t *, size_t);
     {                                                                                \
         unpack_add_impl(p, len, c, a, g0, M);                                        \
     }                                                                                \
-    static int pack_##M(const uint64_t *v, size_t c, uint8_t *o, size_t ol)          \
+    static int pack_##M(const uint64_t *v, size_t c, uint8_t *o)                     \
     {                                                                                \
-        return pack_impl(v, c, o, ol, M);                                            \
+        return pack_impl(v, c, o, M);                                                \
     }
 /* X-macro over every width 1..64: one specialised instance of each kernel per width. */
 #define FOR_EACH_WIDTH(X)                                                                \
@@ -306,7 +305,7 @@ static PyObject *py_pack(PyObject *self, PyObject *args)
         goto done;
     uint8_t *o = (uint8_t *)PyBytes_AS_STRING(ret);
     Py_BEGIN_ALLOW_THREADS
-    ok = PACK[m]((const uint64_t *)vals.buf, count, o, need);
+    ok = PACK[m]((const uint64_t *)vals.buf, count, o);
     Py_END_ALLOW_THREADS
     if (!ok) {
         Py_CLEAR(ret);

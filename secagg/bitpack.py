@@ -61,11 +61,13 @@ def _load_native():  # noqa: ANN202 (a module or None)
 _native = _load_native()
 
 BACKEND = "native" if _native is not None else "numpy"
-_LEVELS = {"none": 0, "avx2": 1, "avx512vbmi": 2}
+_LEVEL_NAMES = ("none", "avx2", "avx512vbmi")  # unpack_add levels 0, 1, 2
 _FORCED = {"scalar": 0, "avx2": 1}.get(os.environ.get("FEDRX_BITPACK", "").lower(), -1)
-_LEVEL = -1 if _FORCED < 0 or _native is None else min(_FORCED, _LEVELS[_native.SIMD])
-SIMD = ("none" if _native is None else
-        _native.SIMD if _LEVEL < 0 else [k for k, v in _LEVELS.items() if v == _LEVEL][0])
+_LEVEL = -1 if _FORCED < 0 or _native is None else \
+    min(_FORCED, _LEVEL_NAMES.index(_native.SIMD))
+"""unpack_add's SIMD level: -1 = the best this CPU has, else the level forced by
+``FEDRX_BITPACK`` (capped at what the CPU has)."""
+SIMD = "none" if _native is None else _native.SIMD if _LEVEL < 0 else _LEVEL_NAMES[_LEVEL]
 
 _PAD = 16  # bytes of zero slack after the packed data so every 8-byte window is readable
 

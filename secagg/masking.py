@@ -423,14 +423,12 @@ class MaskingClient:
         p = self.params
         if (not isinstance(s, EncryptedShare) or s.receiver != self.hospital
                 or s.sender not in self._ads or s.sender == self.hospital
-                or s.sender not in p.graph.of(self.hospital)
-                or s.sender not in self._enc_shared):
-            # (a neighbour in self._ads is one of the holders we shared with in share_keys,
-            # so the last test only restates the others)
+                or s.sender not in p.graph.of(self.hospital)):
             raise self._abort("received a share not addressed to me by a neighbour",
                               MASKED_INPUT)
         try:
-            # X25519(enc_sk, sender's enc_pk), computed once in share_keys
+            # X25519(enc_sk, sender's enc_pk), computed once in share_keys (an advertised
+            # neighbour is one of the holders we shared with there)
             key = kex.share_key(self._enc_shared[s.sender], self._sid_r, p.round, s.sender,
                                 self.hospital)
             pt = kex.open_sealed(key, s.nonce, s.ciphertext,

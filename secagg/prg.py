@@ -102,24 +102,18 @@ def prg_vector(key: bytes, length: int, modulus_bits: int) -> np.ndarray:
     return out
 
 
-def new_scratch() -> np.ndarray:
-    """A scratch buffer for :func:`prg_accumulate` (reuse it across masks)."""
-    return np.empty(_CHUNK + _SLACK, dtype=np.uint8)
-
-
-def prg_accumulate(key: bytes, out: np.ndarray, modulus_bits: int, sign: int = 1,
-                   scratch: np.ndarray | None = None) -> None:
+def prg_accumulate(key: bytes, out: np.ndarray, modulus_bits: int, sign: int = 1) -> None:
     """``out += sign * prg_vector(key, len(out), modulus_bits)`` modulo ``2**modulus_bits``.
 
     ``out`` is a contiguous uint64 array updated in place; the result is NOT reduced (only
     congruent mod ``2**modulus_bits``): reduce once with ``& (2**m - 1)`` after the last
-    mask. ``scratch`` (optional) is a buffer from :func:`new_scratch` reused across calls.
+    mask.
     """
-    prg_accumulate_many([(key, sign)], out, modulus_bits, scratch)
+    prg_accumulate_many([(key, sign)], out, modulus_bits)
 
 
 def prg_accumulate_many(masks: Sequence[tuple[bytes, int]], out: np.ndarray,
-                        modulus_bits: int, scratch: np.ndarray | None = None) -> None:
+                        modulus_bits: int) -> None:
     """``out += sum(sign * prg_vector(key, len(out), modulus_bits))`` over ``(key, sign)``
     in ``masks``, modulo ``2**modulus_bits`` (unreduced, as :func:`prg_accumulate`).
 
@@ -136,8 +130,7 @@ def prg_accumulate_many(masks: Sequence[tuple[bytes, int]], out: np.ndarray,
         if sign not in (1, -1):
             raise ConfigError("sign must be +1 or -1")
         ops.append((_encryptor(key).update_into, np.add if sign > 0 else np.subtract))
-    if scratch is None or scratch.size < _CHUNK + _SLACK:
-        scratch = new_scratch()
+    scratch = np.empty(_CHUNK + _SLACK, dtype=np.uint8)  # one keystream chunk, reused
     per = _CHUNK // w
     dt = "<u4" if w == 4 else "<u8"
     for i in range(0, out.size, per):

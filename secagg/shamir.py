@@ -109,22 +109,14 @@ def lagrange_at_zero(xs: Sequence[int]) -> tuple[int, ...]:
 
 
 def reconstruct(shares: Mapping[int, bytes], t: int) -> bytes:
-    """The secret from at least ``t`` shares (uses the ``t`` smallest indices)."""
+    """The secret from at least ``t`` shares (uses the ``t`` smallest indices; every share
+    is validated as :func:`_share_values` does)."""
     if t < 1:
         raise CryptoError(f"Shamir threshold t={t} must be >= 1")
     if len(shares) < t:
         raise CryptoError(f"need {t} shares to reconstruct, have {len(shares)}")
-    xs = sorted(shares)[:t]
-    ys = []
-    for x in xs:
-        raw = shares[x]
-        if len(raw) != SHARE_BYTES:
-            raise CryptoError("malformed Shamir share")
-        y = int.from_bytes(raw, "big")
-        if y >= PRIME or not 1 <= x < PRIME:
-            raise CryptoError("malformed Shamir share")
-        ys.append(y)
-    secret = sum(y * c for y, c in zip(ys, lagrange_at_zero(xs), strict=True)) % PRIME
+    xs, ys = _share_values(shares)
+    secret = sum(y * c for y, c in zip(ys[:t], lagrange_at_zero(xs[:t]), strict=True)) % PRIME
     if secret >> (8 * SECRET_BYTES):
         raise CryptoError("Shamir reconstruction is inconsistent (wrong or tampered shares)")
     return secret.to_bytes(SECRET_BYTES, "big")
