@@ -12,8 +12,9 @@ row per config with one dropout at masked_input to time key-share recovery) it m
   generate ((n-1) pairwise + 1 self mask) and numpy uint64 add bandwidth for the
   aggregator's n additions.
 
-Usage: .venv/bin/python benchmarks/bench_masking.py [--quick]
-(main(): the per-target table of :func:`breakdown`; full < 6 min, --quick < 60 s on 2 cores)
+Usage: .venv/bin/python benchmarks/bench_masking.py [--quick | --parts]
+(main(): the per-target table of :func:`breakdown`; full < 6 min, --quick < 60 s on 2 cores;
+--parts: :func:`parts`, the cost of the pieces, < 30 s)
 Writes a Markdown table to stdout.
 """
 
@@ -249,6 +250,60 @@ def breakdown(n: int, d: int, ids: list[Identity], fed: Federation) -> dict:
             "wire_per_hospital": r["wire"] / len(contributors)}
 
 
+def parts(d: int = 100_000, n: int = 100, t: int = 51, repeats: int = 30) -> None:
+    """Print what the round tables are made of (best of ``repeats``, wall seconds):
+    unpack-add of one packed vector at every SIMD level this CPU has against the numpy
+    add floor (d elements, m = 37 / 41 / 57); the per-peer public-key operations (Ed25519
+    verify, X25519 agreement, HKDF); and the aggregator's Shamir work for n secrets of n
+    shares each with threshold t (the consistency check of :func:`shamir.consistent_many`
+    and reconstruction)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fedrx.secagg import _bitpack_native as native
+    from fedrx.secagg import kex, shamir
+
+    def best(fn, r: int = repeats) -> float:  # noqa: ANN001
+        fn()
+        b = float("inf")
+        for _ in range(r):
+            t0 = time.perf_counter()
+            fn()
+            b = min(b, time.perf_counter() - t0)
+        return b
+
+    fl = add_floor(d, repeats)
+    levels = ("none", "avx2", "avx512vbmi")[: ("none", "avx2", "avx512vbmi").index(
+        native.SIMD) + 1]
+    print(f"unpack-add of one packed vector, d = {d}, / numpy add floor ({fl * 1e6:.1f} us)")
+    print()
+    print("| m | " + " | ".join(levels) + " |")
+    print("|---" * (len(levels) + 1) + "|")
+    rng = np.random.default_rng(0)
+    for m in (37, 41, 57):
+        packed = native.pack(rng.integers(0, 2**m, d, dtype=np.uint64), m)
+        acc = np.zeros(d, dtype=np.uint64)
+        cells = [best(lambda lv=lv, p=packed, m=m, a=acc: native.unpack_add(p, m, d, a, lv))
+                 / fl for lv in range(len(levels))]
+        print(f"| {m} | " + " | ".join(f"{c:.2f}x" for c in cells) + " |")
+    sk = Ed25519PrivateKey.generate()
+    sig, pk = sk.sign(b"m" * 200), sk.public_key()
+    a_sk, _ = kex.generate_keypair()
+    _, b_pk = kex.generate_keypair()
+    shared, sid = kex.agree(a_sk, b_pk), os.urandom(32)
+    print()
+    print(f"per peer: Ed25519 verify {best(lambda: pk.verify(sig, b'm' * 200)) * 1e6:.0f} us, "
+          f"X25519 agreement {best(lambda: kex.agree(a_sk, b_pk)) * 1e6:.0f} us, "
+          f"HKDF {best(lambda: kex.mask_key(shared, sid, 1, 'a', 'b')) * 1e6:.0f} us")
+    xs = list(range(1, n + 1))
+    sets = [shamir.split(os.urandom(32), t, xs) for _ in range(n)]
+    cold = best(lambda: (shamir._extra_point_rows.cache_clear(),  # noqa: SLF001
+                         shamir.consistent_many(sets, t)), 5)
+    warm = best(lambda: shamir.consistent_many(sets, t), 5)
+    rec = best(lambda: [shamir.reconstruct(s_, t) for s_ in sets], 5)
+    print(f"Shamir, {n} secrets x {n} shares, t = {t}: consistency check {cold * 1e3:.1f} ms "
+          f"(cold cache) / {warm * 1e3:.1f} ms (warm), reconstruction {rec * 1e3:.1f} ms")
+
+
 def main() -> None:
     """The issue's table: n in {10, 50, 100} x d in {1e5, 1e6} (``--quick``: n in {10, 50},
     d = 1e5). Floors are measured in the same run: ``aes_ctr_floor`` over exactly the mask
@@ -260,6 +315,9 @@ def main() -> None:
 
     from fedrx.secagg import bitpack
 
+    if "--parts" in sys.argv:
+        parts()
+        return
     quick = "--quick" in sys.argv
     ds = [100_000] if quick else [100_000, 1_000_000]
     ns = [10, 50] if quick else [10, 50, 100]
