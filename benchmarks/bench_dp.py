@@ -129,13 +129,13 @@ def bench_federation_accuracy(epsilons: tuple[float, ...] = (1.0, 3.0, 8.0), *,
                               **overrides) -> list[dict]:
     """Test Jaccard of the federation at each target epsilon and without DP.
 
-    Every run is :func:`fedrx.medrx.simulate.run_simulation` on the SAME data split, seed
+    Every run is :func:`fedrx.nodes.simulate.run_simulation` on the SAME data split, seed
     and initial model (``out/no-dp``, ``out/eps-<e>``); DP is patient-level DP-SGD at every
     hospital, its noise calibrated to reach the target epsilon after ``rounds`` rounds.
     Returns one :func:`accuracy_row` per run (no DP first). ``overrides`` are further
     :class:`SimulationConfig` fields (for example ``local_epochs``).
     """
-    from fedrx.medrx.simulate import SimulationConfig, run_simulation
+    from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
     runs: list[float | None] = ([None] if include_no_dp else []) + list(epsilons)
     rows = []

@@ -163,7 +163,7 @@ def simulate(config, **flags) -> None:
     from rich.table import Table
 
     from fedrx.cli.config import build, section
-    from fedrx.medrx.simulate import METRIC_KEYS, SimulationConfig, run_simulation
+    from fedrx.nodes.simulate import METRIC_KEYS, SimulationConfig, run_simulation
 
     if flags.get("dp") is not None:
         flags["dp"] = flags["dp"] == "on"

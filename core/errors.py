@@ -34,3 +34,35 @@ class CryptoError(FedrxError):
 
 class LedgerError(FedrxError):
     """The privacy ledger is missing, malformed, or fails verification."""
+
+
+# One type per kind of failure. Verification raises one of these; it never returns False.
+
+
+class SignatureError(CryptoError):
+    """A signature does not verify against the pinned public key."""
+
+
+class ShareError(CryptoError):
+    """A secret share is malformed, from the wrong party, or inconsistent with the others."""
+
+
+class CiphertextError(CryptoError):
+    """A ciphertext (AEAD, sealed box, CKKS) is malformed or fails to decrypt."""
+
+
+class ProtocolAbort(ProtocolError):
+    """A round must stop: too few survivors, or a peer broke the protocol. ``reason`` is
+    safe to record in the round record (no secrets)."""
+
+    def __init__(self, reason: str, stage: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage
+
+
+class BudgetExceeded(FedrxError):
+    """The next round would take the hospital past its epsilon budget (raised before any
+    noise is drawn)."""
+
+    exit_code = 3

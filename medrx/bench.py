@@ -2,7 +2,7 @@
 
 Three parts, one process, one output folder ``OUT``:
 
-1. **Arms.** Every (protection x DP) arm runs :func:`fedrx.medrx.simulate.run_simulation`
+1. **Arms.** Every (protection x DP) arm runs :func:`fedrx.nodes.simulate.run_simulation`
    on the SAME data split, vocabulary, initial model and seed (``OUT/arms/<arm>/``). Per
    round: utility (Jaccard, PRAUC, F1, DDI rate of the global model on the pooled test
    patients), epsilon (DP arms: the largest over hospitals), bytes up and down per
@@ -383,7 +383,7 @@ def add_ratios(arms: list[dict[str, Any]]) -> None:
 
 def _sim_config(cfg: BenchConfig, protection: str, dp: bool, out: Path,
                 epsilon: float | None = None) -> Any:
-    from fedrx.medrx.simulate import SimulationConfig
+    from fedrx.nodes.simulate import SimulationConfig
 
     return SimulationConfig(data=cfg.data, hospitals=cfg.hospitals, rounds=cfg.rounds,
                             protection=protection, seed=cfg.seed, out=str(out),
@@ -393,7 +393,7 @@ def _sim_config(cfg: BenchConfig, protection: str, dp: bool, out: Path,
 
 def run_arm(cfg: BenchConfig, name: str, protection: str, dp: bool, out: Path,
             tick: Callable[[str], None]) -> dict[str, Any]:
-    from fedrx.medrx.simulate import run_simulation
+    from fedrx.nodes.simulate import run_simulation
 
     if cfg.deploy:
         return _run_arm_deployed(cfg, name, protection, dp, out, tick)
@@ -956,7 +956,7 @@ def run_bench(cfg: BenchConfig, tick: Callable[[str], None] | None = None) -> di
 def warmup(cfg: BenchConfig, out: Path) -> None:
     """One unreported round (protection none, no DP) so that the first arm does not pay
     for torch's and the data loader's first-call costs; its folder is removed."""
-    from fedrx.medrx.simulate import run_simulation
+    from fedrx.nodes.simulate import run_simulation
 
     c = _sim_config(cfg, "none", False, out)
     c.rounds = 1

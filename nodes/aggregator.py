@@ -235,7 +235,7 @@ def write_receipts(out: Path, rounds: list[dict[str, Any]], federation_id: str,
 def results_doc(task: Any, prep: Any, rounds: list[dict[str, Any]], seconds: float,
                 extra: dict[str, Any]) -> dict[str, Any]:
     """The results document, in the format of ``fedrx simulate``'s results.json."""
-    from fedrx.medrx.simulate import results_document
+    from fedrx.nodes.simulate import results_document
 
     doc = results_document(task, prep, rounds, seconds)
     doc["transport"] = "grpc"
@@ -284,7 +284,7 @@ class AggregatorNode:
         signal.signal(signal.SIGINT, self._handle_signal)
 
     def run(self, progress: Any = None) -> dict[str, Any]:
-        from fedrx.medrx.simulate import (
+        from fedrx.nodes.simulate import (
             metrics_from_sums,
             prepare,
             protection_params,
@@ -449,7 +449,7 @@ class AggregatorNode:
 
     def _write_results(self, doc: dict[str, Any], state: ServerState,
                        selected: np.ndarray | None) -> None:
-        from fedrx.medrx.simulate import summary_markdown
+        from fedrx.nodes.simulate import summary_markdown
 
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "results.json",

@@ -1,8 +1,8 @@
 """TOML configuration of the gRPC deployment (``fedrx aggregator serve``, ``fedrx node run``).
 
-Both files have a ``[task]`` table: the SAME :class:`~fedrx.medrx.simulate.SimulationConfig`
+Both files have a ``[task]`` table: the SAME :class:`~fedrx.nodes.simulate.SimulationConfig`
 fields as ``fedrx simulate`` (data, hospitals, partition, seed, model, hidden, lr, ...).
-How a hospital node gets its patients: it runs :func:`fedrx.medrx.simulate.prepare` on that
+How a hospital node gets its patients: it runs :func:`fedrx.nodes.simulate.prepare` on that
 table, exactly as the in-process simulation does, and keeps ONLY the partition named by its
 ``hospital`` id (``h1``, ``h2``, ... as :func:`fedrx.medrx.partition.partition` names them).
 So the gRPC run and ``fedrx simulate`` with the same ``[task]`` see identical patients,
@@ -165,7 +165,7 @@ def _resolve(obj: Any, base: Path, keys: tuple[str, ...]) -> None:
 def load_config(path: Path, table: str) -> tuple[Any, Any]:
     """(``[table]`` settings, ``[task]`` SimulationConfig) from a TOML file."""
     from fedrx.cli.config import build, load_toml
-    from fedrx.medrx.simulate import SimulationConfig
+    from fedrx.nodes.simulate import SimulationConfig
 
     doc = load_toml(path)
     unknown = set(doc) - {table, "task"}

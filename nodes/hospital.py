@@ -1,6 +1,6 @@
 """``fedrx node run``: one hospital site.
 
-Loads its own data (``[task]`` -> :func:`fedrx.medrx.simulate.prepare`, keeping only the
+Loads its own data (``[task]`` -> :func:`fedrx.nodes.simulate.prepare`, keeping only the
 partition named by ``[node] hospital``; see :mod:`fedrx.nodes.config`), builds its
 :class:`~fedrx.protocol.hospital.HospitalParty` with its long-term identity and its own
 protection instance, dials the aggregator over mutual TLS and answers requests until the
@@ -96,7 +96,7 @@ class HospitalNode:
 
     # -- setup ---------------------------------------------------------------------
     def build_party(self) -> HospitalParty:
-        from fedrx.medrx.simulate import prepare, protection_params
+        from fedrx.nodes.simulate import prepare, protection_params
         from fedrx.protocol.registry import make_protection
         from fedrx.protocol.task import ClientOptimizer
 
@@ -112,7 +112,7 @@ class HospitalNode:
                               batch_size=t.batch_size)
         dp = None
         if self.cfg.dp_enabled(t):
-            from fedrx.medrx.simulate import dp_factory
+            from fedrx.nodes.simulate import dp_factory
 
             if self.out is None:
                 raise ConfigError("[node] out is required with DP (the ledger lives there)")

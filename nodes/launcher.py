@@ -89,7 +89,7 @@ def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
 def hospital_ids(task: Mapping[str, Any]) -> list[str]:
     """The partition names ``prepare`` gives for this task table (h1..hN, or site ids)."""
     from fedrx.cli.config import build
-    from fedrx.medrx.simulate import SimulationConfig, prepare
+    from fedrx.nodes.simulate import SimulationConfig, prepare
 
     return sorted(prepare(build(SimulationConfig, dict(task), {})).hospitals)
 

@@ -10,7 +10,7 @@ from test_cli import run
 from fedrx.dp.audit import audit
 from fedrx.dp.ledger import read_entries
 from fedrx.errors import ConfigError
-from fedrx.medrx.simulate import SimulationConfig, run_simulation
+from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
 
 def _cfg(tmp_path, **kw):
@@ -95,7 +95,7 @@ def test_server_params_cannot_weaken_local_dp_policy(mimic_demo, tmp_path):
     from fedrx.protocol.transport import InProcessTransport
 
     cfg = _cfg(tmp_path, rounds=1)
-    from fedrx.medrx.simulate import dp_factory, prepare
+    from fedrx.nodes.simulate import dp_factory, prepare
 
     prep = prepare(cfg)
     p = build_federated_averaging_process(prep.task, protection="none", evaluate=False,

@@ -111,7 +111,7 @@ def _run_inthread(spec: DemoSpec) -> tuple[dict, object, list]:
 
 
 def _simulate_same(task, out: Path) -> tuple[dict, np.ndarray]:
-    from fedrx.medrx.simulate import SimulationConfig, run_simulation
+    from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
     sim_cfg = SimulationConfig(**{k: v for k, v in vars(task).items()})
     sim_cfg.out = str(out)
@@ -138,7 +138,7 @@ def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
     assert np.array_equal(w_sel, np.load(tmp_path / "sim" / "selected_model.npy",
                                          allow_pickle=False))
     from fedrx.errors import ConfigError
-    from fedrx.medrx.simulate import select_round
+    from fedrx.nodes.simulate import select_round
     from fedrx.nodes.aggregator import SELECTED_BLOB, _restore_selected
 
     ckpt = tmp_path / "grpc" / "aggregator" / "checkpoint"
@@ -708,7 +708,7 @@ def test_plaintext_is_refused_without_insecure(tmp_path, certs, capsys):
 
 
 def test_task_digest_covers_data_and_training_fields():
-    from fedrx.medrx.simulate import SimulationConfig
+    from fedrx.nodes.simulate import SimulationConfig
 
     a = SimulationConfig(hidden=16)
     assert task_digest(a) == task_digest(SimulationConfig(hidden=16, rounds=99, out="x"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrx.medrx.simulate import SimulationConfig, run_simulation
+from fedrx.nodes.simulate import SimulationConfig, run_simulation
 from fedrx.nodes.certs import init_certs
 from fedrx.nodes.launcher import (
     DemoSpec,

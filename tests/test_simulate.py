@@ -10,7 +10,7 @@ from test_cli import assert_one_line_error, run
 from fedrx.errors import ConfigError
 from fedrx.medrx.partition import partition
 from fedrx.medrx.records import Cohort, Patient, Visit
-from fedrx.medrx.simulate import SimulationConfig, run_simulation
+from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
 
 def _cohort(sizes: dict[str, int]) -> Cohort:
@@ -95,7 +95,7 @@ def test_model_selected_by_validation_not_test(mimic_demo, tmp_path):
     selected_model.npy, whose hash is that round's model hash."""
     import numpy as np
 
-    from fedrx.medrx.simulate import select_round
+    from fedrx.nodes.simulate import select_round
     from fedrx.protocol.task import model_hash
 
     out = tmp_path / "sel"
