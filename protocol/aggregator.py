@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ProtocolError
+from fedrx.errors import ProtocolAbort, ProtocolError
 from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.optim import ServerOptimizer
-from fedrx.protocol.protection import Protection, ProtectionAbort, RoundContext
+from fedrx.protocol.protection import Protection, RoundContext
 from fedrx.protocol.task import model_hash
 from fedrx.protocol.transport import Transport
 
@@ -118,7 +118,7 @@ class RoundMachine:
         out.phases.append(Phase.SELECT.value)
         try:
             state = self._train_and_aggregate(state, rnd, out, params or {})
-        except ProtectionAbort as exc:
+        except ProtocolAbort as exc:
             self._go(Phase.ABORTED, out)
             out.status, out.reason = "aborted", str(exc)
             log.warning("round %d aborted: %s", rnd, exc)
@@ -162,7 +162,7 @@ class RoundMachine:
         out.trained = list(alive)
         need = self.protection.min_survivors(len(out.participants))
         if len(alive) < need:
-            raise ProtectionAbort(f"only {len(alive)} hospital(s) trained, "
+            raise ProtocolAbort(f"only {len(alive)} hospital(s) trained, "
                                   f"{self.protection.name} needs {need}")
         ctx = RoundContext(state.session_id, rnd, tuple(out.participants), n_params + 1,
                            dict(params))
@@ -179,10 +179,10 @@ class RoundMachine:
         total = np.asarray(result.total, dtype=np.float64)
         examples = float(total[-1])
         if not examples > 0.5:
-            raise ProtectionAbort(f"aggregate example count {examples:.3f} is not positive")
+            raise ProtocolAbort(f"aggregate example count {examples:.3f} is not positive")
         avg_delta = total[:-1] / examples
         if not np.all(np.isfinite(avg_delta)):
-            raise ProtectionAbort("aggregate contains non-finite values")
+            raise ProtocolAbort("aggregate contains non-finite values")
         out.contributors = list(result.contributors)
         out.examples = examples
         out.update_norm = float(np.linalg.norm(avg_delta))

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ProtocolError
+from fedrx.errors import ProtocolAbort, ProtocolError
 from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest, TrainAck, TrainRequest
-from fedrx.protocol.protection import ClientProtection, Protection, ProtectionAbort, RoundContext
+from fedrx.protocol.protection import ClientProtection, Protection, RoundContext
 from fedrx.protocol.task import ClientOptimizer, FederatedTask, derive_seed, model_hash
 
 
@@ -74,7 +74,7 @@ class HospitalParty:
         if self.log and self.log[-1].round == self.current_round:
             self.log[-1].state = HospitalState.ABORTED
             self.log[-1].reason = reason
-        return ProtectionAbort(f"{self.hospital}: {reason}")
+        return ProtocolAbort(f"{self.hospital}: {reason}")
 
     def handle(self, stage: str, request: Any) -> Any:
         """Answer one request from the aggregator. Raises ProtocolError to refuse it."""

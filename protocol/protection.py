@@ -17,7 +17,7 @@ Invariants every implementation keeps:
 * :meth:`ServerProtection.result` returns the SUM of the inputs of exactly the hospitals
   in :attr:`AggregateResult.contributors`, and nothing about any single input.
 * If too few hospitals remain for the protection to stay sound, ``collect`` raises
-  :class:`ProtectionAbort` with a reason; nothing secret has been revealed at that point.
+  :class:`ProtocolAbort` with a reason; nothing secret has been revealed at that point.
 * Requests and replies are plain dataclasses (``messages``) a transport can encode; they
   carry no secret of the sender unless encrypted to its recipient.
 """
@@ -31,11 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ProtocolError
+from fedrx.errors import ProtocolAbort
 
-
-class ProtectionAbort(ProtocolError):
-    """The round cannot complete under this protection; ``reason`` says why."""
+# A protection refuses or ends a round by raising :class:`fedrx.errors.ProtocolAbort`.
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class ClientProtection(ABC):
 
     @abstractmethod
     def handle(self, stage: str, request: Any) -> Any:
-        """Answer the aggregator's request for ``stage``; raise ProtectionAbort to refuse."""
+        """Answer the aggregator's request for ``stage``; raise ProtocolAbort to refuse."""
 
 
 class ServerProtection(ABC):
@@ -88,7 +86,7 @@ class ServerProtection(ABC):
 
     @abstractmethod
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
-        """Take the replies that arrived in time; raise ProtectionAbort if the round fails."""
+        """Take the replies that arrived in time; raise ProtocolAbort if the round fails."""
 
     @abstractmethod
     def result(self) -> AggregateResult:
@@ -113,6 +111,21 @@ class Protection(ABC):
     def min_survivors(self, n_participants: int) -> int:
         """Fewest hospitals that must reach the end of a round for it to complete."""
         return 1
+
+    # Long-lived state across rounds (the aggregator's node asks through these, never
+    # through a protection's attributes). Defaults: nothing kept, nothing to do.
+
+    def checkpoint(self) -> dict[str, bytes]:
+        """Public state to keep with the aggregator's checkpoint: name -> bytes (no secret
+        key material; restored by :meth:`restore`)."""
+        return {}
+
+    def restore(self, blobs: dict[str, bytes]) -> None:  # noqa: B027
+        """Re-install what :meth:`checkpoint` returned (verified again)."""
+
+    def reconnected(self, hospitals: Sequence[str]) -> None:  # noqa: B027
+        """These hospitals opened a new session since the last round (they may have lost
+        whatever was relayed to them before)."""
 
 
 # ---------------------------------------------------------------------------- none
@@ -139,16 +152,16 @@ class _PlainClient(ClientProtection):
 
     def set_input(self, vector: np.ndarray) -> None:
         if vector.shape != (self.ctx.vector_length,):
-            raise ProtectionAbort(f"input length {vector.shape} != {self.ctx.vector_length}")
+            raise ProtocolAbort(f"input length {vector.shape} != {self.ctx.vector_length}")
         self.vector = np.asarray(vector, dtype=np.float64)
 
     def handle(self, stage: str, request: Any) -> Any:
         if stage != "upload" or not isinstance(request, PlainUploadRequest):
-            raise ProtectionAbort(f"unexpected request for stage {stage!r}")
+            raise ProtocolAbort(f"unexpected request for stage {stage!r}")
         if request.round != self.ctx.round:
-            raise ProtectionAbort(f"request for round {request.round}, expected {self.ctx.round}")
+            raise ProtocolAbort(f"request for round {request.round}, expected {self.ctx.round}")
         if self.vector is None:
-            raise ProtectionAbort("no input set before upload")
+            raise ProtocolAbort("no input set before upload")
         return PlainUpload(self.vector)
 
 
@@ -174,7 +187,7 @@ class _PlainServer(ServerProtection):
             self.total += msg.vector
             self.contributors.append(h)
         if not self.contributors:
-            raise ProtectionAbort("no hospital uploaded a valid update")
+            raise ProtocolAbort("no hospital uploaded a valid update")
 
     def result(self) -> AggregateResult:
         return AggregateResult(self.total.copy(), tuple(self.contributors),

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fedrx.errors import ConfigError
-from fedrx.protocol.protection import NoProtection, ProtectionAbort, RoundContext
+from fedrx.errors import ConfigError, ProtocolAbort
+from fedrx.protocol.protection import NoProtection, RoundContext
 from fedrx.protocol.protections.ckks import (
     CkksConfig,
     CkksDecryption,
@@ -50,7 +50,7 @@ def drive(protection, ctx: RoundContext, inputs: Mapping[str, np.ndarray], *,
           drop_after: Mapping[str, set] | None = None, clients=None,
           on_replies: Hook | None = None, on_requests: Hook | None = None):
     """requests -> handle -> collect for every stage; a hospital that raises
-    ProtectionAbort, or is listed in ``drop_after[stage]``, is dropped for the rest."""
+    ProtocolAbort, or is listed in ``drop_after[stage]``, is dropped for the rest."""
     server = protection.new_server(ctx)
     clients = clients or {h: protection.new_client(ctx, h) for h in ctx.participants}
     alive = []
@@ -58,7 +58,7 @@ def drive(protection, ctx: RoundContext, inputs: Mapping[str, np.ndarray], *,
         try:
             clients[h].set_input(inputs[h])
             alive.append(h)
-        except ProtectionAbort:
+        except ProtocolAbort:
             pass
     for stage in server.stages:
         reqs = server.requests(stage, alive)
@@ -68,7 +68,7 @@ def drive(protection, ctx: RoundContext, inputs: Mapping[str, np.ndarray], *,
         for h, req in reqs.items():
             try:
                 replies[h] = clients[h].handle(stage, req)
-            except ProtectionAbort:
+            except ProtocolAbort:
                 alive.remove(h)
         if on_replies:
             replies = on_replies(stage, replies)
@@ -205,10 +205,10 @@ def test_key_rotation_between_rounds():
     c = p.new_client(ctx3, "a")
     c.set_input(np.ones(10))
     req = CkksUploadRequest(ctx3.session_id, 3, old_ring.epoch, old_ring.key_id, 10, old)
-    with pytest.raises(ProtectionAbort, match="rollback"):
+    with pytest.raises(ProtocolAbort, match="rollback"):
         c.handle("upload", req)
     # and an unknown key id without a package
-    with pytest.raises(ProtectionAbort, match="key id"):
+    with pytest.raises(ProtocolAbort, match="key id"):
         c.handle("upload", replace(req, delivery=None))
 
 
@@ -260,7 +260,7 @@ def test_bad_keyring_reply_aborts_first_round():
                 r.keyring.manifest, epoch=7))) for h, r in replies.items()}
         return replies
 
-    with pytest.raises(ProtectionAbort, match="no CKKS key epoch"):
+    with pytest.raises(ProtocolAbort, match="no CKKS key epoch"):
         drive(server, ctx, _inputs(ctx), clients=clients, on_replies=forge)
 
 
@@ -268,13 +268,13 @@ def test_too_few_uploads_aborts():
     p = CkksProtection.simulated(("a", "b", "c"), config=CkksConfig(min_contributors=3))
     ctx = _ctx(1, ("a", "b", "c"), 10)
     drop_c = _mutate_upload("c", lambda u: "garbage")
-    with pytest.raises(ProtectionAbort, match="only 2 valid"):
+    with pytest.raises(ProtocolAbort, match="only 2 valid"):
         drive(p, ctx, _inputs(ctx), on_replies=drop_c)
 
 
 def test_no_decryptor_left_aborts(prot):
     ctx = _ctx(round_=6)
-    with pytest.raises(ProtectionAbort, match="no key-holding hospital"):
+    with pytest.raises(ProtocolAbort, match="no key-holding hospital"):
         drive(prot, ctx, _inputs(ctx, 6), drop_after={"upload": set(HOSPITALS)})
 
 
@@ -283,7 +283,7 @@ def test_input_outside_ckks_range_is_refused(prot):
     c = prot.new_client(ctx, "a")
     x = np.zeros(LENGTH)
     x[-1] = prot.keyring.manifest.params.max_abs_input(5) * 1.01
-    with pytest.raises(ProtectionAbort, match="CKKS range"):
+    with pytest.raises(ProtocolAbort, match="CKKS range"):
         c.set_input(x)
 
 
@@ -307,29 +307,29 @@ def test_decryptor_refusals(prot):
     assert len(req.contributors) == 5
     fresh = prot.new_client(ctx, "a")
     # fewer than min_contributors signed headers
-    with pytest.raises(ProtectionAbort, match="refusing to decrypt"):
+    with pytest.raises(ProtocolAbort, match="refusing to decrypt"):
         fresh.handle("decrypt", replace(req, contributors=req.contributors[:1]))
     fresh = prot.new_client(ctx, "a")
     # a header that was not signed by the named hospital
     forged = replace(req.contributors[0], signature=bytes(64))
-    with pytest.raises(ProtectionAbort, match="does not verify"):
+    with pytest.raises(ProtocolAbort, match="does not verify"):
         fresh.handle("decrypt", replace(req, contributors=(forged,) + req.contributors[1:]))
     # the naive attack: one hospital's ciphertexts returned as "the aggregate"
     own: CkksUpload = clients["b"]._upload
     assert own is not None
     fresh = prot.new_client(ctx, "a")
-    with pytest.raises(ProtectionAbort, match="byte-identical"):
+    with pytest.raises(ProtocolAbort, match="byte-identical"):
         fresh.handle("decrypt", replace(req, aggregate=own.chunks))
     # other session / round
-    with pytest.raises(ProtectionAbort, match="another session"):
+    with pytest.raises(ProtocolAbort, match="another session"):
         prot.new_client(ctx, "a").handle("decrypt", replace(req, round=9))
     # one decryption per round
     fresh = prot.new_client(ctx, "a")
     out = fresh.handle("decrypt", req)
     assert isinstance(out, CkksDecryption)
-    with pytest.raises(ProtectionAbort, match="already decrypted"):
+    with pytest.raises(ProtocolAbort, match="already decrypted"):
         fresh.handle("decrypt", req)
-    with pytest.raises(ProtectionAbort, match="unexpected request"):
+    with pytest.raises(ProtocolAbort, match="unexpected request"):
         fresh.handle("decrypt", CkksUploadRequest(b"s" * 32, 8, 1, b"", LENGTH))
 
 
@@ -344,7 +344,7 @@ def test_disagreeing_decryptors_abort(prot):
             replies[h] = replace(replies[h], total=replies[h].total + 1.0)
         return replies
 
-    with pytest.raises(ProtectionAbort, match="disagree"):
+    with pytest.raises(ProtocolAbort, match="disagree"):
         drive(prot, ctx, xs, on_replies=lie)
 
 

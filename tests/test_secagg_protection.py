@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from fedrx.errors import ConfigError
-from fedrx.protocol.protection import NoProtection, ProtectionAbort, RoundContext
+from fedrx.errors import ConfigError, ProtocolAbort
+from fedrx.protocol.protection import NoProtection, RoundContext
 from fedrx.protocol.protections.mask import MaskConfig, MaskProtection
 from fedrx.secagg.identity import Federation, Identity
 
@@ -33,7 +33,7 @@ def drive(protection_for, ctx: RoundContext, vectors, drops=None):
         for h, req in server.requests(stage, sorted(alive)).items():
             try:
                 replies[h] = clients[h].handle(stage, req)
-            except ProtectionAbort:
+            except ProtocolAbort:
                 alive.discard(h)
         server.collect(stage, replies)
     return server.result(), clients
@@ -98,7 +98,7 @@ def test_passive_mode_and_stage_names():
 def test_below_threshold_aborts_through_interface():
     ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in IDS)), 5)
     vectors = {i.hospital: np.array([0.1, 0, 0, 0, 1.0]) for i in IDS}
-    with pytest.raises(ProtectionAbort, match="need t=5"):
+    with pytest.raises(ProtocolAbort, match="need t=5"):
         drive(lambda ident: MaskProtection(ident, FED), ctx, vectors,
               {"masked_input": {"hosp-0", "hosp-1", "hosp-2"}})
 
@@ -133,7 +133,7 @@ def test_client_needs_its_own_identity():
 def test_bad_input_rejected():
     ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in IDS)), 5)
     c = MaskProtection(IDS[0], FED).new_client(ctx, "hosp-0")
-    with pytest.raises(ProtectionAbort):
+    with pytest.raises(ProtocolAbort):
         c.set_input(np.zeros(3))
     with pytest.raises(ConfigError, match="max_count"):
         c.set_input(np.array([0.0, 0, 0, 0, 10.0**9]))

@@ -61,7 +61,7 @@ from fedrx.protocol.protection import (
     AggregateResult,
     ClientProtection,
     Protection,
-    ProtectionAbort,
+    ProtocolAbort,
     RoundContext,
     ServerProtection,
 )
@@ -235,23 +235,23 @@ class CkksClient(ClientProtection):
     def set_input(self, vector: np.ndarray) -> None:
         x = np.asarray(vector, dtype=np.float64)
         if x.shape != (self.ctx.vector_length,):
-            raise ProtectionAbort(f"input length {x.shape} != {self.ctx.vector_length}")
+            raise ProtocolAbort(f"input length {x.shape} != {self.ctx.vector_length}")
         if not np.all(np.isfinite(x)):
-            raise ProtectionAbort("input has non-finite values")
+            raise ProtocolAbort("input has non-finite values")
         limit = self.config.params.max_abs_input(len(self.ctx.participants))
         if float(np.max(np.abs(x))) > limit:
-            raise ProtectionAbort(f"an input entry exceeds the CKKS range |x| <= {limit:.6g} "
+            raise ProtocolAbort(f"an input entry exceeds the CKKS range |x| <= {limit:.6g} "
                                   f"for {len(self.ctx.participants)} participants")
         self.vector = x.copy()
 
     def _secret(self, session_id: bytes, round_: int, key_id: bytes) -> CkksSecretKey:
         if session_id != self.ctx.session_id or round_ != self.ctx.round:
-            raise ProtectionAbort(f"request for another session or round ({round_}), "
+            raise ProtocolAbort(f"request for another session or round ({round_}), "
                                   f"expected round {self.ctx.round}")
         secret = self.owner.held_key(self.identity.hospital)
         if secret is None or key_id != secret.key_id:
             held = "no key" if secret is None else f"epoch {secret.epoch}"
-            raise ProtectionAbort(f"aggregator uses key id {key_id.hex()[:16]}, this hospital "
+            raise ProtocolAbort(f"aggregator uses key id {key_id.hex()[:16]}, this hospital "
                                   f"holds {held}")
         return secret
 
@@ -262,11 +262,11 @@ class CkksClient(ClientProtection):
             return self._handle_upload(request)
         if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
             return self._handle_decrypt(request)
-        raise ProtectionAbort(f"unexpected request for stage {stage!r}")
+        raise ProtocolAbort(f"unexpected request for stage {stage!r}")
 
     def _handle_keys(self, req: CkksKeyringRequest) -> CkksKeyringReply:
         if req.session_id != self.ctx.session_id or req.round != self.ctx.round:
-            raise ProtectionAbort("key request for another session or round")
+            raise ProtocolAbort("key request for another session or round")
         ring = self.owner.create_epoch(self.identity, req.epoch, self.ctx.session_id)
         return CkksKeyringReply(self.ctx.round, ring)
 
@@ -275,10 +275,10 @@ class CkksClient(ClientProtection):
             self.owner.accept_delivery(self.identity, req.delivery)
         secret = self._secret(req.session_id, req.round, req.key_id)
         if req.vector_length != self.ctx.vector_length:
-            raise ProtectionAbort("upload request has the wrong vector length")
+            raise ProtocolAbort("upload request has the wrong vector length")
         if self._upload is None:  # a repeated request gets the same ciphertexts
             if self.vector is None:
-                raise ProtectionAbort("no input set before upload")
+                raise ProtocolAbort("no input set before upload")
             chunks = tuple(secret.encrypt(self.vector))
             digests = tuple(hashlib.sha256(c).digest() for c in chunks)
             me = self.identity.hospital
@@ -288,40 +288,40 @@ class CkksClient(ClientProtection):
                                       UploadHeader(me, digests, sig), chunks)
             self.vector = None
         elif self._upload.key_id != secret.key_id:
-            raise ProtectionAbort("already uploaded under another key this round")
+            raise ProtocolAbort("already uploaded under another key this round")
         return self._upload
 
     def _handle_decrypt(self, req: CkksDecryptRequest) -> CkksDecryption:
         secret = self._secret(req.session_id, req.round, req.key_id)
         if self._decrypted:
-            raise ProtectionAbort("already decrypted one aggregate this round")
+            raise ProtocolAbort("already decrypted one aggregate this round")
         n_chunks = secret.params.chunk_count(self.ctx.vector_length)
         seen: set[str] = set()
         individual: set[bytes] = set()
         for hdr in req.contributors:
             if hdr.hospital in seen or hdr.hospital not in self.ctx.participants:
-                raise ProtectionAbort(f"contributor {hdr.hospital!r} repeated or not a "
+                raise ProtocolAbort(f"contributor {hdr.hospital!r} repeated or not a "
                                       "participant of this round")
             stmt = upload_statement(self.ctx.session_id, self.ctx.round, secret.key_id,
                                     hdr.hospital, hdr.digests)
             if len(hdr.digests) != n_chunks or not self.federation.verify(
                     hdr.hospital, hdr.signature, stmt):
-                raise ProtectionAbort(f"upload header of {hdr.hospital!r} does not verify")
+                raise ProtocolAbort(f"upload header of {hdr.hospital!r} does not verify")
             seen.add(hdr.hospital)
             individual.update(hdr.digests)
         if len(seen) < self.config.min_contributors:
-            raise ProtectionAbort(f"refusing to decrypt an aggregate of {len(seen)} signed "
+            raise ProtocolAbort(f"refusing to decrypt an aggregate of {len(seen)} signed "
                                   f"uploads (< {self.config.min_contributors})")
         if len(req.aggregate) != n_chunks:
-            raise ProtectionAbort(f"aggregate has {len(req.aggregate)} chunks, expected {n_chunks}")
+            raise ProtocolAbort(f"aggregate has {len(req.aggregate)} chunks, expected {n_chunks}")
         if any(hashlib.sha256(c).digest() in individual for c in req.aggregate):
-            raise ProtectionAbort("aggregate chunk is byte-identical to an individual upload")
+            raise ProtocolAbort("aggregate chunk is byte-identical to an individual upload")
         self._decrypted = True  # set before decrypting: no second try with other inputs
         try:
             total, policy = secret.release(req.aggregate, self.ctx.vector_length, len(seen),
                                            self.config.flood_bits)
         except CryptoError as exc:
-            raise ProtectionAbort(f"aggregate does not decrypt: {exc}") from None
+            raise ProtocolAbort(f"aggregate does not decrypt: {exc}") from None
         return CkksDecryption(self.identity.hospital, self.ctx.round, secret.key_id, total,
                               policy.error_bound)
 
@@ -395,7 +395,7 @@ class CkksServer(ServerProtection):
                                      tuple(self.headers[h] for h in contributors),
                                      tuple(self.acc.chunks()))
             return {h: req for h in self.asked}
-        raise ProtectionAbort(f"unknown stage {stage!r}")
+        raise ProtocolAbort(f"unknown stage {stage!r}")
 
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
         if stage == "keys":
@@ -405,7 +405,7 @@ class CkksServer(ServerProtection):
         elif stage == "decrypt":
             self._collect_decryptions(replies)
         else:
-            raise ProtectionAbort(f"unknown stage {stage!r}")
+            raise ProtocolAbort(f"unknown stage {stage!r}")
 
     def _collect_keys(self, replies: Mapping[str, Any]) -> None:
         if self.new_epoch is not None:
@@ -424,13 +424,13 @@ class CkksServer(ServerProtection):
                     self.rejected[h] = f"keys: {exc}"
         ring = self.owner.keyring
         if ring is None:
-            raise ProtectionAbort("no CKKS key epoch: the key holder did not deliver keys")
+            raise ProtocolAbort("no CKKS key epoch: the key holder did not deliver keys")
         self.public = self.owner.public_context()
         self.acc = self.public.accumulator(self.ctx.vector_length)
 
     def _collect_uploads(self, replies: Mapping[str, Any]) -> None:
         if self.acc is None or self.public is None:
-            raise ProtectionAbort("upload stage before the keys stage")
+            raise ProtocolAbort("upload stage before the keys stage")
         for h in sorted(replies):
             try:
                 self._add_upload(h, replies[h])
@@ -438,7 +438,7 @@ class CkksServer(ServerProtection):
                 self.rejected[h] = str(exc)
         self.owner.confirm(self.public.key_id, self.acc.contributors)
         if len(self.acc.contributors) < self.config.min_contributors:
-            raise ProtectionAbort(f"only {len(self.acc.contributors)} valid CKKS uploads "
+            raise ProtocolAbort(f"only {len(self.acc.contributors)} valid CKKS uploads "
                                   f"(< {self.config.min_contributors})")
 
     def _add_upload(self, h: str, msg: Any) -> None:
@@ -479,19 +479,19 @@ class CkksServer(ServerProtection):
                 continue
             good[h] = total
         if not good:
-            raise ProtectionAbort("no key-holding hospital returned the decrypted aggregate")
+            raise ProtocolAbort("no key-holding hospital returned the decrypted aggregate")
         first = next(iter(good.values()))
         tol = 2 * policy.error_bound
         for h, t in good.items():
             if float(np.max(np.abs(t - first))) > tol:
-                raise ProtectionAbort(f"decryptions disagree beyond {tol:.3g} ({h!r})")
+                raise ProtocolAbort(f"decryptions disagree beyond {tol:.3g} ({h!r})")
         self.decryptors = list(good)
         self.total = first
         self.policy = policy
 
     def result(self) -> AggregateResult:
         if self.total is None or self.policy is None or self.acc is None or self.public is None:
-            raise ProtectionAbort("the CKKS round has not completed")
+            raise ProtocolAbort("the CKKS round has not completed")
         return AggregateResult(self.total.copy(), tuple(self.acc.contributors), {
             "rejected": dict(self.rejected), "decryptors": list(self.decryptors),
             "epoch": self.public.epoch, "error_bound": self.policy.error_bound,
@@ -565,7 +565,7 @@ class CkksProtection(Protection):
 
     def public_context(self) -> CkksPublicContext:
         if self._public is None:
-            raise ProtectionAbort("no CKKS key epoch installed")
+            raise ProtocolAbort("no CKKS key epoch installed")
         return self._public
 
     def confirmed(self, key_id: bytes) -> set[str]:
@@ -604,14 +604,14 @@ class CkksProtection(Protection):
                 key = self._secrets[hospital] = ring.open(self.identities[hospital],
                                                           self.federation)
             except CryptoError as exc:
-                raise ProtectionAbort(f"cannot open the CKKS key package: {exc}") from None
+                raise ProtocolAbort(f"cannot open the CKKS key package: {exc}") from None
         return key
 
     def create_epoch(self, holder: Identity, epoch: int, federation_id: bytes) -> CkksKeyring:
         """Key holder: make epoch ``epoch`` (newer than any it holds) and keep its own key."""
         held = self._secrets.get(holder.hospital)
         if held is not None and epoch <= held.epoch:
-            raise ProtectionAbort(f"refusing to create key epoch {epoch}: already at "
+            raise ProtocolAbort(f"refusing to create key epoch {epoch}: already at "
                                   f"{held.epoch}")
         ring = CkksKeyring.create(holder, self.federation, epoch=epoch,
                                   federation_id=federation_id, params=self.config.params)
@@ -624,15 +624,15 @@ class CkksProtection(Protection):
         if held is not None and d.manifest.key_id == held.key_id:
             return
         if held is not None and d.manifest.epoch <= held.epoch:
-            raise ProtectionAbort(f"refusing key epoch {d.manifest.epoch}: already at "
+            raise ProtocolAbort(f"refusing key epoch {d.manifest.epoch}: already at "
                                   f"{held.epoch} (rollback)")
         if d.manifest.params != self.config.params:
-            raise ProtectionAbort("delivered key epoch uses other CKKS parameters")
+            raise ProtocolAbort("delivered key epoch uses other CKKS parameters")
         ring = CkksKeyring(d.manifest, d.public_context, {identity.hospital: d.package})
         try:
             self._secrets[identity.hospital] = ring.open(identity, self.federation)
         except CryptoError as exc:
-            raise ProtectionAbort(f"cannot open the relayed CKKS key package: {exc}") from None
+            raise ProtocolAbort(f"cannot open the relayed CKKS key package: {exc}") from None
 
     # -- Protection interface ---------------------------------------------------------------
     def validate(self, n_hospitals: int, vector_length: int) -> None:

@@ -33,7 +33,7 @@ from fedrx.protocol.protection import (
     AggregateResult,
     ClientProtection,
     Protection,
-    ProtectionAbort,
+    ProtocolAbort,
     RoundContext,
     ServerProtection,
 )
@@ -94,8 +94,8 @@ class MaskConfig:
         return t
 
 
-def _reraise(exc: MaskingAbort) -> ProtectionAbort:
-    return ProtectionAbort(exc.reason)
+def _reraise(exc: MaskingAbort) -> ProtocolAbort:
+    return ProtocolAbort(exc.reason)
 
 
 class MaskClient(ClientProtection):
@@ -111,7 +111,7 @@ class MaskClient(ClientProtection):
 
     def set_input(self, vector: np.ndarray) -> None:
         if np.shape(vector) != (self.params.length - 1,):
-            raise ProtectionAbort(f"input length {np.shape(vector)} != "
+            raise ProtocolAbort(f"input length {np.shape(vector)} != "
                                   f"{self.params.length - 1}")
         key = (None if self.cfg.rounding_seed is None else
                quantize.rounding_key(self.cfg.rounding_seed, self.machine.hospital,
