@@ -138,8 +138,8 @@ def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
     assert np.array_equal(w_sel, np.load(tmp_path / "sim" / "selected_model.npy",
                                          allow_pickle=False))
     from fedrx.errors import ConfigError
-    from fedrx.nodes.simulate import select_round
     from fedrx.nodes.aggregator import SELECTED_BLOB, _restore_selected
+    from fedrx.nodes.simulate import select_round
 
     ckpt = tmp_path / "grpc" / "aggregator" / "checkpoint"
     assert np.array_equal(_restore_selected(ckpt, select_round(doc["rounds"])), w_sel)

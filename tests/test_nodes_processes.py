@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrx.nodes.simulate import SimulationConfig, run_simulation
 from fedrx.nodes.certs import init_certs
 from fedrx.nodes.launcher import (
     DemoSpec,
@@ -25,6 +24,7 @@ from fedrx.nodes.launcher import (
     write_setup,
     write_toml,
 )
+from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
 pytestmark = pytest.mark.slow
 WAIT = 240
