@@ -41,7 +41,7 @@ from fedrx.protocol.messages import EvalReport, EvalRequest, TrainAck, TrainRequ
 from fedrx.protocol.protection import PlainUpload, PlainUploadRequest
 from fedrx.protocol.protections import ckks as pc
 from fedrx.secagg import ckks
-from fedrx.secagg import masking as mk
+from fedrx.secagg.mask import messages as mk
 
 CHUNK_BYTES = 1 << 20
 """Largest Envelope slice per frame (bytes). Frames stay far below MAX_FRAME_BYTES."""

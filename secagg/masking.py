@@ -54,6 +54,22 @@ from fedrx.errors import CryptoError, ProtocolError
 from fedrx.secagg import bitpack, kex, shamir
 from fedrx.secagg.graph import Graph
 from fedrx.secagg.identity import Federation
+from fedrx.secagg.mask.messages import (
+    SECRET_KEY,
+    SELF_MASK,
+    AdvertiseKeys,
+    AdvertiseRequest,
+    ConsistencyRequest,
+    ConsistencySignature,
+    EncryptedShare,
+    MaskedInput,
+    MaskedInputRequest,
+    RevealedShare,
+    ShareKeysReply,
+    ShareKeysRequest,
+    UnmaskReply,
+    UnmaskRequest,
+)
 from fedrx.secagg.prg import prg_accumulate_many
 
 ADVERTISE = "advertise_keys"
@@ -63,9 +79,6 @@ CONSISTENCY = "consistency_check"
 UNMASK = "unmask"
 STAGES_PASSIVE = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, UNMASK)
 STAGES_ACTIVE = (ADVERTISE, SHARE_KEYS, MASKED_INPUT, CONSISTENCY, UNMASK)
-
-SELF_MASK = "self_mask"
-SECRET_KEY = "secret_key"  # noqa: S105 (a share kind label, not a secret)
 
 
 class MaskingAbort(ProtocolError):
@@ -108,106 +121,6 @@ class MaskingParams:
 
     def index(self, hospital: str) -> int:
         return self.participants.index(hospital) + 1
-
-
-# ------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class AdvertiseRequest:
-    round: int
-
-
-@dataclass(frozen=True)
-class AdvertiseKeys:
-    """Per-round public keys (32 raw bytes each), Ed25519-signed by ``hospital``."""
-
-    hospital: str
-    round: int
-    enc_public: bytes
-    mask_public: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class ShareKeysRequest:
-    round: int
-    advertised: tuple[AdvertiseKeys, ...]
-
-
-@dataclass(frozen=True)
-class EncryptedShare:
-    """AES-GCM encryption of ``b_share || mask_key_share`` (2 x ``shamir.SHARE_BYTES``).
-
-    Sender and receiver are not repeated in the plaintext: they are bound by the directional
-    key (``kex.share_key``) and the associated data (``kex.share_ad``).
-    """
-
-    sender: str
-    receiver: str
-    nonce: bytes
-    ciphertext: bytes
-
-
-@dataclass(frozen=True)
-class ShareKeysReply:
-    hospital: str
-    round: int
-    shares: tuple[EncryptedShare, ...]
-
-
-@dataclass(frozen=True)
-class MaskedInputRequest:
-    round: int
-    shares: tuple[EncryptedShare, ...]
-
-
-@dataclass(frozen=True)
-class MaskedInput:
-    """Masked vector, ``length`` entries of ``modulus_bits`` bits, bit-packed."""
-
-    hospital: str
-    round: int
-    modulus_bits: int
-    length: int
-    packed: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ConsistencyRequest:
-    round: int
-    survivors: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ConsistencySignature:
-    hospital: str
-    round: int
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class UnmaskRequest:
-    round: int
-    survivors: tuple[str, ...]
-    dropped: tuple[str, ...]
-    signatures: tuple[ConsistencySignature, ...] = ()
-
-
-@dataclass(frozen=True)
-class RevealedShare:
-    """One Shamir share of ``owner``'s secret of kind ``self_mask`` or ``secret_key``."""
-
-    owner: str
-    kind: str
-    share: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class UnmaskReply:
-    hospital: str
-    round: int
-    shares: tuple[RevealedShare, ...]
 
 
 # ------------------------------------------------------------------ shared derivations

@@ -16,7 +16,7 @@ from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.protocol.messages import EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.protection import PlainUpload, PlainUploadRequest
 from fedrx.protocol.task import model_hash
-from fedrx.secagg import masking as mk
+from fedrx.secagg.mask import messages as mk
 
 W = np.arange(10, dtype=np.float32) / 7
 SIG = bytes(range(64))

@@ -1,0 +1,1 @@
+"""Pairwise-mask secure aggregation (SecAgg / SecAgg+): messages and per-party state machines."""
