@@ -2,25 +2,22 @@
 
 Two sources implement :class:`NoiseSource`:
 
-* :class:`SecureNoise` (``secure=True``, the only one allowed in deployment configs): a
-  ChaCha20 keystream (``cryptography``/OpenSSL) keyed with 32 bytes from ``os.urandom``
-  is the bit generator. Uniforms take the top 53 bits of each 64-bit keystream word,
-  ``u = ((w >> 11) + 0.5) * 2**-53`` (never 0 or 1). Gaussians come from the Box-Muller
-  transform: the radius ``sqrt(-2 ln u1)`` from a 53-bit uniform in float64 (so the tails
-  reach 8.57 sigma, as with 53-bit polar sampling), the angle ``2 pi u2`` from a 24-bit
-  uniform in float32 (vectorised float32 sin/cos; the angle grid is 2**-24 of a turn),
-  product rounded to float64 through float32 (24-bit mantissa, far finer than the noise
-  grid of ``snap_to_grid``). The
-  key lives only inside the object (never in ``repr``, logs or errors) and there is no
-  way to set it, so runs are not reproducible, on purpose. A fresh key is drawn before
-  one key's counter space could be exhausted (never in practice).
+* :class:`SecureNoise` (``secure=True``, the only one allowed in deployment configs): an
+  OS-keyed :class:`fedrx.csprng.KeyStream` (ChaCha20 keyed with 32 bytes from
+  ``os.urandom``) is the bit generator. Uniforms take the top 53 bits of each 64-bit
+  keystream word, ``u = ((w >> 11) + 0.5) * 2**-53`` (never 0 or 1). Gaussians come from
+  :meth:`~fedrx.csprng.KeyStream.normal_f32` (Box-Muller: 53-bit float64 radius, tails to
+  8.57 sigma; 24-bit float32 angle; float32 product, 24-bit mantissa, far finer than the
+  noise grid of ``snap_to_grid``). The key lives only inside the stream (never in
+  ``repr``, logs or errors) and there is no way to set it, so runs are not reproducible,
+  on purpose.
 * :class:`SeededNoise` (``secure=False``): a seeded ``torch.Generator`` (Mersenne
   Twister). Reproducible, for research runs and tests. **NOT for deployment**: its state
   is predictable from a few outputs, so anyone who learns it can subtract the noise.
 
 SeededNoise returns float64 tensors, SecureNoise float32 ones (added to float64 sums by
-DP-SGD); both count every value
-they hand out in ``draws`` (tests use it to show that a refused round drew nothing).
+DP-SGD); both count every value they hand out in ``draws`` (tests use it to show that a
+refused round drew nothing).
 
 Floating-point caveat (Mironov, CCS 2012): a float64 Gaussian is not an exact Gaussian.
 :func:`fedrx.dp.dpsgd` adds it to the float64 clipped sum and rounds the result to a
@@ -31,15 +28,14 @@ low-order bits these attacks read; it is a mitigation, not a proof (threat_model
 from __future__ import annotations
 
 import math
-import os
 from typing import Protocol
 
 import numpy as np
 import torch
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from fedrx.csprng import KeyStream
 
 _TWO_M53 = 2.0**-53
-_MAX_WORDS_PER_KEY = 2**50  # far below the 2**64 blocks of a 64-bit ChaCha20 counter
 
 
 class NoiseSource(Protocol):
@@ -58,71 +54,26 @@ class NoiseSource(Protocol):
 
 
 class SecureNoise:
-    """CSPRNG-backed source: ChaCha20 keystream seeded from ``os.urandom`` (see module doc)."""
+    """CSPRNG-backed source: an OS-keyed :class:`fedrx.csprng.KeyStream` (see module doc)."""
 
     secure = True
 
     def __init__(self) -> None:
         self.draws = 0
-        self._rekey()
+        self._stream = KeyStream()
 
     def __repr__(self) -> str:
         return "SecureNoise(chacha20, <key hidden>)"
 
-    def _rekey(self) -> None:
-        key = os.urandom(32)
-        nonce = bytes(16)  # 64-bit counter || 64-bit nonce; a fresh key per instance
-        self._enc = Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor()
-        self._words = 0
-        self._zeros = getattr(self, "_zeros", b"")
-        del key
-
-    def _words64(self, n: int) -> np.ndarray:
-        if self._words + n > _MAX_WORDS_PER_KEY:
-            self._rekey()
-        self._words += n
-        if len(self._zeros) < 8 * n:
-            self._zeros = bytes(8 * n)
-        out = bytearray(8 * n)
-        # keystream XOR zeros = keystream, written in place (no intermediate copies)
-        self._enc.update_into(memoryview(self._zeros)[:8 * n], out)
-        return np.frombuffer(out, dtype="<u8")
-
-    def _uniform(self, n: int) -> np.ndarray:
-        u = (self._words64(n) >> np.uint64(11)).astype(np.float64)
-        u += 0.5
-        u *= _TWO_M53
-        return u
-
     def uniform(self, n: int) -> np.ndarray:
         self.draws += n
-        return self._uniform(n)
-
-    def _words32(self, n: int) -> np.ndarray:
-        w = self._words64((n + 1) // 2)
-        return w.view("<u4")[:n]
+        return self._stream.uniform(n)
 
     def normal(self, shape: tuple[int, ...], std: float) -> torch.Tensor:
         n = math.prod(shape)
         self.draws += n
-        half = (n + 1) // 2
-        # radius from 53-bit uniforms (float64): tails to sqrt(-2 ln 2**-54) = 8.57 sigma
-        r = np.log(self._uniform(half))
-        r *= -2.0
-        np.sqrt(r, out=r)
-        r *= std
-        r32 = r.astype(np.float32)
-        # angle from 24-bit uniforms (float32, vectorised sin/cos)
-        th = (self._words32(half) >> np.uint32(8)).astype(np.float32)
-        th += np.float32(0.5)
-        th *= np.float32(2.0 * math.pi * 2.0**-24)
-        z = np.empty(2 * half, dtype=np.float32)
-        np.cos(th, out=z[:half])
-        z[:half] *= r32
-        np.sin(th, out=z[half:])
-        z[half:] *= r32
         # float32 values (exact in float64); callers add them to float64 sums
-        return torch.from_numpy(z[:n]).reshape(shape)
+        return torch.from_numpy(self._stream.normal_f32(n, std)).reshape(shape)
 
 
 class SeededNoise:

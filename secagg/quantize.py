@@ -14,7 +14,8 @@ Encoding, per hospital:
    ``u_i`` uniform on ``[0, 1)`` with 53-bit resolution from an AES-CTR stream keyed by
    ``os.urandom`` (never numpy's RNG). ``E[x_i] = y_i`` (exactly, up to the 2**-53 grid).
    ``u_i = (w_i >> 11) * 2**-53`` for the i-th little-endian 64-bit keystream word; the
-   comparison is done exactly in integers (``w_i >> 11 < frac_i * 2**53``).
+   comparison is done exactly in integers (``w_i >> 11 < frac_i * 2**53``,
+   :func:`fedrx.csprng.bernoulli`).
 5. The count ``c`` is carried exactly as an integer coordinate, and the number of clipped
    coordinates (``d`` if the norm clip fired on a non-zero delta, else 0; non-zero entries
    only) as another, so the aggregator learns only their SUMS.
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedrx.csprng import bernoulli
 from fedrx.errors import ConfigError
 from fedrx.secagg.prg import prg_words
 
@@ -126,30 +128,12 @@ def rounding_key(seed: int, hospital: str, rnd: int) -> bytes:
         int(seed).to_bytes(16, "big", signed=True))
 
 
-def _uniform01(n: int) -> np.ndarray:
-    """n uniforms on [0, 1) with 53-bit resolution from AES-CTR keyed by os.urandom."""
-    return (_coins(n) >> np.uint64(11)).astype(np.float64) * (2.0**-53)
-
-
-def _round_up(frac: np.ndarray, words: np.ndarray) -> np.ndarray:
-    """Coins for stochastic rounding: ``u < frac`` with ``u = (word >> 11) * 2**-53``.
-
-    Computed as the integer ``word >> 11`` against ``frac * 2**53``: both scalings by a
-    power of two are exact (``u`` is an integer below 2**53, ``frac`` in [0, 1)), so the
-    decision is bit-for-bit the one of the float comparison. ``frac`` and ``words`` are
-    overwritten.
-    """
-    frac *= 2.0**53
-    words >>= np.uint64(11)
-    return np.less(words, frac)
-
-
 def _stochastic_round_into(y: np.ndarray, out: np.ndarray, key: bytes | None = None) -> None:
     """out[:] = floor(y) + [u < y - floor(y)] (int64; ``y`` float64, same shape)."""
     fl = np.floor(y)
     np.copyto(out, fl, casting="unsafe")
     frac = np.subtract(y, fl, out=fl)
-    up = _round_up(frac, _coins(y.size, key).reshape(y.shape))
+    up = bernoulli(frac, _coins(y.size, key).reshape(y.shape))
     np.add(out, up, out=out)
 
 

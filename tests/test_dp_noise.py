@@ -55,3 +55,16 @@ def test_snap_to_grid_spacing():
     step = 2.0 ** (-5 - 10)  # floor(log2 0.05) = -5
     assert torch.all(torch.abs(y - x) <= step / 2)
     assert torch.all(torch.remainder(y / step, 1.0) == 0)
+
+
+def test_secure_noise_is_the_os_keyed_csprng_stream(monkeypatch):
+    from fedrx import csprng
+
+    key = bytes(range(32))
+    monkeypatch.setattr(csprng.os, "urandom", lambda n: key[:n])
+    src = SecureNoise()
+    z = src.normal((3, 5), 2.0)
+    u = src.uniform(9)
+    ref = csprng.KeyStream(key)
+    assert np.array_equal(z.numpy().ravel(), ref.normal_f32(15, 2.0))
+    assert np.array_equal(u, ref.uniform(9))
