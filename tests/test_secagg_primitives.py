@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fedrx.csprng import bernoulli
 from fedrx.errors import ConfigError, CryptoError, ProtocolError
 from fedrx.secagg import bitpack, graph, kex, prg, quantize, shamir
 
@@ -543,7 +544,7 @@ def test_stochastic_round_coin_rule_is_the_float_rule():
     u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
     frac[4:1000] = u[4:1000]  # ties never round up
     frac[1000:2000] = np.nextafter(u[1000:2000], 2.0)
-    assert np.array_equal(quantize._round_up(frac.copy(), words.copy()), u < frac)
+    assert np.array_equal(bernoulli(frac.copy(), words.copy()), u < frac)
 
 
 def test_reproducible_rounding_coins_only_when_asked():
