@@ -20,7 +20,7 @@ after reassembly.
 
 Adding a message type = one proto message + one ``oneof`` field in ``Envelope`` + one
 :func:`_register` call with an encoder and a decoder here (the CKKS stage messages of
-:mod:`fedrx.protocol.protections.ckks` are registered this way; importing this module
+:mod:`fedrx.secagg.ckks.messages` are registered this way; importing this module
 therefore imports TenSEAL).
 """
 
@@ -39,8 +39,9 @@ from fedrx.errors import ConfigError, ProtocolError
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.protocol.messages import EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.protection import PlainUpload, PlainUploadRequest
-from fedrx.protocol.protections import ckks as pc
-from fedrx.secagg import ckks
+from fedrx.secagg.ckks import keyring as ckks
+from fedrx.secagg.ckks import messages as pc
+from fedrx.secagg.ckks.params import CkksParams
 from fedrx.secagg.mask import messages as mk
 
 CHUNK_BYTES = 1 << 20
@@ -376,18 +377,18 @@ MAX_CKKS_CHUNKS = 4096
 """Ciphertexts per upload/aggregate: 4096 x 4096 slots covers 16M parameters."""
 
 
-def _ckks_params_out(p: ckks.CkksParams) -> pb.CkksParams:
+def _ckks_params_out(p: CkksParams) -> pb.CkksParams:
     return pb.CkksParams(poly_modulus_degree=p.poly_modulus_degree,
                          coeff_mod_bit_sizes=list(p.coeff_mod_bit_sizes),
                          scale_bits=p.scale_bits, noise_sigma=p.noise_sigma, tail=p.tail)
 
 
-def _ckks_params_in(m: pb.CkksParams) -> ckks.CkksParams:
+def _ckks_params_in(m: pb.CkksParams) -> CkksParams:
     if len(m.coeff_mod_bit_sizes) > 8 or not (math.isfinite(m.noise_sigma)
                                                 and math.isfinite(m.tail)):
         raise CodecError("malformed CKKS parameters")
-    p = ckks.CkksParams(int(m.poly_modulus_degree), tuple(int(b) for b in m.coeff_mod_bit_sizes),
-                        int(m.scale_bits), float(m.noise_sigma), float(m.tail))
+    p = CkksParams(int(m.poly_modulus_degree), tuple(int(b) for b in m.coeff_mod_bit_sizes),
+                   int(m.scale_bits), float(m.noise_sigma), float(m.tail))
     try:
         p.validate()
     except ConfigError as exc:

@@ -14,15 +14,10 @@ import pytest
 import tenseal as ts
 
 from fedrx.errors import ConfigError, CryptoError
-from fedrx.secagg.ckks import (
-    HE_STANDARD_MAX_LOGQ_128,
-    SECRET_KEY_PURPOSE,
-    CkksKeyring,
-    CkksParams,
-    CkksPublicContext,
-    SealedKeyPackage,
-    _flood_normal,
-)
+from fedrx.secagg.ckks.ciphertext import CkksPublicContext
+from fedrx.secagg.ckks.keyring import SECRET_KEY_PURPOSE, CkksKeyring, SealedKeyPackage
+from fedrx.secagg.ckks.params import HE_STANDARD_MAX_LOGQ_128, CkksParams
+from fedrx.secagg.ckks.release import _flood_normal
 from fedrx.secagg.identity import Federation, Identity
 from fedrx.secagg.seal import SealLabel, seal
 

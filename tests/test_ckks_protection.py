@@ -10,15 +10,15 @@ import pytest
 
 from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.protocol.protection import NoProtection, RoundContext
-from fedrx.protocol.protections.ckks import (
-    CkksConfig,
+from fedrx.protocol.protections.ckks import CkksProtection
+from fedrx.secagg.ckks.messages import (
     CkksDecryption,
     CkksDecryptRequest,
-    CkksProtection,
     CkksUpload,
     CkksUploadRequest,
 )
-from fedrx.secagg.ckks import ReleasePolicy
+from fedrx.secagg.ckks.params import CkksConfig
+from fedrx.secagg.ckks.release import ReleasePolicy
 
 HOSPITALS = ("a", "b", "c", "d", "e")
 LENGTH = 4096 + 51  # two ciphertexts; last entry is the example count
@@ -199,7 +199,7 @@ def test_key_rotation_between_rounds():
     with pytest.raises(ConfigError):
         p.rotate(old_ring)
     # a hospital on the new epoch refuses a relayed package of an older epoch (rollback)
-    from fedrx.protocol.protections.ckks import KeyDelivery
+    from fedrx.secagg.ckks.messages import KeyDelivery
     old = KeyDelivery(old_ring.manifest, old_ring.public_context, old_ring.packages["a"])
     ctx3 = _ctx(3, ("a", "b", "c"), 10)
     c = p.new_client(ctx3, "a")

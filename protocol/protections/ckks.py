@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,151 +63,24 @@ from fedrx.protocol.protection import (
     RoundContext,
     ServerProtection,
 )
-from fedrx.secagg.ckks import (
-    CkksAccumulator,
-    CkksKeyring,
-    CkksParams,
-    CkksPublicContext,
-    CkksSecretKey,
-    EpochManifest,
-    ReleasePolicy,
-    SealedKeyPackage,
+from fedrx.secagg.ckks.ciphertext import CkksAccumulator, CkksPublicContext
+from fedrx.secagg.ckks.keyring import CkksKeyring
+from fedrx.secagg.ckks.messages import (
+    STAGES,
+    CkksDecryption,
+    CkksDecryptRequest,
+    CkksKeyringReply,
+    CkksKeyringRequest,
+    CkksUpload,
+    CkksUploadRequest,
+    KeyDelivery,
+    UploadHeader,
+    upload_statement,
 )
+from fedrx.secagg.ckks.params import CkksConfig, CkksParams
+from fedrx.secagg.ckks.release import ReleasePolicy
+from fedrx.secagg.ckks.secret import CkksSecretKey
 from fedrx.secagg.identity import Federation, Identity
-
-STAGES = ("keys", "upload", "decrypt")
-_UPLOAD_DOMAIN = b"fedrx-ckks-upload/1\x00"
-
-
-@dataclass(frozen=True)
-class CkksConfig:
-    """Configuration of the ``ckks`` protection (identical at every party).
-
-    ``min_contributors``: fewest valid uploads an aggregate must have before the aggregator
-    asks for, and a hospital performs, its decryption (>= 2). ``decryptors``: how many live
-    hospitals are asked to decrypt (>= 1; with more, the aggregator cross-checks them).
-    ``flood_bits``: flooding noise std as a power-of-two multiple of the CKKS error std
-    (None disables flooding; the output is still rounded to the error grid).
-    ``rotate_every``: start a new key epoch every that many rounds (None: one epoch for the
-    life of the aggregator's protection instance). ``params``: CKKS parameters.
-    """
-
-    min_contributors: int = 2
-    decryptors: int = 2
-    flood_bits: int | None = 16
-    rotate_every: int | None = None
-    params: CkksParams = CkksParams()
-
-    def check(self) -> None:
-        if self.min_contributors < 2:
-            raise ConfigError("ckks min_contributors must be >= 2 (a hospital must never "
-                              "decrypt a single update)")
-        if self.decryptors < 1:
-            raise ConfigError("ckks decryptors must be >= 1")
-        if self.flood_bits is not None and not 0 <= self.flood_bits <= 40:
-            raise ConfigError("ckks flood_bits must be in [0, 40] or None")
-        if self.rotate_every is not None and self.rotate_every < 1:
-            raise ConfigError("ckks rotate_every must be >= 1 or None")
-        self.params.validate()
-
-
-def upload_statement(session_id: bytes, round_: int, key_id: bytes, hospital: str,
-                     digests: Sequence[bytes]) -> bytes:
-    """The bytes a hospital signs for its upload (domain-separated, length-prefixed)."""
-    h = hospital.encode()
-    return (_UPLOAD_DOMAIN + session_id + struct.pack(">QI", round_, len(h)) + h + key_id
-            + struct.pack(">I", len(digests)) + b"".join(digests))
-
-
-# ------------------------------------------------------------------------------ messages
-
-
-@dataclass(frozen=True)
-class CkksKeyringRequest:
-    """Aggregator -> key holder: create key epoch ``epoch`` for this session."""
-
-    session_id: bytes
-    round: int
-    epoch: int
-
-
-@dataclass(frozen=True)
-class CkksKeyringReply:
-    """Key holder -> aggregator: the new epoch (no secret in the clear)."""
-
-    round: int
-    keyring: CkksKeyring
-
-
-@dataclass(frozen=True)
-class KeyDelivery:
-    """The epoch's signed manifest, public context and THIS hospital's sealed package."""
-
-    manifest: EpochManifest
-    public_context: bytes
-    package: SealedKeyPackage
-
-
-@dataclass(frozen=True)
-class CkksUploadRequest:
-    session_id: bytes
-    round: int
-    epoch: int
-    key_id: bytes
-    vector_length: int
-    delivery: KeyDelivery | None = None
-
-
-@dataclass(frozen=True)
-class UploadHeader:
-    """A hospital's signed statement of what it uploaded: SHA-256 of each chunk, in order."""
-
-    hospital: str
-    digests: tuple[bytes, ...]
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class CkksUpload:
-    """One hospital's encrypted update: header first, then ``chunks`` (one ciphertext each).
-
-    A streaming transport can send ``header`` then each chunk; the aggregator checks chunk
-    ``i`` against ``header.digests[i]`` before parsing it.
-    """
-
-    round: int
-    key_id: bytes
-    header: UploadHeader
-    chunks: tuple[bytes, ...]
-
-    def __repr__(self) -> str:
-        return (f"CkksUpload(hospital={self.header.hospital!r}, round={self.round}, "
-                f"chunks={len(self.chunks)}, bytes={sum(len(c) for c in self.chunks)})")
-
-
-@dataclass(frozen=True)
-class CkksDecryptRequest:
-    session_id: bytes
-    round: int
-    key_id: bytes
-    contributors: tuple[UploadHeader, ...]
-    aggregate: tuple[bytes, ...]
-
-    def __repr__(self) -> str:
-        return (f"CkksDecryptRequest(round={self.round}, contributors="
-                f"{[c.hospital for c in self.contributors]}, chunks={len(self.aggregate)})")
-
-
-@dataclass(frozen=True)
-class CkksDecryption:
-    """The released (flooded, rounded) sum and the bound the decryptor applied."""
-
-    hospital: str
-    round: int
-    key_id: bytes
-    total: np.ndarray
-    error_bound: float
-
 
 # ------------------------------------------------------------------------------- client
 
@@ -696,8 +567,4 @@ def make_ckks_protection(*, federation: Federation | None, identity: Identity | 
                           [identity] if identity is not None else [], cfg)
 
 
-__all__ = [
-    "CkksClient", "CkksConfig", "CkksDecryptRequest", "CkksDecryption", "CkksKeyringReply",
-    "CkksKeyringRequest", "CkksProtection", "CkksServer", "CkksUpload", "CkksUploadRequest",
-    "KeyDelivery", "UploadHeader", "make_ckks_protection", "upload_statement",
-]
+__all__ = ["CkksClient", "CkksProtection", "CkksServer", "make_ckks_protection"]

@@ -1,0 +1,113 @@
+"""The ``ckks`` protection's stage messages (plain dataclasses a transport can encode) and
+the upload statement a hospital signs. Stages: ``keys``, ``upload``, ``decrypt``."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedrx.secagg.ckks.keyring import CkksKeyring, EpochManifest, SealedKeyPackage
+
+STAGES = ("keys", "upload", "decrypt")
+_UPLOAD_DOMAIN = b"fedrx-ckks-upload/1\x00"
+
+
+def upload_statement(session_id: bytes, round_: int, key_id: bytes, hospital: str,
+                     digests: Sequence[bytes]) -> bytes:
+    """The bytes a hospital signs for its upload (domain-separated, length-prefixed)."""
+    h = hospital.encode()
+    return (_UPLOAD_DOMAIN + session_id + struct.pack(">QI", round_, len(h)) + h + key_id
+            + struct.pack(">I", len(digests)) + b"".join(digests))
+
+
+# ------------------------------------------------------------------------------ messages
+
+
+@dataclass(frozen=True)
+class CkksKeyringRequest:
+    """Aggregator -> key holder: create key epoch ``epoch`` for this session."""
+
+    session_id: bytes
+    round: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class CkksKeyringReply:
+    """Key holder -> aggregator: the new epoch (no secret in the clear)."""
+
+    round: int
+    keyring: CkksKeyring
+
+
+@dataclass(frozen=True)
+class KeyDelivery:
+    """The epoch's signed manifest, public context and THIS hospital's sealed package."""
+
+    manifest: EpochManifest
+    public_context: bytes
+    package: SealedKeyPackage
+
+
+@dataclass(frozen=True)
+class CkksUploadRequest:
+    session_id: bytes
+    round: int
+    epoch: int
+    key_id: bytes
+    vector_length: int
+    delivery: KeyDelivery | None = None
+
+
+@dataclass(frozen=True)
+class UploadHeader:
+    """A hospital's signed statement of what it uploaded: SHA-256 of each chunk, in order."""
+
+    hospital: str
+    digests: tuple[bytes, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class CkksUpload:
+    """One hospital's encrypted update: header first, then ``chunks`` (one ciphertext each).
+
+    A streaming transport can send ``header`` then each chunk; the aggregator checks chunk
+    ``i`` against ``header.digests[i]`` before parsing it.
+    """
+
+    round: int
+    key_id: bytes
+    header: UploadHeader
+    chunks: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return (f"CkksUpload(hospital={self.header.hospital!r}, round={self.round}, "
+                f"chunks={len(self.chunks)}, bytes={sum(len(c) for c in self.chunks)})")
+
+
+@dataclass(frozen=True)
+class CkksDecryptRequest:
+    session_id: bytes
+    round: int
+    key_id: bytes
+    contributors: tuple[UploadHeader, ...]
+    aggregate: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return (f"CkksDecryptRequest(round={self.round}, contributors="
+                f"{[c.hospital for c in self.contributors]}, chunks={len(self.aggregate)})")
+
+
+@dataclass(frozen=True)
+class CkksDecryption:
+    """The released (flooded, rounded) sum and the bound the decryptor applied."""
+
+    hospital: str
+    round: int
+    key_id: bytes
+    total: np.ndarray
+    error_bound: float
