@@ -86,9 +86,9 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
     copy-last-visit baselines; prints a test-metrics table."""
     from rich.progress import Progress
 
-    from fedrx.cli.config import build, section
+    from fedrx.atomic import atomic_write_text
+    from fedrx.config import build, section
     from fedrx.medrx.datasets import load_dataset
-    from fedrx.medrx.records import atomic_write_text
     from fedrx.medrx.train import TrainConfig, train_centralized
 
     cfg = build(TrainConfig, section(config, "train"), {
@@ -162,8 +162,9 @@ def simulate(config, **flags) -> None:
     """Run a federation in one process with the real protocol and cryptography."""
     from rich.table import Table
 
-    from fedrx.cli.config import build, section
-    from fedrx.nodes.simulate import METRIC_KEYS, SimulationConfig, run_simulation
+    from fedrx.config import build, section
+    from fedrx.medrx.task import METRIC_NAMES as METRIC_KEYS
+    from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
     if flags.get("dp") is not None:
         flags["dp"] = flags["dp"] == "on"
@@ -307,7 +308,7 @@ def data_synth(out_dir, hospitals, patients, seed, size_skew, case_mix_skew,
     """Generate a seeded synthetic multi-hospital EHR in the MIMIC-III CSV layout."""
     import time
 
-    from fedrx.cli.config import build, section
+    from fedrx.config import build, section
     from fedrx.medrx.synth import SynthConfig, generate
 
     cfg = build(SynthConfig, section(config, "synth"), {

@@ -23,6 +23,9 @@ from fedrx.medrx.train import predict_proba, probs_sums, run_minibatches, steps_
 from fedrx.medrx.vocab import Vocabulary
 from fedrx.protocol.task import ClientOptimizer, FederatedTask, LocalResult, derive_seed
 
+METRIC_NAMES = ("jaccard", "prauc", "f1", "precision", "recall", "ddi_rate", "avg_meds")
+"""SafeDrug's metrics, in display order (:meth:`MedicationTask.pool_metrics` returns them)."""
+
 
 @dataclass
 class HospitalData:
@@ -125,6 +128,17 @@ class MedicationTask(FederatedTask):
                                optimizer=self._optimizer(model.parameters(), opt),
                                generator=gen)
         return LocalResult(self.flatten(model), len(data.train), loss, extra={"steps": steps})
+
+    metric_names = METRIC_NAMES
+
+    def pool_metrics(self, reports: list[dict[str, Any]]) -> dict[str, float]:
+        """Hospitals' ``global`` metric sums pooled (= evaluating all patients together)."""
+        total = MetricSums()
+        for r in reports:
+            total = total.combine(MetricSums(**r["global"]))
+        if total.patients == 0:
+            return {}
+        return {k: float(v) for k, v in total.metrics().as_dict().items()}
 
     def evaluate(self, weights: np.ndarray, data: HospitalData, part: str = "test") -> MetricSums:
         t = data.part(part)

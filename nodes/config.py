@@ -164,7 +164,7 @@ def _resolve(obj: Any, base: Path, keys: tuple[str, ...]) -> None:
 
 def load_config(path: Path, table: str) -> tuple[Any, Any]:
     """(``[table]`` settings, ``[task]`` SimulationConfig) from a TOML file."""
-    from fedrx.cli.config import build, load_toml
+    from fedrx.config import build, load_toml
     from fedrx.nodes.simulate import SimulationConfig
 
     doc = load_toml(path)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedrx.atomic import atomic_write_text
 from fedrx.errors import ConfigError, ProtocolError
 
 
@@ -66,29 +67,24 @@ class DemoSpec:
         return t
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str | Path):
-        return json.dumps(str(v))
-    raise ConfigError(f"cannot write {type(v).__name__} to TOML")
-
-
 def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
-    lines = []
-    for name, tab in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in tab.items() if v is not None]
-        lines.append("")
+    """Write ``{table: {key: value}}`` as TOML (tomli-w); None values are left out, paths
+    become strings. Atomic: a reader never sees half a file."""
+    import tomli_w
+
+    doc = {name: {k: str(v) if isinstance(v, Path) else v for k, v in tab.items()
+                  if v is not None} for name, tab in tables.items()}
+    try:
+        text = tomli_w.dumps(doc)
+    except TypeError as exc:
+        raise ConfigError(f"cannot write {path} as TOML: {exc}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, text)
 
 
 def hospital_ids(task: Mapping[str, Any]) -> list[str]:
     """The partition names ``prepare`` gives for this task table (h1..hN, or site ids)."""
-    from fedrx.cli.config import build
+    from fedrx.config import build
     from fedrx.nodes.simulate import SimulationConfig, prepare
 
     return sorted(prepare(build(SimulationConfig, dict(task), {})).hospitals)

@@ -1,40 +1,32 @@
 """``fedrx simulate``: a real federation of the medication task in one process.
 
-Data -> hospitals (:mod:`partition`) -> per-hospital patient split -> shared vocabulary
-(agreed once from the hospitals' training patients) -> :class:`MedicationTask` ->
-:func:`build_federated_averaging_process` with the chosen protection -> rounds. Every
-round runs the real protocol and cryptography over the in-process transport. Results go
-to ``OUT/results.json`` and ``OUT/summary.md``; the last round's model to
-``OUT/global_model.npy`` and the model of the round with the best pooled VALIDATION Jaccard
-(:func:`select_round`) to ``OUT/selected_model.npy`` (all atomic writes).
+The task side (:func:`fedrx.medrx.prepare.prepare`: data -> hospitals -> splits ->
+vocabulary -> task) plus the ONE federation runner (:class:`fedrx.protocol.runner.
+FederationRunner`) over the in-process transport: every round runs the real protocol and
+cryptography. Results go to ``OUT/results.json`` and ``OUT/summary.md``; the last round's
+model to ``OUT/global_model.npy`` and the model of the round with the best pooled
+VALIDATION Jaccard to ``OUT/selected_model.npy`` (:mod:`fedrx.protocol.results`; all atomic
+writes). The gRPC aggregator (:mod:`fedrx.nodes.aggregator`) runs the same runner.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fedrx.atomic import atomic_write_npy
-from fedrx.canonical import json_default
 from fedrx.errors import ConfigError
-from fedrx.medrx.metrics import MetricSums, ddi_matrix
-from fedrx.medrx.partition import partition
-from fedrx.medrx.records import atomic_write_text
-from fedrx.medrx.split import Split, split_patients
-from fedrx.medrx.task import HospitalData, MedicationTask, make_hospital_data
-from fedrx.medrx.vocab import build_vocabulary
-from fedrx.protocol.api import build_federated_averaging_process
+from fedrx.medrx.prepare import Prepared, centralized_baseline, prepare
+from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
+from fedrx.protocol.aggregator import RoundOutcome, ServerState
+from fedrx.protocol.api import FederatedProcess, build_federated_averaging_process
 from fedrx.protocol.optim import ServerOptimizer
 from fedrx.protocol.registry import PROTECTIONS
-from fedrx.protocol.task import ClientOptimizer
-
-METRIC_KEYS = ("jaccard", "prauc", "f1", "precision", "recall", "ddi_rate", "avg_meds")
+from fedrx.protocol.results import results_document, write_results
+from fedrx.protocol.runner import BUDGET_POLICIES, RunHooks
+from fedrx.protocol.transport import Transport
 
 
 @dataclass
@@ -102,7 +94,7 @@ class SimulationConfig:
             raise ConfigError(f"unknown server optimizer {self.server_optimizer!r}")
         if self.min_patients < 3:
             raise ConfigError("min_patients must be >= 3")
-        if self.on_budget_exhausted not in ("continue", "stop"):
+        if self.on_budget_exhausted not in BUDGET_POLICIES:
             raise ConfigError("on_budget_exhausted must be 'continue' or 'stop'")
         if self.dp:
             if not self.epsilon > 0:
@@ -110,93 +102,45 @@ class SimulationConfig:
             self.dp_config().validate()
 
 
-def protection_params(cfg: SimulationConfig) -> dict[str, Any]:
-    """Protection-specific settings derived from the simulation config."""
-    if cfg.protection == "mask":
-        params: dict[str, Any] = {"clip_norm": cfg.clip_norm}
-        if cfg.threshold is not None:
-            params["threshold"] = cfg.threshold
-        if cfg.rounding_seed is not None:
-            params["rounding_seed"] = cfg.rounding_seed
-        return params
-    return {}
+def start_process(cfg: SimulationConfig, prep: Prepared,
+                  out_dir: Path) -> tuple[FederatedProcess, ServerState]:
+    """The in-process federation of ``cfg`` and its round-0 state: every hospital of
+    ``prep`` enrolled, with its own DP state (ledger under ``out_dir``) when DP is on."""
+    process = build_federated_averaging_process(
+        prep.task, client_optimizer=client_optimizer(cfg),
+        server_optimizer=ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr),
+        protection=cfg.protection, protection_params=protection_params(cfg),
+        seed=cfg.seed, drops=cfg.drop or None)
+    if cfg.dp:
+        process.dp = dp_factory(cfg, out_dir)
+    state = process.initialize()
+    process.enroll(prep.hospitals)
+    process.validate_drops(cfg.rounds)
+    return process, state
 
 
-def dp_factory(cfg: SimulationConfig, run_dir: Path) -> Callable[..., Any]:
-    """Per-hospital DP: ledger in ``run_dir/ledger``, public identity in ``run_dir/identities``."""
-    from fedrx.dp.federated import DPPlan, HospitalDP
+class _PrivacyRecord(RunHooks):
+    """Every hospital of the simulation in every round; with DP, each round record gets
+    every hospital's epsilon spent so far (the simulation can see all parties)."""
 
-    dp_cfg = cfg.dp_config()
-    plan = DPPlan(rounds=cfg.rounds, local_epochs=cfg.local_epochs)
+    def __init__(self, process: FederatedProcess, dp: bool):
+        super().__init__(sorted(process.parties))
+        self.process = process
+        self.dp = dp
 
-    def make(hospital: str, identity: Any, data: HospitalData) -> HospitalDP:
-        return HospitalDP(hospital, identity, dp_cfg, plan, data.train.n_patients, run_dir)
-
-    return make
-
-
-def metrics_from_sums(reports: list[dict]) -> dict[str, float]:
-    """Pool hospitals' global-model metric sums into metrics (= evaluating all together)."""
-    total = MetricSums()
-    for r in reports:
-        total = total.combine(MetricSums(**r["global"]))
-    if total.patients == 0:
-        return {}
-    return {k: float(v) for k, v in total.metrics().as_dict().items()}
-
-
-@dataclass
-class Prepared:
-    cohort_name: str
-    hospitals: dict[str, HospitalData]
-    splits: dict[str, Split]
-    task: MedicationTask
-    pairs: Any
-
-
-def prepare(cfg: SimulationConfig) -> Prepared:
-    """Load, partition, split and encode the data; build the task."""
-    from fedrx.medrx.datasets import find_ddi_pairs, load_dataset
-
-    mappings = Path(cfg.mappings) if cfg.mappings else None
-    cohort = load_dataset(cfg.data, mappings_dir=mappings, min_visits=cfg.min_visits)
-    parts = partition(cohort, cfg.hospitals, seed=cfg.seed, scheme=cfg.partition,
-                      min_patients=cfg.min_patients)
-    splits = {h: split_patients(p, seed=cfg.seed) for h, p in parts.items()}
-    for h, s in splits.items():
-        if not s.train:
-            raise ConfigError(f"hospital {h} has no training patients")
-    vocab = build_vocabulary([p for s in splits.values() for p in s.train])
-    pairs, _ = find_ddi_pairs(cfg.data, mappings)
-    if pairs is None:
-        import logging
-
-        logging.getLogger("fedrx.simulate").warning(
-            "no DDI graph found; DDI rate is reported as 0")
-    ddi = ddi_matrix(vocab.labels, pairs) if pairs else None
-    task = MedicationTask(vocab, ddi, model=cfg.model, hidden=cfg.hidden)
-    data = {h: make_hospital_data(h, s.train, s.val, s.test, vocab) for h, s in splits.items()}
-    return Prepared(cohort.name, data, splits, task, pairs)
-
-
-def centralized_baseline(prep: Prepared, cfg: SimulationConfig) -> dict[str, Any]:
-    """Centralized training on the pooled training patients of the SAME split and vocabulary."""
-    from fedrx.medrx.records import Cohort
-    from fedrx.medrx.train import TrainConfig, train_centralized
-
-    train = [p for s in prep.splits.values() for p in s.train]
-    val = [p for s in prep.splits.values() for p in s.val]
-    test = [p for s in prep.splits.values() for p in s.test]
-    tc = TrainConfig(model=cfg.model, hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
-                     seed=cfg.seed)
-    res, _, _ = train_centralized(Cohort(prep.cohort_name, train + val + test), tc, prep.pairs,
-                                  split=Split(train, val, test), vocab=prep.task.vocab)
-    return res.test
+    def annotate(self, record: dict[str, Any], outcome: RoundOutcome) -> None:
+        if self.dp:
+            record["privacy"] = {h: {"epsilon": p.dp.epsilon(), "delta": p.dp.delta,
+                                     "refused": h in outcome.refused}
+                                 for h, p in self.process.parties.items()}
 
 
 def run_simulation(cfg: SimulationConfig,
-                   progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run the federation; write and return the results document."""
+                   progress: Callable[[dict[str, Any]], None] | None = None, *,
+                   wrap_transport: Callable[[Transport], Transport] | None = None,
+                   ) -> dict[str, Any]:
+    """Run the federation; write and return the results document. ``wrap_transport``
+    wraps the in-process transport (metering, logging) without touching the parties."""
     cfg.validate()
     out_dir = Path(cfg.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -206,184 +150,24 @@ def run_simulation(cfg: SimulationConfig,
                           "never overwritten: choose a new --out")
     t_start = time.perf_counter()
     prep = prepare(cfg)
-    opt = ClientOptimizer(cfg.client_optimizer, cfg.lr, epochs=cfg.local_epochs,
-                          batch_size=cfg.batch_size)
-    process = build_federated_averaging_process(
-        prep.task, client_optimizer=opt,
-        server_optimizer=ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr),
-        protection=cfg.protection, protection_params=protection_params(cfg),
-        seed=cfg.seed, drops=cfg.drop or None,
-        metrics_from_sums=metrics_from_sums)
-    if cfg.dp:
-        process.dp = dp_factory(cfg, out_dir)
-    state = process.initialize()
+    process, state = start_process(cfg, prep, out_dir)
     initial_hash = state.model_hash
-    process.enroll(prep.hospitals)
-    process.validate_drops(cfg.rounds)
-    rounds: list[dict[str, Any]] = []
-    selected_weights: np.ndarray | None = None
-    stopped = ""
-    for r in range(1, cfg.rounds + 1):
-        last = r == cfg.rounds
-        state, outcome = process.next(state, prep.hospitals, personalize=last and cfg.personalize)
-        rec = asdict(outcome)
-        if select_round([*rounds, rec]) is rec:
-            selected_weights = state.weights.copy()
-        if cfg.dp:
-            rec["privacy"] = {h: {"epsilon": p.dp.epsilon(), "delta": p.dp.delta,
-                                  "refused": h in outcome.refused}
-                              for h, p in process.parties.items()}
-        rounds.append(rec)
-        if progress:
-            progress(rec)
-        if outcome.refused and (cfg.on_budget_exhausted == "stop"
-                                or len(outcome.refused) == len(outcome.participants)):
-            stopped = (f"stopped after round {r}: privacy budget exhausted at "
-                       f"{', '.join(sorted(outcome.refused))}")
-            break
-    doc = results_document(cfg, prep, rounds, 0.0)
+    runner = process.runner(prep.hospitals, cfg.rounds, personalize=cfg.personalize,
+                            on_budget_exhausted=cfg.on_budget_exhausted,
+                            hooks=_PrivacyRecord(process, cfg.dp))
+    if wrap_transport is not None:
+        runner.transport = wrap_transport(runner.transport)
+    res = runner.run(state, progress=progress)
+    doc = results_document(asdict(cfg), prep.describe(), res.rounds, 0.0,
+                           prep.task.pool_metrics)
     doc["initial_model_hash"] = initial_hash
-    doc["stopped"] = stopped
+    doc["stopped"] = res.stopped
     doc["dp"] = ({h: p.dp.describe() | {"epsilon": p.dp.epsilon()}
                   for h, p in process.parties.items()} if cfg.dp else None)
     if cfg.centralized:
-        doc["centralized"] = centralized_baseline(prep, cfg)
+        doc["centralized"] = centralized_baseline(
+            prep, model=cfg.model, hidden=cfg.hidden, lr=cfg.lr, batch_size=cfg.batch_size,
+            seed=cfg.seed)
     doc["seconds"] = time.perf_counter() - t_start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "results.json",
-                      json.dumps(doc, indent=1, sort_keys=True, default=json_default) + "\n")
-    atomic_write_text(out_dir / "summary.md", summary_markdown(doc))
-    atomic_write_npy(out_dir / "global_model.npy", state.weights)
-    if selected_weights is not None:
-        atomic_write_npy(out_dir / "selected_model.npy", selected_weights)
+    write_results(out_dir, doc, res.state.weights, res.selected, prep.task.metric_names)
     return doc
-
-
-SELECT_METRIC = "jaccard"
-
-
-def select_round(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The round record whose global model has the highest pooled VALIDATION Jaccard (the
-    earliest on ties), or None if no round reported validation metrics.
-
-    Model selection on the hospitals' validation patients, never on their test patients:
-    the test metrics of the selected round remain an unbiased estimate. (Federated training
-    on small sites overfits after a few rounds; the last round is not the best one.)
-    """
-    best: dict[str, Any] | None = None
-    for r in rounds:
-        v = (r.get("val_metrics") or {}).get(SELECT_METRIC)
-        if v is None:
-            continue
-        if best is None or v > best["val_metrics"][SELECT_METRIC]:
-            best = r
-    return best
-
-
-def selection_summary(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """``results.json``'s ``selected`` entry (see :func:`select_round`)."""
-    best = select_round(rounds)
-    if best is None:
-        return None
-    return {"round": best["round"], "criterion": f"pooled validation {SELECT_METRIC}",
-            "val": best["val_metrics"], "global": best["metrics"],
-            "model_hash": best["model_hash"], "file": "selected_model.npy"}
-
-
-def results_document(cfg: SimulationConfig, prep: Prepared, rounds: list[dict[str, Any]],
-                     seconds: float) -> dict[str, Any]:
-    """The ``fedrx-simulation/1`` results document (``fedrx simulate`` and the gRPC
-    aggregator write the same format)."""
-    final = rounds[-1] if rounds else {"metrics": {}, "hospital_metrics": {}, "model_hash": ""}
-    per_hospital: dict[str, Any] = {}
-    for h, sums in final["hospital_metrics"].items():
-        entry = {"global": _metrics(sums["global"])}
-        if "personal" in sums:
-            entry["personalized"] = _metrics(sums["personal"])
-        per_hospital[h] = entry
-    return {
-        "format": "fedrx-simulation/1",
-        "config": asdict(cfg),
-        "dataset": prep.cohort_name,
-        "hospitals": {h: {"train_patients": len(s.train), "val_patients": len(s.val),
-                          "test_patients": len(s.test),
-                          "train_visits": len(prep.hospitals[h].train),
-                          "test_visits": len(prep.hospitals[h].test)}
-                      for h, s in prep.splits.items()},
-        "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
-                               prep.task.vocab.sizes, strict=True)),
-        "parameters": prep.task.spec.size,
-        "rounds": rounds,
-        "final": {"global": final.get("metrics", {}), "per_hospital": per_hospital,
-                  "model_hash": final.get("model_hash", "")},
-        "selected": selection_summary(rounds),
-        "seconds": seconds,
-    }
-
-
-def _metrics(sums: dict) -> dict[str, float]:
-    s = MetricSums(**sums)
-    return {k: float(v) for k, v in s.metrics().as_dict().items()} if s.patients else {}
-
-
-def summary_markdown(doc: dict[str, Any]) -> str:
-    cfg = doc["config"]
-    lines = [
-        f"# fedrx simulation: {doc['dataset']}",
-        "",
-        f"protection **{cfg['protection']}**, {len(doc['hospitals'])} hospitals, "
-        f"{cfg['rounds']} rounds, seed {cfg['seed']}, {doc['parameters']} parameters, "
-        f"{doc['seconds']:.1f} s",
-        "",
-        "## Rounds (global model, pooled test patients; validation Jaccard for selection)",
-        "",
-        "| round | status | contributors | dropped | " + " | ".join(METRIC_KEYS)
-        + " | val jaccard | s |",
-        "|---" * (len(METRIC_KEYS) + 6) + "|",
-    ]
-    for r in doc["rounds"]:
-        m = r["metrics"]
-        vals = " | ".join(f"{m[k]:.4f}" if k in m else "-" for k in METRIC_KEYS)
-        dropped = ", ".join(f"{h}@{why.split(':')[0]}" for h, why in r["dropped"].items())
-        status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
-        vj = (r.get("val_metrics") or {}).get(SELECT_METRIC)
-        lines.append(f"| {r['round']} | {status} | {len(r['contributors'])} | "
-                     f"{dropped or '-'} | {vals} | {'-' if vj is None else f'{vj:.4f}'} | "
-                     f"{r['seconds']:.1f} |")
-    sel = doc.get("selected")
-    if sel:
-        final_j = doc["final"]["global"].get(SELECT_METRIC)
-        lines += ["", f"**Selected model** (highest pooled validation {SELECT_METRIC}; "
-                  f"`selected_model.npy`): round {sel['round']}, validation "
-                  f"{sel['val'][SELECT_METRIC]:.4f}, test "
-                  + (f"{sel['global'][SELECT_METRIC]:.4f}" if SELECT_METRIC in sel["global"]
-                     else "-")
-                  + (f" (final round: test {final_j:.4f})" if final_j is not None else "")
-                  + "."]
-    lines += ["", "## Final model per hospital (own test patients)", "",
-              "| hospital | model | " + " | ".join(METRIC_KEYS) + " |",
-              "|---" * (len(METRIC_KEYS) + 2) + "|"]
-    for h, entry in doc["final"]["per_hospital"].items():
-        for kind, m in entry.items():
-            if m:
-                lines.append(f"| {h} | {kind} | " +
-                             " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS) + " |")
-    if doc.get("dp"):
-        lines += ["", "## Differential privacy (patient level, per hospital)", "",
-                  "| hospital | epsilon spent | budget | delta | noise multiplier | "
-                  "sample rate | steps/round | clip C |", "|---" * 8 + "|"]
-        for h, d in doc["dp"].items():
-            lines.append(f"| {h} | {d['epsilon']:.3f} | {d['budget_epsilon']:g} | "
-                         f"{d['delta']:.1e} | {d['noise_multiplier']:.3f} | "
-                         f"{d['sample_rate']:.3f} | {d['steps_per_round']} | "
-                         f"{d['max_grad_norm']:g} |")
-        lines += ["", "Ledgers: `ledger/<hospital>.jsonl`; verify with `fedrx audit DIR`."]
-    if doc.get("stopped"):
-        lines += ["", f"**{doc['stopped']}**"]
-    if "centralized" in doc:
-        lines += ["", "## Centralized training on the same split", "",
-                  "| method | " + " | ".join(METRIC_KEYS) + " |",
-                  "|---" * (len(METRIC_KEYS) + 1) + "|"]
-        for name, m in doc["centralized"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRIC_KEYS) + " |")
-    return "\n".join(lines) + "\n"

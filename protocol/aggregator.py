@@ -96,10 +96,10 @@ class RoundMachine:
     """Drives ONE round for the aggregator over any :class:`Transport`."""
 
     def __init__(self, protection: Protection, transport: Transport,
-                 metrics_from_sums: Callable[[list[dict]], dict[str, float]] | None = None):
+                 pool: Callable[[list[dict]], dict[str, float]] | None = None):
         self.protection = protection
         self.transport = transport
-        self.metrics_from_sums = metrics_from_sums
+        self.pool = pool
         self.phase = Phase.SELECT
 
     def _go(self, phase: Phase, out: RoundOutcome) -> None:
@@ -201,8 +201,8 @@ class RoundMachine:
             if isinstance(rep, EvalReport) and rep.hospital == h:
                 out.hospital_metrics[h] = dict(rep.sums)
                 sums.append(rep.sums)
-        if self.metrics_from_sums is not None and sums:
-            out.metrics = self.metrics_from_sums(sums)
+        if self.pool is not None and sums:
+            out.metrics = self.pool(sums)
             val = [{"global": s["val"]} for s in sums if "val" in s]
             if val:
-                out.val_metrics = self.metrics_from_sums(val)
+                out.val_metrics = self.pool(val)

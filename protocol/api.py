@@ -4,30 +4,33 @@
         task, client_optimizer=ClientOptimizer("adam", lr=1e-3),
         server_optimizer=fedrx.fedavg(), protection="mask")
     state = process.initialize()
-    state, metrics = process.next(state, hospitals)   # hospitals: {id: private data}
+    state, outcome = process.next(state, hospitals)   # hospitals: {id: private data}
+    outcome.metrics                                   # pooled test metrics of the new model
 
 ``next`` runs ONE real round: the same :class:`RoundMachine` and protection code as the
-gRPC deployment, over an in-process transport. Hospitals are enrolled the first time
-``next`` sees them: each gets a long-term identity and its own protection instance, and
-the federation pins their public keys; a hospital not enrolled then is refused later.
+gRPC deployment, over an in-process transport, and (unless ``evaluate=False``) asks every
+hospital to evaluate the new global model on its own patients; ``outcome.metrics`` are the
+task's pooled metrics (:meth:`FederatedTask.pool_metrics`). :meth:`FederatedProcess.evaluate`
+evaluates any state without training. Hospitals are enrolled the first time ``next`` sees
+them: each gets a long-term identity and its own protection instance, and the federation
+pins their public keys; a hospital not enrolled then is refused later.
 """
 
 from __future__ import annotations
 
-import copy
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedrx.errors import ConfigError
-from fedrx.protocol.aggregator import RoundMachine, RoundOutcome, ServerState
-from fedrx.protocol.faults import FaultPlan, parse_drops, validate_drops
+from fedrx.protocol.aggregator import RoundOutcome, ServerState
+from fedrx.protocol.faults import FaultPlan, FaultyParty, parse_drops, validate_drops
 from fedrx.protocol.hospital import HospitalParty
-from fedrx.protocol.messages import EVALUATE, TRAIN
+from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest
 from fedrx.protocol.optim import ServerOptimizer, fedavg
 from fedrx.protocol.protection import Protection
-from fedrx.protocol.registry import make_protection
+from fedrx.protocol.registry import make_party, make_server_protection
+from fedrx.protocol.runner import FederationRunner, initial_state
 from fedrx.protocol.task import ClientOptimizer, FederatedTask
 from fedrx.protocol.transport import InProcessTransport
 from fedrx.secagg.identity import Federation, Identity
@@ -45,8 +48,7 @@ class FederatedProcess:
     seed: int = 0
     dp: Any = None  # None, or a factory (hospital, identity, data) -> HospitalDP
     drops: str | None = None
-    evaluate: bool = True
-    metrics_from_sums: Any = None
+    evaluate_rounds: bool = True
     parties: dict[str, HospitalParty] = field(default_factory=dict, repr=False)
     federation: Federation | None = field(default=None, repr=False)
     _identities: dict[str, Identity] = field(default_factory=dict, repr=False)
@@ -57,8 +59,14 @@ class FederatedProcess:
         self.parties.clear()
         self.federation = None
         self._server_protection = None
-        return ServerState(0, self.task.initial_weights(self.seed),
-                           copy.deepcopy(self.server_optimizer), os.urandom(32))
+        return initial_state(self.task, self.seed, self.server_optimizer)
+
+    @property
+    def server_protection(self) -> Protection:
+        """The aggregator's protection instance (after :meth:`enroll`)."""
+        if self._server_protection is None:
+            raise ConfigError("hospitals are not enrolled yet")
+        return self._server_protection
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -79,33 +87,51 @@ class FederatedProcess:
         for h in sorted(hospitals):
             self._identities[h] = Identity.generate(h)
         self.federation = Federation.of(list(self._identities.values()))
-        server_proto = make_protection(self.protection, federation=self.federation,
-                                       params=self.protection_params)
         n_params = self.task.initial_weights(self.seed).size
-        server_proto.validate(len(hospitals), n_params + 1)
+        server = make_server_protection(self.protection, self.federation,
+                                        self.protection_params, len(hospitals), n_params + 1)
         for h in sorted(hospitals):
-            proto = make_protection(self.protection, federation=self.federation,
-                                    identity=self._identities[h],
-                                    params=self.protection_params)
-            dp = (self.dp(h, self._identities[h], hospitals[h]) if callable(self.dp)
-                  else self.dp)
-            self.parties[h] = HospitalParty(h, self.task, hospitals[h], proto,
-                                            self.client_optimizer, seed=self.seed, dp=dp)
-        self._server_protection = server_proto
+            ident = self._identities[h]
+            dp = self.dp(h, ident, hospitals[h]) if callable(self.dp) else self.dp
+            self.parties[h] = make_party(
+                h, self.task, hospitals[h], protection=self.protection,
+                federation=self.federation, identity=ident, params=self.protection_params,
+                client_optimizer=self.client_optimizer, seed=self.seed, dp=dp)
+        self._server_protection = server
 
     def identity(self, hospital: str) -> Identity:
         return self._identities[hospital]
 
+    def transport(self, hospitals: Mapping[str, Any]) -> InProcessTransport:
+        """The in-process transport to ``hospitals``' parties, with ``drops`` applied."""
+        self.enroll(hospitals)
+        drops = parse_drops(self.drops)
+        plan = FaultPlan(drops, self.stages) if drops else None
+        return InProcessTransport({h: FaultyParty(self.parties[h], plan) if plan
+                                   else self.parties[h] for h in hospitals})
+
+    def runner(self, hospitals: Mapping[str, Any], rounds: int, **kw: Any) -> FederationRunner:
+        """The federation runner over this process's in-process transport (``kw``:
+        :class:`FederationRunner` settings such as ``personalize``, ``hooks``)."""
+        transport = self.transport(hospitals)
+        return FederationRunner(self.server_protection, transport, self.task.pool_metrics,
+                                rounds, evaluate=self.evaluate_rounds, **kw)
+
     def next(self, state: ServerState, hospitals: Mapping[str, Any], *,
              personalize: bool = False) -> tuple[ServerState, RoundOutcome]:
         """Run one round with every hospital in ``hospitals`` selected."""
-        self.enroll(hospitals)
-        drops = parse_drops(self.drops)
-        faults = FaultPlan(drops, self.stages) if drops else None
-        transport = InProcessTransport({h: self.parties[h] for h in hospitals}, faults)
-        machine = RoundMachine(self._server_protection, transport, self.metrics_from_sums)
-        return machine.run(state, sorted(hospitals), evaluate=self.evaluate,
-                           personalize=personalize)
+        runner = self.runner(hospitals, state.round + 1, personalize=personalize)
+        return runner.run_round(state, sorted(hospitals))
+
+    def evaluate(self, state: ServerState, hospitals: Mapping[str, Any],
+                 part: str = "test") -> dict[str, float]:
+        """Pooled metrics of ``state``'s model on the hospitals' ``part`` patients (no
+        training, nothing protected: evaluation reports are metric sums)."""
+        transport = self.transport(hospitals)
+        req = EvalRequest(state.round, state.weights, state.model_hash, part, False)
+        replies = transport.exchange(EVALUATE, state.round, {h: req for h in hospitals})
+        return self.task.pool_metrics([r.sums for r in replies.values()
+                                       if isinstance(r, EvalReport)])
 
     def validate_drops(self, rounds: int) -> None:
         validate_drops(parse_drops(self.drops), self.parties or self._identities,
@@ -116,11 +142,11 @@ def build_federated_averaging_process(
     task: FederatedTask, *, client_optimizer: ClientOptimizer | None = None,
     server_optimizer: ServerOptimizer | None = None, protection: str = "none",
     protection_params: Mapping[str, Any] | None = None, seed: int = 0, dp: Any = None,
-    drops: str | None = None, evaluate: bool = True, metrics_from_sums: Any = None,
+    drops: str | None = None, evaluate: bool = True,
 ) -> FederatedProcess:
-    """FedAvg (or FedAdam) over hospitals, weighted by local example count."""
+    """FedAvg (or FedAdam) over hospitals, weighted by local example count; ``evaluate``:
+    every round ends with the hospitals' evaluation of the new model."""
     return FederatedProcess(
         task, client_optimizer or ClientOptimizer(), server_optimizer or fedavg(),
         protection, dict(protection_params or {}), seed, dp, drops, evaluate,
-        metrics_from_sums,
     )

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedrx.errors import ConfigError
+from fedrx.protocol.hospital import HospitalParty
 from fedrx.protocol.protection import NoProtection, Protection
+from fedrx.protocol.task import ClientOptimizer, FederatedTask
 from fedrx.secagg.identity import Federation, Identity
 
 PROTECTIONS = ("none", "mask", "ckks")
@@ -43,3 +45,22 @@ def make_protection(name: str, *, federation: Federation | None = None,
 
         return make_ckks_protection(federation=federation, identity=identity, params=params)
     raise ConfigError(f"unknown protection {name!r} (expected one of: {', '.join(PROTECTIONS)})")
+
+
+def make_server_protection(name: str, federation: Federation, params: Mapping[str, Any],
+                           n_hospitals: int, vector_length: int) -> Protection:
+    """The aggregator's protection, checked for ``n_hospitals`` and ``vector_length``
+    (model parameters + 1) before any round starts."""
+    protection = make_protection(name, federation=federation, params=params)
+    protection.validate(n_hospitals, vector_length)
+    return protection
+
+
+def make_party(hospital: str, task: FederatedTask, data: Any, *, protection: str,
+               federation: Federation, identity: Identity, params: Mapping[str, Any],
+               client_optimizer: ClientOptimizer, seed: int, dp: Any = None) -> HospitalParty:
+    """One hospital's party: its own protection instance (holding its private identity),
+    the task, its private data and its DP state (None: no DP)."""
+    proto = make_protection(protection, federation=federation, identity=identity,
+                            params=params)
+    return HospitalParty(hospital, task, data, proto, client_optimizer, seed=seed, dp=dp)

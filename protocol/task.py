@@ -54,7 +54,18 @@ def model_hash(weights: np.ndarray) -> str:
 
 
 class FederatedTask(ABC):
-    """A model and its training, evaluation and personalisation on private data."""
+    """A model and its training, evaluation and personalisation on private data.
+
+    ``metric_names``: the metrics :meth:`pool_metrics` returns, in display order.
+    """
+
+    metric_names: tuple[str, ...] = ()
+
+    def pool_metrics(self, reports: list[dict[str, Any]]) -> dict[str, float]:
+        """Pool hospitals' evaluation reports (``{"global": metric sums, ...}`` each, as
+        :meth:`evaluate` returns them ``.as_dict()``) into metrics equal to evaluating all
+        their patients together; ``{}`` when there is nothing to pool. Default: no metrics."""
+        return {}
 
     @abstractmethod
     def initial_weights(self, seed: int) -> np.ndarray:

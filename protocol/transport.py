@@ -1,8 +1,8 @@
 """Transports carry one stage's requests to hospitals and bring back the replies.
 
 The round state machine only ever calls :meth:`Transport.exchange`; the in-process
-transport calls each hospital's :meth:`HospitalParty.handle` directly (with the fault
-plan deciding who is silent), the gRPC transport (``fedrx.nodes``) sends them over the
+transport calls each hospital's :meth:`HospitalParty.handle` directly (the parties may be
+wrapped, e.g. by the fault plan), the gRPC transport (``fedrx.nodes``) sends them over the
 network with a deadline. A hospital that raises, times out or is silent simply has no
 entry in the returned mapping: to the aggregator it has dropped.
 """
@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from fedrx.errors import ProtocolError
-from fedrx.protocol.faults import FaultPlan
 
 log = logging.getLogger("fedrx.transport")
 
@@ -71,11 +70,11 @@ class Transport(ABC):
 
 
 class InProcessTransport(Transport):
-    """Delivers messages by direct call. Same protocol code, same cryptography."""
+    """Delivers messages by direct call. Same protocol code, same cryptography. Faults are
+    injected by wrapping the parties (:class:`fedrx.protocol.faults.FaultyParty`)."""
 
-    def __init__(self, parties: Mapping[str, Any], faults: FaultPlan | None = None):
+    def __init__(self, parties: Mapping[str, Any]):
         self.parties = dict(parties)
-        self.faults = faults
         self._stats: list[StageStats] = []
 
     def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,9 +84,6 @@ class InProcessTransport(Transport):
         for h in sorted(requests):
             req = requests[h]
             st.sent_bytes += payload_bytes(req)
-            if self.faults is not None and self.faults.silent(h, stage, rnd):
-                st.failures[h] = "dropped (fault injection)"
-                continue
             party = self.parties.get(h)
             if party is None:
                 st.failures[h] = "unknown hospital"

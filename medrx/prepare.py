@@ -1,0 +1,99 @@
+"""From a data set to hospitals' private data: load, partition, split, vocabulary, task.
+
+Data -> hospitals (:mod:`partition`) -> per-hospital patient split -> shared vocabulary
+(agreed once from the hospitals' training patients) -> :class:`MedicationTask` and one
+:class:`HospitalData` per hospital. Nothing here knows about protection, DP or transport.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from fedrx.errors import ConfigError
+from fedrx.medrx.metrics import ddi_matrix
+from fedrx.medrx.partition import partition
+from fedrx.medrx.split import Split, split_patients
+from fedrx.medrx.task import HospitalData, MedicationTask, make_hospital_data
+from fedrx.medrx.vocab import build_vocabulary
+
+log = logging.getLogger("fedrx.medrx.prepare")
+
+
+class DataSettings(Protocol):
+    """The settings :func:`prepare` reads (``fedrx simulate``'s config has them all)."""
+
+    data: str
+    mappings: str
+    min_visits: int
+    hospitals: int | None
+    seed: int
+    partition: str
+    min_patients: int
+    model: str
+    hidden: int
+
+
+@dataclass
+class Prepared:
+    """The hospitals' private data, their splits and the shared task."""
+
+    cohort_name: str
+    hospitals: dict[str, HospitalData]
+    splits: dict[str, Split]
+    task: MedicationTask
+    pairs: Any
+
+    def describe(self) -> dict[str, Any]:
+        """The data part of a results document: counts only, never a record."""
+        return {
+            "dataset": self.cohort_name,
+            "hospitals": {h: {"train_patients": len(s.train), "val_patients": len(s.val),
+                              "test_patients": len(s.test),
+                              "train_visits": len(self.hospitals[h].train),
+                              "test_visits": len(self.hospitals[h].test)}
+                          for h, s in self.splits.items()},
+            "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
+                                   self.task.vocab.sizes, strict=True)),
+            "parameters": self.task.spec.size,
+        }
+
+
+def prepare(cfg: DataSettings) -> Prepared:
+    """Load, partition, split and encode the data; build the task."""
+    from fedrx.medrx.datasets import find_ddi_pairs, load_dataset
+
+    mappings = Path(cfg.mappings) if cfg.mappings else None
+    cohort = load_dataset(cfg.data, mappings_dir=mappings, min_visits=cfg.min_visits)
+    parts = partition(cohort, cfg.hospitals, seed=cfg.seed, scheme=cfg.partition,
+                      min_patients=cfg.min_patients)
+    splits = {h: split_patients(p, seed=cfg.seed) for h, p in parts.items()}
+    for h, s in splits.items():
+        if not s.train:
+            raise ConfigError(f"hospital {h} has no training patients")
+    vocab = build_vocabulary([p for s in splits.values() for p in s.train])
+    pairs, _ = find_ddi_pairs(cfg.data, mappings)
+    if pairs is None:
+        log.warning("no DDI graph found; DDI rate is reported as 0")
+    ddi = ddi_matrix(vocab.labels, pairs) if pairs else None
+    task = MedicationTask(vocab, ddi, model=cfg.model, hidden=cfg.hidden)
+    data = {h: make_hospital_data(h, s.train, s.val, s.test, vocab) for h, s in splits.items()}
+    return Prepared(cohort.name, data, splits, task, pairs)
+
+
+def centralized_baseline(prep: Prepared, *, model: str, hidden: int, lr: float,
+                         batch_size: int, seed: int) -> dict[str, Any]:
+    """Centralized training on the pooled training patients of the SAME split and vocabulary
+    (test metrics of each method)."""
+    from fedrx.medrx.records import Cohort
+    from fedrx.medrx.train import TrainConfig, train_centralized
+
+    train = [p for s in prep.splits.values() for p in s.train]
+    val = [p for s in prep.splits.values() for p in s.val]
+    test = [p for s in prep.splits.values() for p in s.test]
+    tc = TrainConfig(model=model, hidden=hidden, lr=lr, batch_size=batch_size, seed=seed)
+    res, _, _ = train_centralized(Cohort(prep.cohort_name, train + val + test), tc, prep.pairs,
+                                  split=Split(train, val, test), vocab=prep.task.vocab)
+    return res.test
