@@ -168,7 +168,7 @@ def test_inthread_ckks_federation_matches_inprocess_within_ckks_bound(tmp_path, 
     doc, task, _ = _run_inthread(spec)
     r = doc["rounds"][0]
     up = next(s for s in r["stages"] if s["stage"] == "upload")
-    assert up["received_bytes"] / 3 > codec.CHUNK_BYTES  # each upload went as several chunks
+    assert up["received_bytes"] / 3 > wire.CHUNK_BYTES  # each upload went as several chunks
     assert r["status"] == "completed", r["reason"]
     assert r["contributors"] == HS
     stats = r["protection_stats"]
