@@ -309,7 +309,8 @@ def data_synth(out_dir, hospitals, patients, seed, size_skew, case_mix_skew,
     import time
 
     from fedrx.config import build, section
-    from fedrx.medrx.synth import SynthConfig, generate
+    from fedrx.medrx.synth.config import SynthConfig
+    from fedrx.medrx.synth.writer import generate
 
     cfg = build(SynthConfig, section(config, "synth"), {
         "hospitals": hospitals, "patients": patients, "seed": seed, "size_skew": size_skew,

@@ -1,4 +1,4 @@
-"""Tests of the synthetic MIMIC-III-layout generator (fedrx.medrx.synth)."""
+"""Tests of the synthetic MIMIC-III-layout generator (fedrx.medrx.synth.writer)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ from pathlib import Path
 import pytest
 
 from fedrx.errors import ConfigError, DataError
-from fedrx.medrx.synth import (
-    MIN_PATIENTS_PER_HOSPITAL,
-    SynthConfig,
-    SynthSummary,
-    find_mimic3_demo,
-    generate,
-)
+from fedrx.medrx.synth.catalogue import find_mimic3_demo
+from fedrx.medrx.synth.config import MIN_PATIENTS_PER_HOSPITAL, SynthConfig, SynthSummary
+from fedrx.medrx.synth.writer import generate
 
 TABLES = ("ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS")
 
@@ -101,71 +97,11 @@ def small(tmp_path_factory) -> tuple[Path, SynthSummary]:
     return out, generate(_small(), out)
 
 
-# --------------------------------------------------------------------------- config
-
-
-@pytest.mark.parametrize(
-    ("kw", "needle"),
-    [
-        ({"hospitals": 0}, "hospitals"),
-        ({"hospitals": 100}, "hospitals"),
-        ({"hospitals": 5, "patients": 5 * MIN_PATIENTS_PER_HOSPITAL - 1}, "too few"),
-        ({"seed": -1}, "seed"),
-        ({"size_skew": -0.1}, "size_skew"),
-        ({"case_mix_skew": 0.0}, "case_mix_skew"),
-        ({"case_mix_skew": -1.0}, "case_mix_skew"),
-        ({"prescribing_skew": 1.5}, "prescribing_skew"),
-        ({"label_skew": float("nan")}, "label_skew"),
-        ({"label_skew": float("inf")}, "label_skew"),
-        ({"mean_visits": 0.5}, "mean_visits"),
-        ({"max_visits": 0}, "max_visits"),
-        ({"n_clusters": 1}, "n_clusters"),
-        ({"n_labels": 3}, "n_labels"),
-        ({"patients": 300.0}, "patients"),
-        ({"missing_tables": 1.5}, "missing_tables"),
-        ({"missing_tables": ((3, "PROCEDURES_ICD"),)}, "out of range"),
-        ({"missing_tables": (("hosp09", "PROCEDURES_ICD"),)}, "hosp09"),
-        ({"missing_tables": ((0, "ADMISSIONS"),)}, "ADMISSIONS"),
-        ({"missing_tables": ((0,),)}, "pair"),
-        ({"missing_mode": "gone"}, "missing_mode"),
-    ],
-)
-def test_config_validation(kw: dict, needle: str) -> None:
-    with pytest.raises(ConfigError, match=needle):
-        _small(**kw).validate()
-
-
 def test_generate_validates_before_writing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(ConfigError):
         generate(_small(hospitals=0), out)
     assert not out.exists()
-
-
-def test_valid_config_passes() -> None:
-    SynthConfig().validate()
-    _small(missing_tables=((0, "procedures_icd"), ("hosp02", "DIAGNOSES_ICD.csv"))).validate()
-    _small(missing_tables=0.5, case_mix_skew=float("inf")).validate()
-
-
-def test_data_root_env_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FEDRX_DATA_ROOT", str(tmp_path))
-    with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):
-        find_mimic3_demo()
-    with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):
-        generate(_small(), tmp_path / "out")
-
-
-def test_bad_mappings_dir(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="ndc2rxnorm"):
-        generate(_small(), tmp_path / "out", mappings_dir=tmp_path)
-
-
-@needs_data
-def test_env_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert DEMO is not None
-    monkeypatch.setenv("FEDRX_DATA_ROOT", str(DEMO.parent))
-    assert find_mimic3_demo() == DEMO
 
 
 # --------------------------------------------------------------------------- output
