@@ -11,6 +11,7 @@ import pytest
 from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.protocol.protection import NoProtection, RoundContext
 from fedrx.protocol.protections.ckks import CkksProtection
+from fedrx.secagg.ckks.keyring import CkksKeyring
 from fedrx.secagg.ckks.messages import (
     CkksDecryption,
     CkksDecryptRequest,
@@ -94,7 +95,7 @@ def test_round_with_dropout_after_upload_matches_plain_sum(prot):
     plain, _, _ = drive(NoProtection(), ctx, xs)
     assert res.contributors == HOSPITALS
     assert set(res.stats["decryptors"]) <= {"c", "d", "e"} and res.stats["decryptors"]
-    bound = ReleasePolicy.for_sum(prot.keyring.manifest.params, 5, 16).error_bound
+    bound = ReleasePolicy.for_sum(prot.aggregator.keyring.manifest.params, 5, 16).error_bound
     assert res.stats["error_bound"] == pytest.approx(bound)
     assert np.max(np.abs(res.total - plain.total)) <= bound
     # the weighted average is what training uses: error relative to the total count
@@ -119,8 +120,9 @@ def test_dropout_before_upload_is_excluded(prot):
 
 def test_per_node_instances_like_a_deployment(prot):
     """Aggregator instance without identities, one instance per hospital."""
-    server_side = CkksProtection(prot.federation, prot.keyring)
-    per_node = {h: CkksProtection(prot.federation, prot.keyring, [prot.identities[h]])
+    server_side = CkksProtection(prot.federation, prot.aggregator.keyring)
+    ring = prot.aggregator.keyring
+    per_node = {h: CkksProtection(prot.federation, ring, [prot.hospitals[h].identity])
                 for h in HOSPITALS}
     ctx = _ctx(round_=3)
     clients = {h: per_node[h].new_client(ctx, h) for h in HOSPITALS}
@@ -176,7 +178,7 @@ def test_upload_from_another_key_epoch_is_rejected(prot):
     def fake_req(stage, reqs):  # make the stale hospital answer despite the key id check
         if stage == "upload":
             reqs = dict(reqs)
-            reqs["e"] = replace(reqs["e"], key_id=stale.keyring.key_id, delivery=None)
+            reqs["e"] = replace(reqs["e"], key_id=stale.aggregator.keyring.key_id, delivery=None)
         return reqs
 
     res, _, _ = drive(prot, ctx, xs, clients=clients, on_requests=fake_req)
@@ -186,18 +188,21 @@ def test_upload_from_another_key_epoch_is_rejected(prot):
 
 def test_key_rotation_between_rounds():
     p = CkksProtection.simulated(("a", "b", "c"))
-    old_ring = p.keyring
+    old_ring = p.aggregator.keyring
     ctx1 = _ctx(1, ("a", "b", "c"), 10)
     r1, _, _ = drive(p, ctx1, _inputs(ctx1, 1))
     assert r1.stats["epoch"] == old_ring.epoch
-    new_ring = p.new_epoch(key_holder="b")
+    new_ring = CkksKeyring.create(p.hospitals["b"].identity, p.federation,
+                                  epoch=old_ring.epoch + 1,
+                                  federation_id=old_ring.manifest.federation_id)
+    p.aggregator.install(new_ring)
     assert new_ring.epoch == old_ring.epoch + 1 and new_ring.key_id != old_ring.key_id
     assert new_ring.manifest.key_holder == "b"
     ctx2 = _ctx(2, ("a", "b", "c"), 10)
     r2, _, _ = drive(p, ctx2, _inputs(ctx2, 2))
     assert r2.stats["epoch"] == new_ring.epoch and len(r2.contributors) == 3
     with pytest.raises(ConfigError):
-        p.rotate(old_ring)
+        p.aggregator.install(old_ring)
     # a hospital on the new epoch refuses a relayed package of an older epoch (rollback)
     from fedrx.secagg.ckks.messages import KeyDelivery
     old = KeyDelivery(old_ring.manifest, old_ring.public_context, old_ring.packages["a"])
@@ -235,12 +240,12 @@ def test_keys_distributed_in_protocol_with_rotation():
         assert res.contributors == ("a", "b", "c", "d")
         assert np.max(np.abs(res.total - want)) <= res.stats["error_bound"]
         epochs.append(res.stats["epoch"])
-        holders.append(server.keyring.manifest.key_holder)
+        holders.append(server.aggregator.keyring.manifest.key_holder)
     assert epochs == [1, 1, 2, 2, 3]
     assert len(set(holders)) == 3  # the key holder rotates with the epoch
-    assert server._secrets == {} and server.identities == {}  # the aggregator holds no key
+    assert server.hospitals == {}  # the aggregator holds no key
     for h, node in nodes.items():
-        assert node.held_key(h).epoch == 3
+        assert node.hospitals[h].held().epoch == 3
 
 
 def test_bad_keyring_reply_aborts_first_round():
@@ -282,7 +287,7 @@ def test_input_outside_ckks_range_is_refused(prot):
     ctx = _ctx(round_=7)
     c = prot.new_client(ctx, "a")
     x = np.zeros(LENGTH)
-    x[-1] = prot.keyring.manifest.params.max_abs_input(5) * 1.01
+    x[-1] = prot.aggregator.keyring.manifest.params.max_abs_input(5) * 1.01
     with pytest.raises(ProtocolAbort, match="CKKS range"):
         c.set_input(x)
 
@@ -315,7 +320,7 @@ def test_decryptor_refusals(prot):
     with pytest.raises(ProtocolAbort, match="does not verify"):
         fresh.handle("decrypt", replace(req, contributors=(forged,) + req.contributors[1:]))
     # the naive attack: one hospital's ciphertexts returned as "the aggregate"
-    own: CkksUpload = clients["b"]._upload
+    own: CkksUpload = clients["b"].state.upload
     assert own is not None
     fresh = prot.new_client(ctx, "a")
     with pytest.raises(ProtocolAbort, match="byte-identical"):

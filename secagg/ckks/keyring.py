@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import tenseal as ts
 
-from fedrx.errors import ConfigError, CryptoError
+from fedrx.errors import ConfigError, CryptoError, SignatureError
 from fedrx.secagg.ckks.ciphertext import CkksPublicContext, sha256
 from fedrx.secagg.ckks.params import CkksParams
 from fedrx.secagg.ckks.secret import CkksSecretKey
@@ -61,9 +61,11 @@ class EpochManifest:
 
     def verify(self, federation: Federation) -> None:
         """Raise CryptoError unless the key holder's pinned Ed25519 key signed this manifest."""
-        if not federation.verify(self.key_holder, self.signature, self.statement()):
-            raise CryptoError(f"CKKS epoch {self.epoch} manifest is not signed by its key holder "
-                              f"{self.key_holder!r}")
+        try:
+            federation.verify(self.key_holder, self.signature, self.statement())
+        except SignatureError:
+            raise SignatureError(f"CKKS epoch {self.epoch} manifest is not signed by its key "
+                                 f"holder {self.key_holder!r}") from None
         self.params.validate()
 
 
@@ -80,6 +82,14 @@ class SealedKeyPackage:
     def statement(self) -> bytes:
         return (_PACKAGE_DOMAIN + self.key_id + struct.pack(">Q", self.epoch)
                 + self.recipient.encode() + b"\x00" + sha256(self.sealed))
+
+    def verify(self, federation: Federation, key_holder: str) -> None:
+        """Raise SignatureError unless ``key_holder``'s pinned key signed this package."""
+        try:
+            federation.verify(key_holder, self.signature, self.statement())
+        except SignatureError:
+            raise SignatureError("CKKS key package is not signed by the epoch's key holder"
+                                 ) from None
 
     def __repr__(self) -> str:
         return (f"SealedKeyPackage(recipient={self.recipient!r}, epoch={self.epoch}, "
@@ -199,8 +209,7 @@ class CkksKeyring:
         if package.recipient != me or package.epoch != m.epoch or package.key_id != m.key_id:
             raise CryptoError(f"CKKS key package is addressed to {package.recipient!r} epoch "
                               f"{package.epoch}, not to {me!r} epoch {m.epoch}")
-        if not federation.verify(m.key_holder, package.signature, package.statement()):
-            raise CryptoError("CKKS key package is not signed by the epoch's key holder")
+        package.verify(federation, m.key_holder)
         secret = open_sealed(identity.seal_private(), package.sealed,
                              SealLabel(SECRET_KEY_PURPOSE, me, m.epoch, m.key_id))
         if sha256(_COMMIT_DOMAIN + secret) != m.key_commitment:

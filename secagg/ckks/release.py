@@ -5,22 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
 from fedrx.secagg.ckks.params import CkksParams
-
-
-def _flood_normal(seed: bytes, length: int) -> np.ndarray:
-    """``length`` standard normals from a ChaCha20 keystream keyed by ``seed`` (Box-Muller)."""
-    half = -(-length // 2)
-    enc = Cipher(algorithms.ChaCha20(seed, bytes(16)), mode=None).encryptor()
-    words = np.frombuffer(enc.update(bytes(16 * half)), dtype="<u8").reshape(2, half)
-    u1 = ((words[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0 ** -53  # (0, 1]
-    u2 = (words[1] >> np.uint64(11)).astype(np.float64) * 2.0 ** -53  # [0, 1)
-    r = np.sqrt(-2.0 * np.log(u1))
-    z = np.concatenate([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)])
-    return z[:length]
 
 
 @dataclass(frozen=True)

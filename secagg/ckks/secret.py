@@ -11,9 +11,10 @@ import tenseal as ts
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedrx.csprng import normal_from_key
 from fedrx.errors import CryptoError
 from fedrx.secagg.ckks.ciphertext import _load_chunk, sha256
-from fedrx.secagg.ckks.release import ReleasePolicy, _flood_normal
+from fedrx.secagg.ckks.release import ReleasePolicy
 
 if TYPE_CHECKING:
     from fedrx.secagg.ckks.keyring import EpochManifest
@@ -93,6 +94,6 @@ class CkksSecretKey:
                 h.update(sha256(v.serialize()))
             seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=self.key_id,
                         info=_FLOOD_INFO + h.digest()).derive(self._flood_key)
-            raw = raw + policy.flood_sigma * _flood_normal(seed, length)
+            raw = raw + policy.flood_sigma * normal_from_key(seed, length)
         released = np.round(raw / policy.grid) * policy.grid
         return released, policy

@@ -1,0 +1,185 @@
+"""One hospital's side of one CKKS round, one class per state.
+
+``ClientReady`` (holds the input vector) --upload--> ``ClientUploaded`` (holds only its own
+ciphertexts, to answer a repeated request identically) --decrypt--> ``ClientDone`` (holds
+nothing: a hospital decrypts at most one aggregate per round). ``ClientReady`` also answers
+``keys`` (it stays ready) and may decrypt without having uploaded (a decryptor whose upload
+was lost). Every ``handle`` returns ``(reply, next_state)``; a refusal raises
+:class:`~fedrx.errors.ProtocolAbort` and leaves the state as it was, except a failed
+decryption: its reply IS the ProtocolAbort, to be raised after moving to ``ClientDone``.
+The epoch key lives in the long-lived
+:class:`~fedrx.secagg.ckks.key_state.HospitalKeyState`, never in a round state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedrx.errors import CryptoError, ProtocolAbort
+from fedrx.secagg.ckks.key_state import HospitalKeyState
+from fedrx.secagg.ckks.messages import (
+    CkksDecryption,
+    CkksDecryptRequest,
+    CkksKeyringReply,
+    CkksKeyringRequest,
+    CkksUpload,
+    CkksUploadRequest,
+    UploadHeader,
+    upload_statement,
+)
+from fedrx.secagg.ckks.secret import CkksSecretKey
+
+
+@dataclass(frozen=True)
+class ClientRound:
+    """What a hospital's round states share: the round (session, number, participants,
+    vector length) and the hospital's long-lived key state."""
+
+    session_id: bytes
+    round: int
+    participants: tuple[str, ...]
+    vector_length: int
+    keys: HospitalKeyState
+
+    def secret(self, session_id: bytes, round_: int, key_id: bytes) -> CkksSecretKey:
+        """The held key, if the request is for this round and names the held epoch."""
+        if session_id != self.session_id or round_ != self.round:
+            raise ProtocolAbort(f"request for another session or round ({round_}), "
+                                f"expected round {self.round}")
+        secret = self.keys.held()
+        if secret is None or key_id != secret.key_id:
+            held = "no key" if secret is None else f"epoch {secret.epoch}"
+            raise ProtocolAbort(f"aggregator uses key id {key_id.hex()[:16]}, this hospital "
+                                f"holds {held}")
+        return secret
+
+
+def _unexpected(stage: str) -> ProtocolAbort:
+    return ProtocolAbort(f"unexpected request for stage {stage!r}")
+
+
+class ClientState:
+    """A round state: ``handle(stage, request) -> (reply, next state)``."""
+
+    def __init__(self, rnd: ClientRound):
+        self.rnd = rnd
+
+    def handle(self, stage: str, request: Any) -> tuple[Any, ClientState]:
+        raise _unexpected(stage)
+
+
+class ClientReady(ClientState):
+    """Before the upload: holds the (range-checked) input vector."""
+
+    def __init__(self, rnd: ClientRound, vector: np.ndarray | None):
+        super().__init__(rnd)
+        self.vector = vector
+
+    def handle(self, stage: str, request: Any) -> tuple[Any, ClientState]:
+        if stage == "keys" and isinstance(request, CkksKeyringRequest):
+            return self._keys(request), self
+        if stage == "upload" and isinstance(request, CkksUploadRequest):
+            return self._upload(request)
+        if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
+            return decrypt(self.rnd, request)
+        raise _unexpected(stage)
+
+    def _keys(self, req: CkksKeyringRequest) -> CkksKeyringReply:
+        r = self.rnd
+        if req.session_id != r.session_id or req.round != r.round:
+            raise ProtocolAbort("key request for another session or round")
+        return CkksKeyringReply(r.round, r.keys.create_epoch(req.epoch, r.session_id))
+
+    def _upload(self, req: CkksUploadRequest) -> tuple[CkksUpload, ClientState]:
+        r = self.rnd
+        secret = _check_upload_request(r, req)
+        if self.vector is None:
+            raise ProtocolAbort("no input set before upload")
+        chunks = tuple(secret.encrypt(self.vector))
+        digests = tuple(hashlib.sha256(c).digest() for c in chunks)
+        me = r.keys.hospital
+        sig = r.keys.identity.sign(upload_statement(r.session_id, r.round, secret.key_id, me,
+                                                    digests))
+        upload = CkksUpload(r.round, secret.key_id, UploadHeader(me, digests, sig), chunks)
+        return upload, ClientUploaded(r, upload)
+
+
+def _check_upload_request(r: ClientRound, req: CkksUploadRequest) -> CkksSecretKey:
+    if req.delivery is not None:
+        r.keys.accept(req.delivery)
+    secret = r.secret(req.session_id, req.round, req.key_id)
+    if req.vector_length != r.vector_length:
+        raise ProtocolAbort("upload request has the wrong vector length")
+    return secret
+
+
+class ClientUploaded(ClientState):
+    """After the upload: holds its own signed ciphertexts (a repeated request gets them)."""
+
+    def __init__(self, rnd: ClientRound, upload: CkksUpload):
+        super().__init__(rnd)
+        self.upload = upload
+
+    def handle(self, stage: str, request: Any) -> tuple[Any, ClientState]:
+        if stage == "upload" and isinstance(request, CkksUploadRequest):
+            secret = _check_upload_request(self.rnd, request)
+            if self.upload.key_id != secret.key_id:
+                raise ProtocolAbort("already uploaded under another key this round")
+            return self.upload, self
+        if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
+            return decrypt(self.rnd, request)
+        raise _unexpected(stage)
+
+
+class ClientDone(ClientState):
+    """After one decryption: refuses every further request of the round."""
+
+    def handle(self, stage: str, request: Any) -> tuple[Any, ClientState]:
+        if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
+            raise ProtocolAbort("already decrypted one aggregate this round")
+        raise _unexpected(stage)
+
+
+def decrypt(r: ClientRound, req: CkksDecryptRequest
+            ) -> tuple[CkksDecryption | ProtocolAbort, ClientDone]:
+    """Check the decrypt request, then release the flooded, rounded sum (once per round).
+
+    Checks: this round and the held epoch; ``>= min_contributors`` distinct participants
+    signed an upload header; chunk count; no aggregate chunk byte-identical to an upload."""
+    secret = r.secret(req.session_id, req.round, req.key_id)
+    cfg = r.keys.config
+    n_chunks = secret.params.chunk_count(r.vector_length)
+    seen: set[str] = set()
+    individual: set[bytes] = set()
+    for hdr in req.contributors:
+        if hdr.hospital in seen or hdr.hospital not in r.participants:
+            raise ProtocolAbort(f"contributor {hdr.hospital!r} repeated or not a "
+                                "participant of this round")
+        stmt = upload_statement(r.session_id, r.round, secret.key_id, hdr.hospital, hdr.digests)
+        try:
+            if len(hdr.digests) != n_chunks:
+                raise CryptoError("wrong number of digests")
+            r.keys.federation.verify(hdr.hospital, hdr.signature, stmt)
+        except CryptoError:
+            raise ProtocolAbort(f"upload header of {hdr.hospital!r} does not verify") from None
+        seen.add(hdr.hospital)
+        individual.update(hdr.digests)
+    if len(seen) < cfg.min_contributors:
+        raise ProtocolAbort(f"refusing to decrypt an aggregate of {len(seen)} signed "
+                            f"uploads (< {cfg.min_contributors})")
+    if len(req.aggregate) != n_chunks:
+        raise ProtocolAbort(f"aggregate has {len(req.aggregate)} chunks, expected {n_chunks}")
+    if any(hashlib.sha256(c).digest() in individual for c in req.aggregate):
+        raise ProtocolAbort("aggregate chunk is byte-identical to an individual upload")
+    done = ClientDone(r)  # no second try with other inputs, even if this one fails
+    try:
+        total, policy = secret.release(req.aggregate, r.vector_length, len(seen),
+                                       cfg.flood_bits)
+    except CryptoError as exc:
+        return ProtocolAbort(f"aggregate does not decrypt: {exc}"), done
+    return CkksDecryption(r.keys.hospital, r.round, secret.key_id, total,
+                          policy.error_bound), done
