@@ -30,21 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from fedrx.errors import ConfigError
+from fedrx.protocol.faults import (
+    AGGREGATOR,
+    CHECKPOINTED,
+    CRASH,
+    Fault,
+    FaultPlan,
+    crash_fault,
+    stage_round,
+)
 
 TASK_KEYS = ("data", "hospitals", "protection", "seed", "model", "hidden", "client_optimizer",
              "lr", "local_epochs", "batch_size", "partition", "min_patients", "min_visits",
              "clip_norm", "threshold", "rounding_seed", "mappings")
 """SimulationConfig fields that determine a hospital's data and local training."""
-
-
-def stage_round(spec: str, what: str) -> tuple[str, int] | None:
-    """A fault-injection point ``STAGE:ROUND`` as (stage, round >= 1); None for ""."""
-    if not spec:
-        return None
-    stage, _, rnd = spec.partition(":")
-    if not stage or not rnd.isdigit() or int(rnd) < 1:
-        raise ConfigError(f"{what} must be STAGE:ROUND (round >= 1)")
-    return stage, int(rnd)
 
 
 @dataclass
@@ -88,6 +87,14 @@ class AggregatorConfig:
     def crash_point(self) -> tuple[str, int] | None:
         """``crash_at`` parsed as (stage, round), or None."""
         return stage_round(self.crash_at, "[aggregator] crash_at")
+
+    def fault_plan(self) -> FaultPlan:
+        """``crash_at`` and ``crash_after_round`` as one fault plan of the aggregator."""
+        faults = [f for f in (crash_fault(AGGREGATOR, self.crash_at, "[aggregator] crash_at"),)
+                  if f is not None]
+        if self.crash_after_round:
+            faults.append(Fault(AGGREGATOR, CHECKPOINTED, self.crash_after_round, CRASH))
+        return FaultPlan(faults)
 
     def validate(self) -> None:
         for name in ("wait_seconds", "train_deadline", "stage_deadline", "eval_deadline"):
@@ -149,6 +156,12 @@ class NodeConfig:
             raise ConfigError("[node] need 0 < backoff_initial <= backoff_max")
         if self.dp not in ("", "on", "off"):
             raise ConfigError("[node] dp must be '', 'on' or 'off'")
+        self.fault_plan()
+
+    def fault_plan(self) -> FaultPlan:
+        """``fault`` as this hospital's fault plan (a crash when that request arrives)."""
+        f = crash_fault(self.hospital, self.fault, "[node] fault")
+        return FaultPlan([f] if f is not None else [])
 
     def dp_enabled(self, task: Any) -> bool:
         """Whether this hospital trains with DP (``dp`` override, else ``[task] dp``)."""

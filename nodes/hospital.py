@@ -1,6 +1,6 @@
 """``fedrx node run``: one hospital site.
 
-Loads its own data (``[task]`` -> :func:`fedrx.nodes.simulate.prepare`, keeping only the
+Loads its own data (``[task]`` -> :func:`fedrx.medrx.prepare.prepare`, keeping only the
 partition named by ``[node] hospital``; see :mod:`fedrx.nodes.config`), builds its
 :class:`~fedrx.protocol.hospital.HospitalParty` with its long-term identity and its own
 protection instance, dials the aggregator over mutual TLS and answers requests until the
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import random
 import signal
@@ -39,18 +38,20 @@ from typing import Any
 
 import grpc
 
-from fedrx.atomic import atomic_write_bytes
+from fedrx.atomic import atomic_write_bytes, atomic_write_text
 from fedrx.canonical import canonical_json
 from fedrx.errors import ConfigError, ProtocolError
-from fedrx.medrx.records import atomic_write_text
+from fedrx.medrx.prepare import prepare
 from fedrx.nodes import wire
 from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.codec import CodecError, Limits
-from fedrx.nodes.config import NodeConfig, event, stage_round, task_digest
+from fedrx.nodes.config import NodeConfig, event, task_digest
+from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.hospital import HospitalParty
 from fedrx.protocol.messages import TRAIN
+from fedrx.protocol.registry import make_party
 from fedrx.receipts import receipt_bytes, verify_receipt
 from fedrx.secagg.identity import Identity
 
@@ -62,7 +63,9 @@ FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
 
 
 class HospitalNode:
-    """A hospital process. ``run()`` returns 0 after Goodbye or a signal."""
+    """A hospital process. ``run()`` returns 0 after Goodbye or a signal; it raises
+    ProtocolError when the aggregator says it failed, refuses this hospital, or no session
+    could be held for ``give_up_seconds``."""
 
     def __init__(self, cfg: NodeConfig, task: Any, *, insecure: bool = False):
         self.cfg = cfg
@@ -87,40 +90,35 @@ class HospitalNode:
                                 expect_hospital=h)
         self.limits = Limits(max_message_bytes=cfg.max_message_mb << 20)
         self.stop = threading.Event()
-        self.fault = stage_round(cfg.fault, "[node] fault")
+        self.faults = cfg.fault_plan()
         self.out = Path(cfg.out) if cfg.out else None
         self.receipts: list[dict[str, Any]] = []
         self.signed_receipts: list[dict[str, Any]] = []
         self.party: HospitalParty | None = None
         self._call: Any = None
+        self._welcomed_at = 0.0  # monotonic time of the newest Welcome
 
     # -- setup ---------------------------------------------------------------------
     def build_party(self) -> HospitalParty:
-        from fedrx.nodes.simulate import prepare, protection_params
-        from fedrx.protocol.registry import make_protection
-        from fedrx.protocol.task import ClientOptimizer
-
+        """This hospital's party, exactly as its simulated twin would build it
+        (:func:`fedrx.protocol.registry.make_party` with :mod:`fedrx.nodes.party`)."""
         t = self.task_cfg
         prep = prepare(t)
         h = self.cfg.hospital
         if h not in prep.hospitals:
             raise ConfigError(f"[task] has no partition {h!r} (it has "
                               f"{', '.join(prep.hospitals)})")
-        protection = make_protection(t.protection, federation=self.dep.federation,
-                                     identity=self.identity, params=protection_params(t))
-        opt = ClientOptimizer(t.client_optimizer, t.lr, epochs=t.local_epochs,
-                              batch_size=t.batch_size)
         dp = None
         if self.cfg.dp_enabled(t):
-            from fedrx.nodes.simulate import dp_factory
-
             if self.out is None:
                 raise ConfigError("[node] out is required with DP (the ledger lives there)")
             # the hospital's OWN policy ([task] of its config) and its real long-term identity;
             # ledger in OUT/ledger/<h>.jsonl, public identity in OUT/identities/<h>.pub.json
             dp = dp_factory(t, self.out)(h, self.identity, prep.hospitals[h])
-        party = HospitalParty(h, prep.task, prep.hospitals[h], protection, opt, seed=t.seed,
-                              dp=dp)
+        party = make_party(h, prep.task, prep.hospitals[h], protection=t.protection,
+                           federation=self.dep.federation, identity=self.identity,
+                           params=protection_params(t), client_optimizer=client_optimizer(t),
+                           seed=t.seed, dp=dp)
         saved = self._load_state()
         party.last_round = int(saved.get("last_round", 0))
         self.receipts = list(saved.get("receipts", []))
@@ -246,7 +244,9 @@ class HospitalNode:
         return grpc.secure_channel(address, creds, options=opts)
 
     def run(self) -> int:
-        """Serve until Goodbye (0) or a signal (0); ProtocolError if refused or given up."""
+        """Serve until Goodbye (0) or a signal (0); ProtocolError if refused, given up, or
+        the aggregator's Goodbye says it failed. The give-up clock restarts whenever a
+        session is established (Welcome received), however that session ends."""
         party = self.party or self.build_party()
         delay = self.cfg.backoff_initial
         last_ok = time.monotonic()
@@ -267,9 +267,10 @@ class HospitalNode:
                     outcome = f"{code.name if code else 'error'}: {details}"
             if outcome == "goodbye":
                 return 0
-            if outcome == "connected":
+            if outcome == "connected" or self._welcomed_at > last_ok:
                 delay = self.cfg.backoff_initial
-                last_ok = time.monotonic()
+                last_ok = max(time.monotonic() if outcome == "connected" else 0.0,
+                              self._welcomed_at)
             if self.stop.is_set():
                 break
             if self.cfg.give_up_seconds and time.monotonic() - last_ok > \
@@ -327,6 +328,7 @@ class HospitalNode:
             hdr = frame.header
             if body == "welcome":
                 welcomed = True
+                self._welcomed_at = time.monotonic()
                 if frame.welcome.federation_id != self.dep.federation_id:
                     raise ProtocolError("aggregator serves another federation")
                 event(log, logging.INFO, "connected", hospital=h,
@@ -337,8 +339,11 @@ class HospitalNode:
                 raise ProtocolError("aggregator did not send Welcome first")
             if body == "goodbye":
                 event(log, logging.INFO, "aggregator said goodbye", hospital=h,
-                      reason=frame.goodbye.reason)
+                      reason=frame.goodbye.reason[:200])
                 self._save_state()
+                if frame.goodbye.reason.startswith("failed"):
+                    raise ProtocolError(f"{h}: the aggregator failed: "
+                                        f"{frame.goodbye.reason[:200]}")
                 return "goodbye"
             if body == "result":
                 r = frame.result
@@ -381,10 +386,7 @@ class HospitalNode:
             self._refuse(outq, hdr, "wrong_round", f"message round {msg.round} in a frame "
                                                    f"of round {rnd}")
             return
-        if self.fault is not None and self.fault == (stage, rnd):
-            event(log, logging.WARNING, "fault injection: exiting abruptly",
-                  hospital=self.cfg.hospital, stage=stage, round=rnd)
-            os._exit(137)
+        self.faults.crash_here(self.cfg.hospital, stage, rnd)
         t0 = time.perf_counter()
         try:
             reply = party.handle(stage, msg)

@@ -95,7 +95,8 @@ def test_server_params_cannot_weaken_local_dp_policy(mimic_demo, tmp_path):
     from fedrx.protocol.transport import InProcessTransport
 
     cfg = _cfg(tmp_path, rounds=1)
-    from fedrx.nodes.simulate import dp_factory, prepare
+    from fedrx.medrx.prepare import prepare
+    from fedrx.nodes.party import dp_factory
 
     prep = prepare(cfg)
     p = build_federated_averaging_process(prep.task, protection="none", evaluate=False,

@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedrx.cli.main import main
 from fedrx.errors import ConfigError
@@ -38,7 +39,6 @@ from fedrx.nodes.launcher import DemoSpec, write_setup
 from fedrx.nodes.transport import GrpcTransport, Registry, ServiceSettings, serve
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
-from fedrx.proto.gen.grpc.health.v1 import health_pb2, health_pb2_grpc
 from fedrx.protocol.messages import TrainAck, TrainRequest
 from fedrx.protocol.task import model_hash
 
@@ -138,15 +138,15 @@ def test_inthread_federation_equals_inprocess_simulation(tmp_path, mimic_demo):
     assert np.array_equal(w_sel, np.load(tmp_path / "sim" / "selected_model.npy",
                                          allow_pickle=False))
     from fedrx.errors import ConfigError
-    from fedrx.nodes.aggregator import SELECTED_BLOB, _restore_selected
-    from fedrx.nodes.simulate import select_round
+    from fedrx.nodes.checkpoint import SELECTED_BLOB, restore_selected
+    from fedrx.protocol.results import select_round
 
     ckpt = tmp_path / "grpc" / "aggregator" / "checkpoint"
-    assert np.array_equal(_restore_selected(ckpt, select_round(doc["rounds"])), w_sel)
+    assert np.array_equal(restore_selected(ckpt, select_round(doc["rounds"])), w_sel)
     blob = ckpt / "round-000002" / SELECTED_BLOB
     blob.write_bytes(blob.read_bytes()[:-4] + b"\x00\x00\x80\x3f")  # tampered weights
     with pytest.raises(ConfigError, match="selected model"):
-        _restore_selected(ckpt, select_round(doc["rounds"]))
+        restore_selected(ckpt, select_round(doc["rounds"]))
     # receipts persisted at every node; checkpoint present
     for h in HS:
         assert '"round": 2' in (tmp_path / "grpc" / "nodes" / h / "state.json").read_text()

@@ -95,7 +95,7 @@ def test_model_selected_by_validation_not_test(mimic_demo, tmp_path):
     selected_model.npy, whose hash is that round's model hash."""
     import numpy as np
 
-    from fedrx.nodes.simulate import select_round
+    from fedrx.protocol.results import select_round
     from fedrx.protocol.task import model_hash
 
     out = tmp_path / "sel"
