@@ -5,7 +5,6 @@ See :mod:`fedrx.secagg.ckks` ("Key epochs and custody").
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Mapping, Sequence
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 
 import tenseal as ts
 
+from fedrx.canonical import canonical_json
 from fedrx.errors import ConfigError, CryptoError, SignatureError
 from fedrx.secagg.ckks.ciphertext import CkksPublicContext, sha256
 from fedrx.secagg.ckks.params import CkksParams
@@ -26,10 +26,6 @@ _PACKAGE_DOMAIN = b"fedrx-ckks-package/1\x00"
 _COMMIT_DOMAIN = b"fedrx-ckks-key-commitment/1\x00"
 _SECRET_MAGIC = b"FRXCKKS1"
 _MAX_SECRET_CONTEXT = 4 * 1024 * 1024
-
-
-def _canonical(obj: Mapping) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -46,8 +42,13 @@ class EpochManifest:
     signature: bytes = b""
 
     def statement(self) -> bytes:
-        """The bytes the key holder signs."""
-        return _MANIFEST_DOMAIN + _canonical({
+        """The bytes the key holder signs: the domain, then :func:`fedrx.canonical.canonical_json`
+        of the fields (bytes as hex). Hospital ids must be ASCII (CryptoError otherwise), so
+        these bytes are also what ``json.dumps(sort_keys=True, separators=(",", ":"))``
+        gives, the encoding manifests were signed with before the one canonical JSON."""
+        if not all(h.isascii() for h in (self.key_holder, *self.recipients)):
+            raise CryptoError("CKKS manifest hospital ids must be ASCII")
+        return _MANIFEST_DOMAIN + canonical_json({
             "federation_id": self.federation_id.hex(), "epoch": self.epoch,
             "key_holder": self.key_holder, "params": self.params.to_json(),
             "public_context_sha256": self.public_context_sha256.hex(),
@@ -158,6 +159,8 @@ class CkksKeyring:
             raise ConfigError("CKKS recipients must be a non-empty list without repeats")
         for h in rcpts:
             federation.get(h)
+        if not all(h.isascii() for h in (holder.hospital, *rcpts)):
+            raise ConfigError("CKKS manifest hospital ids must be ASCII")
         try:
             ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree,
                              coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes),
