@@ -66,12 +66,6 @@ def fingerprint(pem: bytes) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-def cert_common_name(pem: bytes) -> str:
-    cert = x509.load_pem_x509_certificate(pem)
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
-
-
 @dataclass(frozen=True)
 class Deployment:
     """The pinned deployment: federation keys + TLS fingerprints (hex SHA-256 of DER)."""
