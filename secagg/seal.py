@@ -1,49 +1,50 @@
 """Sealed boxes: encrypt a secret to one hospital's long-term X25519 identity key.
 
-Construction (``fedrx-seal/1``), for a recipient public key ``R`` and a :class:`SealLabel`:
+Construction (``fedrx-seal/2``): HPKE base mode (RFC 9180) with DHKEM(X25519, HKDF-SHA256),
+HKDF-SHA256 and ChaCha20-Poly1305, single-shot, from pyca ``cryptography``
+(:mod:`cryptography.hazmat.primitives.hpke`). For a recipient public key ``R`` and a
+:class:`SealLabel`:
 
-1. ``e`` = fresh ephemeral X25519 private key (OS CSPRNG), ``E = e·G`` its public key.
-2. ``shared = X25519(e, R)`` (32 bytes); an all-zero result (low-order ``R``) is refused.
-3. ``ad = label.associated_data(E, R)``: a length-prefixed encoding of the version, purpose,
-   recipient id, key epoch, context id (e.g. the epoch's key id), ``E`` and ``R``.
-4. ``key = HKDF-SHA256(ikm=shared, salt=E || R, info="fedrx-seal/1 key" || ad, length=32)``.
-5. ``nonce`` = 12 random bytes; ``ct = ChaCha20-Poly1305(key).encrypt(nonce, plaintext, ad)``.
-6. The box is ``0x01 || E (32) || nonce (12) || ct`` (``ct`` carries the 16-byte tag).
+1. ``info = label.info()``: a length-prefixed encoding of the version, purpose, recipient
+   id, key epoch and context id (e.g. the epoch's key id). HPKE binds it into the key
+   schedule; the ephemeral key ``enc`` and ``R`` are bound by the KEM itself.
+2. ``enc || ct = HPKE.Seal(R, info, aad="", plaintext)`` with a fresh ephemeral key (OS
+   CSPRNG); ``enc`` is 32 bytes, ``ct`` carries the 16-byte tag.
+3. The box is ``0x02 || enc || ct``: ``len(plaintext) + 49`` bytes.
 
-Opening recomputes ``ad`` from the label the RECIPIENT expects, so a box addressed to another
-hospital, another epoch, another purpose or another context fails authentication. The box is
-anonymous: anyone can seal to ``R``; authenticity of the sender is the caller's job (fedrx
-signs the box with the sender's Ed25519 identity key, see :mod:`fedrx.secagg.ckks`).
-Sealed keys have no forward secrecy: whoever later obtains the recipient's X25519 private key
-can open every retained box addressed to it.
+Opening recomputes ``info`` from the label the RECIPIENT expects, so a box addressed to
+another hospital, another epoch, another purpose or another context fails authentication.
+The box is anonymous: anyone can seal to ``R``; authenticity of the sender is the caller's job
+(fedrx signs the box with the sender's Ed25519 identity key, see
+:mod:`fedrx.secagg.ckks.keyring`). Sealed keys have no forward secrecy: whoever later obtains
+the recipient's X25519 private key can open every retained box addressed to it.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedrx.errors import CryptoError
 
-SEAL_VERSION = 1
-_VERSION_LABEL = b"fedrx-seal/1"
-_KEY_INFO = b"fedrx-seal/1 key"
-_HEADER = 1 + 32 + 12
+SEAL_VERSION = 2
+_VERSION_LABEL = b"fedrx-seal/2"
+SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+_ENC = 32
 _TAG = 16
+#: Bytes a box adds to its plaintext: version byte, HPKE encapsulated key, AEAD tag.
+SEAL_OVERHEAD = 1 + _ENC + _TAG
 #: Largest plaintext :func:`seal` accepts and :func:`open_sealed` will try to open (bytes).
 MAX_SEALED_PLAINTEXT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class SealLabel:
-    """What a sealed box is for; bound into the AEAD associated data and the HKDF info.
+    """What a sealed box is for; bound into the HPKE ``info``.
 
     ``purpose`` names the kind of secret (e.g. ``"ckks-secret-key"``); ``recipient`` is the
     hospital id the box is addressed to; ``epoch`` is the key epoch (>= 0); ``context_id`` is
@@ -55,54 +56,30 @@ class SealLabel:
     epoch: int
     context_id: bytes
 
-    def associated_data(self, ephemeral_public: bytes, recipient_public: bytes) -> bytes:
-        """Canonical AD bytes: every field length-prefixed (u32, big-endian), epoch as u64."""
+    def info(self) -> bytes:
+        """Canonical HPKE info bytes: every field length-prefixed (u32, big-endian), epoch
+        as u64."""
         if not 0 <= self.epoch < 2**64:
             raise CryptoError("seal label epoch out of range")
         if len(self.context_id) > 64:
             raise CryptoError("seal label context id longer than 64 bytes")
         parts = (_VERSION_LABEL, self.purpose.encode(), self.recipient.encode(),
-                 struct.pack(">Q", self.epoch), bytes(self.context_id),
-                 ephemeral_public, recipient_public)
+                 struct.pack(">Q", self.epoch), bytes(self.context_id))
         return b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 
-def _raw_public(key: X25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def seal(recipient: X25519PublicKey, plaintext: bytes, label: SealLabel) -> bytes:
+    """Seal ``plaintext`` to ``recipient`` (fresh HPKE ephemeral key from the OS CSPRNG).
 
-
-def _derive_key(shared: bytes, eph_pub: bytes, rcpt_pub: bytes, ad: bytes) -> bytes:
-    if shared == bytes(32):
-        raise CryptoError("X25519 produced an all-zero shared secret (low-order public key)")
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=eph_pub + rcpt_pub,
-                info=_KEY_INFO + ad).derive(shared)
-
-
-def _seal_with(ephemeral: X25519PrivateKey, nonce: bytes, recipient: X25519PublicKey,
-               plaintext: bytes, label: SealLabel) -> bytes:
-    """Deterministic core of :func:`seal` (fixed ephemeral key and nonce: for test vectors)."""
-    if len(nonce) != 12:
-        raise CryptoError("seal nonce must be 12 bytes")
+    Output length is ``len(plaintext) + SEAL_OVERHEAD`` (49) bytes.
+    """
     if len(plaintext) > MAX_SEALED_PLAINTEXT:
         raise CryptoError(f"sealed plaintext larger than {MAX_SEALED_PLAINTEXT} bytes")
-    eph_pub = _raw_public(ephemeral.public_key())
-    rcpt_pub = _raw_public(recipient)
     try:
-        shared = ephemeral.exchange(recipient)
+        body = SUITE.encrypt(bytes(plaintext), recipient, info=label.info())
     except ValueError:
-        raise CryptoError("X25519 exchange failed (low-order recipient key)") from None
-    ad = label.associated_data(eph_pub, rcpt_pub)
-    key = _derive_key(shared, eph_pub, rcpt_pub, ad)
-    ct = ChaCha20Poly1305(key).encrypt(nonce, plaintext, ad)
-    return bytes([SEAL_VERSION]) + eph_pub + nonce + ct
-
-
-def seal(recipient: X25519PublicKey, plaintext: bytes, label: SealLabel) -> bytes:
-    """Seal ``plaintext`` to ``recipient`` (fresh ephemeral key and nonce from the OS CSPRNG).
-
-    Output length is ``len(plaintext) + 61`` bytes.
-    """
-    return _seal_with(X25519PrivateKey.generate(), os.urandom(12), recipient, plaintext, label)
+        raise CryptoError("HPKE encapsulation failed (low-order recipient key)") from None
+    return bytes([SEAL_VERSION]) + body
 
 
 def open_sealed(recipient: X25519PrivateKey, box: bytes, label: SealLabel) -> bytes:
@@ -111,24 +88,16 @@ def open_sealed(recipient: X25519PrivateKey, box: bytes, label: SealLabel) -> by
     Raises :class:`CryptoError` (without any key material in the message) if the box is
     malformed, too large, addressed to another key or label, or was modified.
     """
-    if not isinstance(box, (bytes, bytearray)) or len(box) < _HEADER + _TAG:
+    if not isinstance(box, (bytes, bytearray)) or len(box) < SEAL_OVERHEAD:
         raise CryptoError("sealed box too short or not bytes")
-    if len(box) > MAX_SEALED_PLAINTEXT + _HEADER + _TAG:
+    if len(box) > MAX_SEALED_PLAINTEXT + SEAL_OVERHEAD:
         raise CryptoError("sealed box larger than the limit")
     box = bytes(box)
     if box[0] != SEAL_VERSION:
         raise CryptoError(f"unsupported sealed box version {box[0]}")
-    eph_pub, nonce, ct = box[1:33], box[33:45], box[45:]
-    rcpt_pub = _raw_public(recipient.public_key())
     try:
-        shared = recipient.exchange(X25519PublicKey.from_public_bytes(eph_pub))
-    except ValueError:
-        raise CryptoError("sealed box carries an invalid ephemeral key") from None
-    ad = label.associated_data(eph_pub, rcpt_pub)
-    key = _derive_key(shared, eph_pub, rcpt_pub, ad)
-    try:
-        return ChaCha20Poly1305(key).decrypt(nonce, ct, ad)
-    except InvalidTag:
+        return SUITE.decrypt(box[1:], recipient, info=label.info())
+    except (InvalidTag, ValueError):
         raise CryptoError(
             f"sealed box for {label.recipient!r} (purpose {label.purpose!r}, epoch {label.epoch})"
             " does not open: wrong recipient key, wrong label, or modified") from None

@@ -1,9 +1,13 @@
 """CKKS (TenSEAL) additive aggregation where the aggregator never holds a secret key.
 
-Modules: :mod:`.params` (parameters, the protection config), :mod:`.ciphertext` (the
+Primitives: :mod:`.params` (parameters, the protection config), :mod:`.ciphertext` (the
 aggregator's public context and running sum), :mod:`.release` (flooding and rounding
 policy), :mod:`.secret` (a hospital's epoch key), :mod:`.keyring` (epoch manifest, sealed
-packages, key generation), :mod:`.messages` (the stage messages).
+packages, key generation), :mod:`.keyring_json` (an epoch as canonical JSON, for checkpoints).
+Protocol: :mod:`.messages` (the stage messages), :mod:`.key_state` (long-lived key state by
+role: :class:`AggregatorKeyState`, public; :class:`HospitalKeyState`, the opened key),
+:mod:`.server` and :mod:`.client` (one round, one class per state). The binding to the
+``Protection`` interface is :mod:`fedrx.protocol.protections.ckks`.
 
 Parameters (:class:`CkksParams`, defaults)
 ------------------------------------------
@@ -48,8 +52,8 @@ context with the secret key plus a 32-byte flooding key (both from the OS CSPRNG
 * the public context: parameters and scale only, serialised WITHOUT secret key, public key, relin
   or Galois keys (~90 bytes). This is all the aggregator ever receives;
 * one :class:`SealedKeyPackage` per hospital: the secret material sealed to that hospital's X25519
-  identity key (:mod:`fedrx.secagg.seal`, label binds recipient, epoch and key id) and signed by
-  the key holder, so the relaying aggregator can neither open nor substitute it.
+  identity key (:mod:`fedrx.secagg.seal`, HPKE; the label binds recipient, epoch and key id)
+  and signed by the key holder, so the relaying aggregator can neither open nor substitute it.
 
 Rotation = a new epoch with fresh keys; ciphertexts of an old epoch carry the old key id and are
 rejected, and do not decrypt under the new key.
