@@ -1,0 +1,111 @@
+"""The gRPC deployment: ``fedrx certs init``, ``aggregator serve``, ``node run``,
+``demo grpc``. Thin wrappers; the logic lives in :mod:`fedrx.nodes`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fedrx.cli.app import PathType, app, console, out
+from fedrx.errors import ConfigError
+
+
+@app.group("certs")
+def certs_app() -> None:
+    """Certificates and the pinned federation file for a gRPC deployment."""
+
+
+@certs_app.command("init")
+@click.option("--out", "out_dir", type=PathType, required=True, help="folder for keys + certs")
+@click.option("--hospitals", required=True, help="comma-separated hospital ids, e.g. h1,h2,h3")
+@click.option("--days", type=int, default=825, show_default=True, help="certificate lifetime")
+def certs_init(out_dir: Path, hospitals: str, days: int) -> None:
+    """Create a CA, mutual-TLS certificates, hospital identities and federation.json."""
+    from fedrx.nodes.certs import init_certs
+
+    dep = init_certs(out_dir, hospitals.split(","), days=days)
+    console.print(f"CA, aggregator and {len(dep.hospitals)} hospital certificates + "
+                  f"identities written to {out_dir}; federation file "
+                  f"{out_dir / 'federation.json'} (id {dep.federation_id[:16]})")
+
+
+@app.group("aggregator")
+def aggregator_app() -> None:
+    """The aggregator of a gRPC deployment."""
+
+
+@aggregator_app.command("serve")
+@click.option("--config", type=PathType, required=True,
+              help="TOML with [aggregator] and [task]")
+@click.option("--insecure", is_flag=True, help="plaintext gRPC (testing only; no TLS)")
+def aggregator_serve(config: Path, insecure: bool) -> None:
+    """Serve hospitals over mutual TLS and run the federation's rounds."""
+    from fedrx.nodes.aggregator import AggregatorNode
+    from fedrx.nodes.config import load_config, setup_logging
+
+    setup_logging("aggregator")
+    cfg, task = load_config(config, "aggregator")
+    node = AggregatorNode(cfg, task, insecure=insecure)
+    node.install_signals()
+    doc = node.run()
+    console.print(f"results: {Path(cfg.out) / 'results.json'} "
+                  f"({len(doc['rounds'])} round(s))")
+
+
+@app.group("node")
+def node_app() -> None:
+    """A hospital site of a gRPC deployment."""
+
+
+@node_app.command("run")
+@click.option("--config", type=PathType, required=True, help="TOML with [node] and [task]")
+@click.option("--insecure", is_flag=True, help="plaintext gRPC (testing only; no TLS)")
+def node_run(config: Path, insecure: bool) -> int:
+    """Connect to the aggregator and answer its requests until the federation ends."""
+    from fedrx.nodes.config import load_config, setup_logging
+    from fedrx.nodes.hospital import HospitalNode
+
+    cfg, task = load_config(config, "node")
+    setup_logging(cfg.hospital)
+    node = HospitalNode(cfg, task, insecure=insecure)
+    node.install_signals()
+    node.build_party()
+    return node.run()
+
+
+@app.group("demo")
+def demo_app() -> None:
+    """Ready-made demonstrations."""
+
+
+@demo_app.command("grpc")
+@click.option("--out", "out_dir", type=PathType, default=Path("runs/grpc-demo"),
+              show_default=True, help="folder for certificates, configs, logs and results")
+@click.option("--data", default="mimic3-demo", show_default=True)
+@click.option("--hospitals", type=int, default=3, show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--protection", default="mask", show_default=True)
+@click.option("--hidden", type=int, default=64, show_default=True)
+@click.option("--local-epochs", type=int, default=2, show_default=True)
+@click.option("--dp", "dp", type=click.Choice(["on", "off"]), default="on", show_default=True,
+              help="patient-level DP-SGD at every hospital (each hospital's own policy)")
+@click.option("--epsilon", type=float, default=8.0, show_default=True,
+              help="DP: each hospital's target epsilon for the whole run")
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="give up after this many seconds")
+def demo_grpc(out_dir: Path, data: str, hospitals: int, rounds: int, protection: str,
+              hidden: int, local_epochs: int, dp: str, epsilon: float, timeout: float) -> None:
+    """Certificates + an aggregator and hospital processes on loopback, then the table."""
+    from fedrx.nodes.launcher import DemoSpec, print_round_table, run_demo
+
+    if not epsilon > 0:
+        raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
+    spec = DemoSpec(out=out_dir, data=data, hospitals=hospitals, rounds=rounds,
+                    protection=protection, hidden=hidden, local_epochs=local_epochs,
+                    dp=dp == "on", epsilon=epsilon, timeout=timeout)
+    doc = run_demo(spec, echo=lambda m: console.print(m))
+    print_round_table(doc, out)
+    console.print(f"results: {out_dir / 'aggregator' / 'results.json'}, summary: "
+                  f"{out_dir / 'aggregator' / 'summary.md'}, node state and receipts: "
+                  f"{out_dir / 'nodes'}/<hospital>/state.json, logs: {out_dir / 'logs'}")
