@@ -125,7 +125,7 @@ class AggregatorService(pb_grpc.AggregatorServicer):
         except BaseException:
             go.set()  # the reader sees no session and ends
             raise
-        sess = HospitalSession(hello.hospital, context.peer(), self.s.limits)
+        sess = HospitalSession(hello.hospital, self.s.limits)
         sess.last_round = int(hello.last_round)
         holder.append(sess)
         go.set()

@@ -63,9 +63,8 @@ class Pending:
 class HospitalSession:
     """One authenticated hospital stream. Thread-safe; frames go out via ``outbox``."""
 
-    def __init__(self, hospital: str, peer: str, limits: Limits):
+    def __init__(self, hospital: str, limits: Limits):
         self.hospital = hospital
-        self.peer = peer
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.inbox = wire.Inbox(limits)
         self.lock = threading.Lock()

@@ -677,7 +677,7 @@ def test_hospital_node_rejects_hostile_requests(tmp_path, certs):
     while not outq.empty():
         f = outq.get()
         got.append(f.error.code if f.WhichOneof("body") == "error"
-                   else codec.envelope_field(f.message))
+                   else f.message.WhichOneof("msg"))
     assert got == ["train_ack", "replay", "wrong_round", "malformed", "refused"]
     assert party.last_round == 1
 

@@ -31,7 +31,7 @@ from fedrx.nodes.codec.fields import (
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 
 __all__ = ["DEFAULT_LIMITS", "ENVELOPE_FIELDS", "CodecError", "Limits", "OversizeError",
-           "decode_message", "encode_message", "envelope_field", "from_bytes", "to_bytes"]
+           "decode_message", "encode_message", "from_bytes", "to_bytes"]
 
 ENVELOPE_FIELDS: dict[type, str] = {**control.ENVELOPE_FIELDS, **plain.ENVELOPE_FIELDS,
                                     **mask.ENVELOPE_FIELDS, **ckks.ENVELOPE_FIELDS}
@@ -60,11 +60,6 @@ def decode_message(env: pb.Envelope, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"{field}: {type(exc).__name__}") from None
-
-
-def envelope_field(env: pb.Envelope) -> str:
-    """The name of the message carried in ``env`` ("" when empty)."""
-    return env.WhichOneof("msg") or ""
 
 
 def to_bytes(msg: Any) -> bytes:
