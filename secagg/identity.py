@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from fedrx.errors import ConfigError, CryptoError
+from fedrx.errors import ConfigError, CryptoError, SignatureError
 
 _RAW = serialization.Encoding.Raw
 _RAW_PUB = serialization.PublicFormat.Raw
@@ -38,12 +38,14 @@ class PublicIdentity:
     sign_public: bytes
     seal_public: bytes
 
-    def verify(self, signature: bytes, message: bytes) -> bool:
+    def verify(self, signature: bytes, message: bytes) -> None:
+        """Return if ``signature`` is this hospital's Ed25519 signature on ``message``;
+        raise :class:`fedrx.errors.SignatureError` otherwise (also for a malformed key or
+        signature)."""
         try:
             Ed25519PublicKey.from_public_bytes(self.sign_public).verify(signature, message)
-            return True
         except (InvalidSignature, ValueError):
-            return False
+            raise SignatureError(f"signature of {self.hospital} does not verify") from None
 
     def seal_key(self) -> X25519PublicKey:
         return X25519PublicKey.from_public_bytes(self.seal_public)
@@ -135,10 +137,14 @@ class Federation:
         except KeyError:
             raise CryptoError(f"hospital {hospital!r} is not in the federation") from None
 
-    def verify(self, hospital: str, signature: bytes, message: bytes) -> bool:
-        """True iff ``signature`` is ``hospital``'s pinned key's signature on ``message``."""
+    def verify(self, hospital: str, signature: bytes, message: bytes) -> None:
+        """Return if ``signature`` is ``hospital``'s pinned key's signature on ``message``;
+        raise :class:`fedrx.errors.SignatureError` otherwise (also for a hospital outside
+        the federation)."""
         pub = self.members.get(hospital)
-        return pub is not None and pub.verify(signature, message)
+        if pub is None:
+            raise SignatureError(f"no pinned key for {hospital!r}: not in the federation")
+        pub.verify(signature, message)
 
     def to_json(self) -> dict:
         return {"format": "fedrx-federation/1",

@@ -6,7 +6,7 @@
   (:func:`encode_fields`), so no two contexts share an ``info`` value.
 * AEAD: AES-256-GCM, 12-byte nonce, associated data binding session id, round, sender and
   receiver. A ciphertext whose tag, AD, key or nonce does not match raises
-  :class:`~fedrx.errors.CryptoError` (the message never includes key material).
+  :class:`~fedrx.errors.CiphertextError` (the message never includes key material).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedrx.errors import CryptoError
+from fedrx.errors import CiphertextError, CryptoError
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -114,10 +114,11 @@ def seal(key: bytes, plaintext: bytes, ad: bytes,
 
 
 def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
-    """AES-256-GCM decrypt; raises CryptoError on any authentication failure."""
+    """AES-256-GCM decrypt; raises CiphertextError (a CryptoError) on any authentication
+    failure or a nonce of the wrong length."""
     if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES:
-        raise CryptoError("AEAD key/nonce has the wrong length")
+        raise CiphertextError("AEAD key/nonce has the wrong length")
     try:
         return AESGCM(key).decrypt(bytes(nonce), bytes(ciphertext), ad)
     except InvalidTag:
-        raise CryptoError("share ciphertext failed authentication") from None
+        raise CiphertextError("share ciphertext failed authentication") from None

@@ -33,7 +33,7 @@ import operator
 import secrets
 from collections.abc import Mapping, Sequence
 
-from fedrx.errors import ConfigError, CryptoError
+from fedrx.errors import ConfigError, CryptoError, ShareError
 
 PRIME = (1 << 256) + 297
 SHARE_BYTES = 33
@@ -104,7 +104,7 @@ def lagrange_at_zero(xs: Sequence[int]) -> tuple[int, ...]:
     """
     key = tuple(sorted(int(x) for x in xs))
     if not key or len(set(key)) != len(key) or not 1 <= key[0] or key[-1] >= PRIME:
-        raise CryptoError("Shamir indices must be distinct integers in [1, p)")
+        raise ShareError("Shamir indices must be distinct integers in [1, p)")
     return _lagrange_cached(key)
 
 
@@ -114,34 +114,34 @@ def reconstruct(shares: Mapping[int, bytes], t: int) -> bytes:
     if t < 1:
         raise CryptoError(f"Shamir threshold t={t} must be >= 1")
     if len(shares) < t:
-        raise CryptoError(f"need {t} shares to reconstruct, have {len(shares)}")
+        raise ShareError(f"need {t} shares to reconstruct, have {len(shares)}")
     xs, ys = _share_values(shares)
     secret = sum(y * c for y, c in zip(ys[:t], lagrange_at_zero(xs[:t]), strict=True)) % PRIME
     if secret >> (8 * SECRET_BYTES):
-        raise CryptoError("Shamir reconstruction is inconsistent (wrong or tampered shares)")
+        raise ShareError("Shamir reconstruction is inconsistent (wrong or tampered shares)")
     return secret.to_bytes(SECRET_BYTES, "big")
 
 
 def _share_values(shares: Mapping[int, bytes]) -> tuple[tuple[int, ...], list[int]]:
     """(sorted indices, their share values): indices distinct ints in ``[1, p)``, shares 33
-    bytes with value below ``p``; anything else raises CryptoError("malformed Shamir share").
+    bytes with value below ``p``; anything else raises ShareError("malformed Shamir share").
     C-level passes (map/set) rather than a Python loop per share: this runs on every share an
     aggregator receives."""
     try:
         xs = tuple(sorted(shares))
     except TypeError:
-        raise CryptoError("malformed Shamir share") from None
+        raise ShareError("malformed Shamir share") from None
     if xs and (set(map(type, xs)) != {int} or xs[0] < 1 or xs[-1] >= PRIME):
-        raise CryptoError("malformed Shamir share")
+        raise ShareError("malformed Shamir share")
     raws = [shares[x] for x in xs]
     if raws and set(map(len, raws)) != {SHARE_BYTES}:
-        raise CryptoError("malformed Shamir share")
+        raise ShareError("malformed Shamir share")
     try:
         ys = list(map(int.from_bytes, raws, itertools.repeat("big")))
     except TypeError:
-        raise CryptoError("malformed Shamir share") from None
+        raise ShareError("malformed Shamir share") from None
     if ys and max(ys) >= PRIME:
-        raise CryptoError("malformed Shamir share")
+        raise ShareError("malformed Shamir share")
     return xs, ys
 
 
@@ -185,7 +185,7 @@ def consistent_many(share_sets: Sequence[Mapping[int, bytes]], t: int) -> list[b
 
     Every share is validated first (index in ``[1, p)``, 33 bytes, value below ``p``): a
     malformed share, ``t < 1`` or a set with fewer than ``t`` shares raises
-    :class:`CryptoError`, as :func:`reconstruct` does.
+    :class:`~fedrx.errors.ShareError` (``t < 1``: CryptoError), as :func:`reconstruct` does.
 
     What is checked: a set with ``k > t`` shares is consistent iff its ``k - t`` extra points
     lie on the polynomial through its ``t`` smallest indices (the ones :func:`reconstruct`
@@ -214,7 +214,7 @@ def consistent_many(share_sets: Sequence[Mapping[int, bytes]], t: int) -> list[b
     for n, shares in enumerate(share_sets):
         xs, ys = _share_values(shares)
         if len(ys) < t:
-            raise CryptoError(f"need {t} shares to check consistency, have {len(ys)}")
+            raise ShareError(f"need {t} shares to check consistency, have {len(ys)}")
         values.append(ys)  # ordered like xs
         groups.setdefault(xs, []).append(n)
     out = [True] * len(values)

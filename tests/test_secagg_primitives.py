@@ -18,8 +18,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedrx.csprng import bernoulli
-from fedrx.errors import ConfigError, CryptoError, ProtocolError
+from fedrx.errors import (
+    CiphertextError,
+    ConfigError,
+    CryptoError,
+    ProtocolError,
+    ShareError,
+    SignatureError,
+)
 from fedrx.secagg import bitpack, graph, kex, prg, quantize, shamir
+from fedrx.secagg.identity import Federation, Identity, PublicIdentity
 
 KAT = json.loads((Path(__file__).parent / "vectors" / "secagg_kat.json").read_text())
 
@@ -564,3 +572,45 @@ def test_reproducible_rounding_coins_only_when_asked():
     c, _ = qz.encode(v, cfg, m)
     d, _ = qz.encode(v, cfg, m)
     assert not np.array_equal(c, d)
+
+
+def test_signature_verification_raises_never_returns_false():
+    """RFC 8032 §7.1 test 1 (Ed25519, empty message) through the pinned-key API: a valid
+    signature returns None; a tampered signature or message, a malformed signature and a
+    hospital outside the federation each raise SignatureError (never a False to forget)."""
+    pk = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+    sig = bytes.fromhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155"
+                        "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b")
+    pub = PublicIdentity("h1", pk, bytes(32))
+    fed = Federation({"h1": pub})
+    assert pub.verify(sig, b"") is None
+    assert fed.verify("h1", sig, b"") is None
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    for args in ((bad, b""), (sig, b"x"), (sig[:-1], b"")):
+        with pytest.raises(SignatureError, match="signature of h1 does not verify"):
+            pub.verify(*args)
+        with pytest.raises(SignatureError):
+            fed.verify("h1", *args)
+    with pytest.raises(SignatureError, match="not in the federation"):
+        fed.verify("h2", sig, b"")
+    ident = Identity.generate("h3")
+    Federation.of([ident]).verify("h3", ident.sign(b"m"), b"m")
+
+
+def test_failures_have_their_own_error_types():
+    """A tampered AEAD share raises CiphertextError, a wrong or malformed Shamir share
+    ShareError; both are CryptoErrors (the protocol catches them as such)."""
+    key, ad = bytes(32), b"ad"
+    nonce, ct = kex.seal(key, b"x" * 66, ad)
+    with pytest.raises(CiphertextError, match="failed authentication"):
+        kex.open_sealed(key, nonce, ct[:-1] + bytes([ct[-1] ^ 1]), ad)
+    with pytest.raises(CiphertextError):
+        kex.open_sealed(key, nonce[:-1], ct, ad)
+    shares = shamir.split(secrets.token_bytes(32), 2, [1, 2, 3])
+    with pytest.raises(ShareError, match="malformed Shamir share"):
+        shamir.reconstruct({1: shares[1][:-1], 2: shares[2]}, 2)
+    with pytest.raises(ShareError, match="need 2 shares"):
+        shamir.reconstruct({1: shares[1]}, 2)
+    with pytest.raises(ShareError):
+        shamir.consistent_many([{1: shares[1], 2: b"\xff" * 33}], 2)
+    assert issubclass(CiphertextError, CryptoError) and issubclass(ShareError, CryptoError)

@@ -1,7 +1,8 @@
 """``--protection mask``: pairwise-mask secure aggregation behind the Protection interface.
 
-Adapts the transport-free state machines of :mod:`fedrx.secagg.masking` and the
-quantiser of :mod:`fedrx.secagg.quantize`:
+Binds the transport-free state machines of :mod:`fedrx.secagg.mask` (each state raises
+:class:`fedrx.errors.ProtocolAbort` itself) and the quantiser of
+:mod:`fedrx.secagg.quantize` to the Protection interface:
 
 * The client's float64 input ``[c * delta..., c]`` is encoded (L2 clip of the unweighted
   delta to ``clip_norm``, fixed point with ``frac_bits`` fractional bits, unbiased
@@ -28,26 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ConfigError
+from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.protocol.protection import (
     AggregateResult,
     ClientProtection,
     Protection,
-    ProtocolAbort,
     RoundContext,
     ServerProtection,
 )
 from fedrx.secagg import graph as graphs
 from fedrx.secagg import quantize
 from fedrx.secagg.identity import Federation, Identity
-from fedrx.secagg.masking import (
-    STAGES_ACTIVE,
-    STAGES_PASSIVE,
-    MaskingAbort,
-    MaskingClient,
-    MaskingParams,
-    MaskingServer,
-)
+from fedrx.secagg.mask.client import MaskingClient
+from fedrx.secagg.mask.params import STAGES_ACTIVE, STAGES_PASSIVE, MaskingParams
+from fedrx.secagg.mask.server import MaskingServer
 
 
 @dataclass(frozen=True)
@@ -94,10 +89,6 @@ class MaskConfig:
         return t
 
 
-def _reraise(exc: MaskingAbort) -> ProtocolAbort:
-    return ProtocolAbort(exc.reason)
-
-
 class MaskClient(ClientProtection):
     """A hospital's side: quantise, then drive :class:`MaskingClient`."""
 
@@ -118,16 +109,10 @@ class MaskClient(ClientProtection):
                                      self.params.round))
         encoded, self.clip_stats = quantize.encode(vector, self.cfg.quant,
                                                    self.params.modulus_bits, coin_key=key)
-        try:
-            self.machine.set_input(encoded)
-        except MaskingAbort as exc:
-            raise _reraise(exc) from None
+        self.machine.set_input(encoded)
 
     def handle(self, stage: str, request: Any) -> Any:
-        try:
-            return self.machine.handle(stage, request)
-        except MaskingAbort as exc:
-            raise _reraise(exc) from None
+        return self.machine.handle(stage, request)
 
 
 class MaskServer(ServerProtection):
@@ -140,28 +125,19 @@ class MaskServer(ServerProtection):
         self.machine = MaskingServer(params, federation)
 
     def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
-        try:
-            return self.machine.requests(stage, alive)
-        except MaskingAbort as exc:
-            raise _reraise(exc) from None
+        return self.machine.requests(stage, alive)
 
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
-        try:
-            self.machine.collect(stage, replies)
-        except MaskingAbort as exc:
-            raise _reraise(exc) from None
+        self.machine.collect(stage, replies)
 
     def result(self) -> AggregateResult:
-        try:
-            total, contributors = self.machine.result()
-        except MaskingAbort as exc:
-            raise _reraise(exc) from None
+        total, contributors = self.machine.result()
         values, clipped = quantize.decode(total, self.cfg.quant, self.params.modulus_bits)
         v = self.machine.view
         return AggregateResult(values, contributors, {
             "clipped_coordinates": clipped, "modulus_bits": self.params.modulus_bits,
-            "threshold": self.params.threshold, "advertised": len(v.u1),
-            "shared": len(v.u2), "masked": len(v.u3), "rejected": dict(v.rejected)})
+            "threshold": self.params.threshold, "advertised": len(v.advertised),
+            "shared": len(v.shared), "masked": len(v.masked), "rejected": dict(v.rejected)})
 
 
 class MaskProtection(Protection):

@@ -1,0 +1,93 @@
+"""Client state ``share_keys``: verify the advertisements, Shamir-share the self-mask seed
+and the mask secret key to the neighbourhood, agree the pairwise mask keys."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from fedrx.secagg import kex, shamir
+from fedrx.secagg.mask.client_masked_input import MaskedInputState
+from fedrx.secagg.mask.client_state import ClientRound, ClientState, InputState
+from fedrx.secagg.mask.messages import (
+    AdvertiseKeys,
+    EncryptedShare,
+    ShareKeysReply,
+    ShareKeysRequest,
+)
+from fedrx.secagg.mask.params import SHARE_KEYS
+from fedrx.secagg.mask.transcript import round_session_id, valid_ad
+
+
+class ShareKeysState(InputState):
+    """Holds the input ``x``, both per-round private keys and the own advertisement.
+
+    Every relayed advertisement is checked against the federation's pinned keys; a peer
+    whose signature fails (or which advertises for another round) is EXCLUDED (listed in
+    ``ClientRound.excluded``). The round session id ``sid_r`` binds every accepted key. A
+    fresh 32-byte seed ``b`` (os.urandom) and the raw mask secret key are shared
+    t-of-|holders| (holders: graph neighbours that advertised, plus self), each holder's
+    pair AES-GCM-encrypted to it (plaintext ``b_share || mask_key_share``, 66 bytes; key from
+    X25519 of the two ``enc`` keys, directional; AD = sid_r, round, sender, receiver). The
+    pairwise mask keys ``k_hv`` are agreed here too (as fcp's ShareKeys state does), so that
+    masked_input only opens shares and expands masks. Moves to :class:`MaskedInputState`;
+    the private keys are not passed on.
+    """
+
+    name = "advertised"
+    stage = SHARE_KEYS
+
+    def __init__(self, rnd: ClientRound, x: np.ndarray | None, enc_sk: Any, mask_sk: Any,
+                 own_ad: AdvertiseKeys):
+        super().__init__(rnd, x)
+        self._enc_sk = enc_sk
+        self._mask_sk = mask_sk
+        self._own_ad = own_ad
+
+    def handle(self, request: Any) -> tuple[ShareKeysReply, ClientState]:
+        p, me = self.round.params, self.round.hospital
+        if not isinstance(request, ShareKeysRequest) or not isinstance(request.advertised,
+                                                                      tuple):
+            raise self.abort("malformed share_keys request")
+        names = [getattr(a, "hospital", None) for a in request.advertised]
+        if len(set(names)) != len(names):
+            raise self.abort("advertisement list names a hospital twice")
+        ads: dict[str, AdvertiseKeys] = {}
+        for ad in request.advertised:
+            if valid_ad(ad, p, self.round.federation):
+                ads[ad.hospital] = ad
+            else:
+                self.round.excluded.append(str(getattr(ad, "hospital", "?")))
+        if ads.get(me) != self._own_ad:
+            raise self.abort("own advertised keys missing or altered by the aggregator")
+        holders = sorted(p.graph.holders(me) & ads.keys())
+        if len(ads) < p.threshold or len(holders) < p.threshold:
+            raise self.abort(f"only {len(holders)} share holders advertised keys; need "
+                             f"t={p.threshold}")
+        sid_r = round_session_id(p.session_id, p.round, ads)
+        seed = os.urandom(shamir.SECRET_BYTES)
+        xs = [p.index(h) for h in holders]
+        b_sh = shamir.split(seed, p.threshold, xs)
+        k_sh = shamir.split(kex.private_bytes(self._mask_sk), p.threshold, xs)
+        held: dict[str, tuple[bytes, bytes]] = {}
+        enc_shared: dict[str, bytes] = {}  # holder -> X25519(enc_sk, holder enc_pk)
+        pair_keys: dict[str, bytes] = {}  # holder -> pairwise mask PRG key k_hv
+        out = []
+        for h in holders:
+            x = p.index(h)
+            if h == me:
+                held[h] = (b_sh[x], k_sh[x])
+                continue
+            shared = kex.agree(self._enc_sk, ads[h].enc_public)
+            enc_shared[h] = shared  # reused to open h's share in masked_input
+            pair_keys[h] = kex.mask_key(kex.agree(self._mask_sk, ads[h].mask_public),
+                                        sid_r, p.round, me, h)
+            key = kex.share_key(shared, sid_r, p.round, me, h)
+            pt = b_sh[x] + k_sh[x]  # sender/receiver are bound by the key and the AD
+            nonce, ct = kex.seal(key, pt, kex.share_ad(sid_r, p.round, me, h))
+            out.append(EncryptedShare(me, h, nonce, ct))
+        nxt = MaskedInputState(self.round, self.x, ads, sid_r, seed, held, enc_shared,
+                               pair_keys)
+        return ShareKeysReply(me, p.round, tuple(out)), nxt

@@ -1,0 +1,102 @@
+"""Aggregator states ``masked_input`` (add each valid packed vector to the running sum:
+U3) and ``consistency_check`` (active mode: collect signatures on the survivor list U3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fedrx.errors import ProtocolError
+from fedrx.secagg import bitpack
+from fedrx.secagg.mask.messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    EncryptedShare,
+    MaskedInput,
+    MaskedInputRequest,
+)
+from fedrx.secagg.mask.params import CONSISTENCY, MASKED_INPUT
+from fedrx.secagg.mask.server_state import ServerRound, ServerState
+from fedrx.secagg.mask.server_status import PeerStatus
+from fedrx.secagg.mask.server_unmask import ServerUnmask
+from fedrx.secagg.mask.transcript import consistency_message, signed_by
+
+
+class ServerMaskedInput(ServerState):
+    """Holds the advertisements, ``sid_r``, each receiver's inbox of encrypted shares and
+    the running sum. Forwards the inboxes; a reply is added only once its size and padding
+    validate (:meth:`bitpack.SumAccumulator.add`)."""
+
+    name = MASKED_INPUT
+
+    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator,
+                 ads: dict[str, AdvertiseKeys], sid_r: bytes,
+                 inbox: dict[str, list[EncryptedShare]]):
+        super().__init__(rnd)
+        self._acc = acc
+        self.ads = ads
+        self.sid_r = sid_r
+        self._inbox = inbox
+
+    def requests(self, live: set[str]) -> dict[str, Any]:
+        p = self.round.params
+        return {h: MaskedInputRequest(p.round, tuple(self._inbox.get(h, ())))
+                for h in self.round.view.shared if h in live}
+
+    def collect(self, replies: Mapping[str, Any]) -> ServerState:
+        p, v = self.round.params, self.round.view
+        u2 = v.shared
+        ok = []
+        for h in sorted(replies):
+            r = replies[h]
+            if h not in u2 or not isinstance(r, MaskedInput) or r.hospital != h \
+                    or r.round != p.round or r.modulus_bits != p.modulus_bits \
+                    or r.length != p.length or not isinstance(r.packed, bytes):
+                v.rejected[h] = "invalid masked input"
+                continue
+            try:  # validates size and padding before anything is added
+                self._acc.add(r.packed)
+            except ProtocolError:
+                v.rejected[h] = "malformed packed vector"
+                continue
+            ok.append(h)
+        v.advance(PeerStatus.SHARED, ok, PeerStatus.MASKED)
+        self.need(ok, "sent masked inputs")
+        if p.active:
+            return ServerConsistency(self.round, self._acc, self.ads, self.sid_r)
+        return ServerUnmask(self.round, self._acc, self.ads, self.sid_r, {})
+
+
+class ServerConsistency(ServerState):
+    """Holds the advertisements, ``sid_r`` and the running sum; asks U3 to sign U3."""
+
+    name = CONSISTENCY
+
+    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator,
+                 ads: dict[str, AdvertiseKeys], sid_r: bytes):
+        super().__init__(rnd)
+        self._acc = acc
+        self.ads = ads
+        self.sid_r = sid_r
+
+    def requests(self, live: set[str]) -> dict[str, Any]:
+        p, u3 = self.round.params, self.round.view.masked
+        return {h: ConsistencyRequest(p.round, u3) for h in u3 if h in live}
+
+    def collect(self, replies: Mapping[str, Any]) -> ServerState:
+        p, v = self.round.params, self.round.view
+        u3 = v.masked
+        msg = consistency_message(self.sid_r, p.round, list(u3), p.model_hash)
+        sigs: dict[str, ConsistencySignature] = {}
+        for h in sorted(replies):
+            s = replies[h]
+            if h in u3 and isinstance(s, ConsistencySignature) and s.hospital == h \
+                    and s.round == p.round \
+                    and signed_by(self.round.federation, h, s.signature, msg):
+                sigs[h] = s
+            else:
+                v.rejected[h] = "invalid consistency signature"
+        v.advance(PeerStatus.MASKED, sigs, PeerStatus.SIGNED)
+        self.need(tuple(sigs), "signed the survivor list")
+        return ServerUnmask(self.round, self._acc, self.ads, self.sid_r, sigs)
