@@ -21,8 +21,6 @@ from fedrx.errors import DataError
 from fedrx.medrx.records import Cohort, Patient, read_jsonl
 from fedrx.medrx.tables import find_table
 
-NAMED = ("mimic3-demo", "eicu-demo", "synthetic")
-
 
 def shared_data_root() -> Path | None:
     """The folder holding ``mimic3-demo/`` and ``eicu-demo/``, or None if not found."""

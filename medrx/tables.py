@@ -44,18 +44,6 @@ def open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", newline="")  # noqa: SIM115
 
 
-def read_header(path: Path) -> list[str]:
-    """Lower-cased column names of a CSV table."""
-    try:
-        with open_text(path) as fh:
-            header = next(csv.reader(fh), None)
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if not header:
-        raise DataError(f"{path} is empty (no header row)")
-    return [h.strip().lower() for h in header]
-
-
 def iter_rows(path: Path, required: Sequence[str]) -> Iterator[dict[str, str]]:
     """Stream rows of ``path`` as ``{lower-case column: value}``.
 

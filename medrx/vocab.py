@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedrx.atomic import atomic_write_text
 from fedrx.errors import DataError
-from fedrx.medrx.records import Patient, atomic_write_text
+from fedrx.medrx.records import Patient
 
 FORMAT = "fedrx-vocab/1"
 
