@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from fedrx.nodes import wire
+from fedrx.nodes.codec.fields import ROUND
 from fedrx.nodes.config import event
 from fedrx.nodes.session import END, HospitalSession, PeerViolation
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
@@ -81,6 +82,9 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             self._reject(context, grpc.StatusCode.FAILED_PRECONDITION,
                          f"hospital requires protection {hello.protection[:16]!r}, the "
                          f"federation runs {self.s.protection!r}", hospital=h)
+        if hello.last_round > ROUND.hi:  # 0 (no round yet) is allowed
+            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"last_round {hello.last_round} out of range", hospital=h)
         return hello
 
     def Session(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802

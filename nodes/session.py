@@ -131,7 +131,7 @@ class HospitalSession:
                                 f"does not match request {p.seq} (round {p.round}, stage "
                                 f"{p.stage})")
         if body == "error":
-            self._resolve(p, None, f"{frame.error.code}: {frame.error.reason[:300]}",
+            self._resolve(p, None, f"{frame.error.code[:64]}: {frame.error.reason[:300]}",
                           frame.ByteSize())
             return
         try:

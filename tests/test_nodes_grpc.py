@@ -548,6 +548,12 @@ def test_old_federation_file_is_refused_with_the_fix(tmp_path, certs):
         Deployment.load(tmp_path / "f.json")
 
 
+def test_hello_claiming_a_round_out_of_range_is_refused(server, certs):
+    c = Client(server, _tls(certs, "h1"))
+    c.send(server.hello(last_round=2**62))
+    assert c.status() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_oversized_frame_is_refused(server, certs):
     c = _connected(server, Client(server, _tls(certs, "h1")))
     big = pb.HospitalFrame(chunk=pb.Chunk(index=0, data=b"x" * (5 << 20)))
