@@ -1,5 +1,5 @@
 """``fedrx bench``: every protection x DP arm on the same split, micro-benchmarks against this
-machine's floors, and scaling with hospitals and model size (logic: :mod:`fedrx.medrx.bench`)."""
+machine's floors, and scaling with hospitals and model size (logic: :mod:`fedrx.bench`)."""
 
 from __future__ import annotations
 
@@ -43,15 +43,9 @@ def bench(protections, dp, hospitals, rounds, hidden, data, out_dir, seed, epsil
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fedrx.medrx.bench import (
-        BenchConfig,
-        arms_table,
-        parse_dp,
-        parse_epsilons,
-        parse_protections,
-        plan_units,
-        run_bench,
-    )
+    from fedrx.bench.config import BenchConfig, parse_dp, parse_epsilons, parse_protections
+    from fedrx.bench.run import plan_units, run_bench
+    from fedrx.bench.tables import arms_table
 
     if quick and ci:
         raise ConfigError("--quick and --ci are exclusive")

@@ -11,7 +11,7 @@ For d in {1e5, 1e6} parameters and n in {10, 50} hospitals, at the default param
 * bytes per parameter on the wire for one upload, and its ratio to float32 (4 bytes),
 * the largest observed error against the exact sum, next to the stated bound.
 
-Usage: .venv/bin/python benchmarks/bench_ckks.py [--quick]
+Usage: .venv/bin/python -m fedrx.bench.ckks [--quick]
 Prints a Markdown table to stdout.
 """
 
@@ -26,7 +26,10 @@ import tracemalloc
 
 import numpy as np
 
-from fedrx.secagg.ckks import CkksKeyring, CkksParams, ReleasePolicy
+from fedrx.bench.memory import reset_peak_rss, status_kb
+from fedrx.secagg.ckks.keyring import CkksKeyring
+from fedrx.secagg.ckks.params import CkksParams
+from fedrx.secagg.ckks.release import ReleasePolicy
 from fedrx.secagg.identity import Federation, Identity
 
 
@@ -78,35 +81,6 @@ def measure(key, pub, params: CkksParams, d: int, ns: tuple[int, ...],  # noqa: 
     return rows
 
 
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        for line in open("/proc/self/status"):  # noqa: SIM115
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM) on Linux; False where that is not possible.
-
-    Freed heap is first returned to the OS (glibc ``malloc_trim``) so that memory a
-    previous measurement freed is not silently reused under the new baseline."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def aggregator_memory(key, pub, d: int, n: int, reps: int = 2) -> dict:  # noqa: ANN001
     """Peak memory of the aggregator adding n uploads of d values incrementally.
 
@@ -122,7 +96,7 @@ def aggregator_memory(key, pub, d: int, n: int, reps: int = 2) -> dict:  # noqa:
     digests = [[hashlib.sha256(c).digest() for c in up] for up in uploads]
     gc.collect()
     ok = reset_peak_rss()
-    base = _proc_status_kb("VmRSS")
+    base = status_kb("VmRSS")
     tracemalloc.start()
     try:
         acc = pub.accumulator(d)
@@ -132,7 +106,7 @@ def aggregator_memory(key, pub, d: int, n: int, reps: int = 2) -> dict:  # noqa:
         py_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    hwm = _proc_status_kb("VmHWM")
+    hwm = status_kb("VmHWM")
     rss = (hwm - base) * 1024 if ok and hwm is not None and base is not None else None
     return {"d": d, "n": n, "rss_peak_bytes": rss, "py_peak_bytes": py_peak,
             "retained_ciphertexts": acc.retained_ciphertexts, "chunks": len(result),
@@ -167,12 +141,12 @@ def main(quick: bool = False) -> None:
 def memory_child(d: int, n: int) -> dict:
     """:func:`aggregator_memory` in THIS (fresh) process, plus the process's peak RSS.
 
-    Run it in a new process per point (``bench_ckks.py --aggregator-memory D N``): SEAL
+    Run it in a new process per point (``python -m fedrx.bench.ckks --aggregator-memory D N``): SEAL
     keeps freed ciphertext memory in its own pool, so a second measurement in the same
     process would reuse it and read too low."""
     key, pub, _ = setup()
     out = aggregator_memory(key, pub, d, n, reps=1)
-    hwm = _proc_status_kb("VmHWM")
+    hwm = status_kb("VmHWM")
     out["process_peak_rss_bytes"] = hwm * 1024 if hwm is not None else None
     return out
 

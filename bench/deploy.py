@@ -8,7 +8,7 @@ per round (serialised frames, both directions). DP off (it changes training cost
 wire). ckks: round 1 also creates and relays the key epoch (excluded from the median).
 Prints a Markdown table.
 
-    .venv/bin/python benchmarks/bench_grpc.py [--rounds 3] [--hospitals 3,10] [--hidden 16]
+    .venv/bin/python -m fedrx.bench.deploy [--rounds 3] [--hospitals 3,10] [--hidden 16]
 """
 
 from __future__ import annotations

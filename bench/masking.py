@@ -12,7 +12,7 @@ row per config with one dropout at masked_input to time key-share recovery) it m
   generate ((n-1) pairwise + 1 self mask) and numpy uint64 add bandwidth for the
   aggregator's n additions.
 
-Usage: .venv/bin/python benchmarks/bench_masking.py [--quick | --parts]
+Usage: .venv/bin/python -m fedrx.bench.masking [--quick | --parts]
 (main(): the per-target table of :func:`breakdown`; full < 6 min, --quick < 60 s on 2 cores;
 --parts: :func:`parts`, the cost of the pieces, < 30 s)
 Writes a Markdown table to stdout.
@@ -59,7 +59,7 @@ def _drive(n: int, d: int, ids: list[Identity], fed: Federation, *, graph: str =
     Returns per-stage client and server times, client call counts, wire bytes (up + down),
     the mean packed-vector size, the server protection, the decoded result and the inputs.
     """
-    from fedrx.secagg.masking import MASKED_INPUT
+    from fedrx.secagg.mask.params import MASKED_INPUT
 
     cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=100_000, graph=graph)
     ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in ids[:n])), d + 1)
@@ -75,7 +75,7 @@ def _drive(n: int, d: int, ids: list[Identity], fed: Federation, *, graph: str =
         c.set_input(v)
         t_quant += time.process_time() - t0
         if keep_inputs:
-            encoded[h] = c.machine._x.copy()  # noqa: SLF001 (benchmark-only exactness check)
+            encoded[h] = c.machine.state.x.copy()  # benchmark-only exactness check
     t_client = dict.fromkeys(server.stages, 0.0)
     n_client = dict.fromkeys(server.stages, 0)
     t_server = dict.fromkeys((*server.stages, "result"), 0.0)
@@ -226,7 +226,7 @@ def breakdown(n: int, d: int, ids: list[Identity], fed: Federation) -> dict:
     hospital's n-1 pairwise masks, removing them). The unmasked sum is checked exact.
     """
     from fedrx.secagg.bitpack import packed_size
-    from fedrx.secagg.masking import MASKED_INPUT, UNMASK
+    from fedrx.secagg.mask.params import MASKED_INPUT, UNMASK
 
     r = _drive(n, d, ids, fed, drop=MASKED_INPUT, keep_inputs=True)
     t_client, n_client, t_server = r["t_client"], r["n_client"], r["t_server"]

@@ -14,10 +14,10 @@ Poisson steps of expected ``B`` patients (same expected visits per step), includ
 sampling, per-patient clipping, CSPRNG noise and the optimizer step. Times are the median
 of ``--repeats`` epochs after one warm-up epoch.
 
-Usage: ``python benchmarks/bench_dp.py [--repeats 3] [--threads 2] [--methods ghost,opacus]``
+Usage: ``python -m fedrx.bench.dp [--repeats 3] [--threads 2] [--methods ghost,opacus]``
 
 The federation accuracy-vs-epsilon part (test Jaccard at epsilon in {1, 3, 8} and without
-DP, :func:`bench_federation_accuracy`): ``python benchmarks/bench_dp.py --federation
+DP, :func:`fedrx.bench.sweep.federation_accuracy`): ``python -m fedrx.bench.dp --federation
 [--hospitals 3 --rounds 10]``; ``fedrx bench`` runs it too (``--epsilon-sweep``).
 """
 
@@ -27,14 +27,16 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from fedrx.bench.sweep import federation_accuracy, federation_accuracy_table
 from fedrx.dp.dpsgd import DPConfig, PatientDPTrainer
+from fedrx.dp.examples import GroupedExamples
 from fedrx.medrx.features import VisitTensors, encode, input_width
 from fedrx.medrx.model import MedRecMLP
+from fedrx.medrx.task import per_visit_loss
 from fedrx.medrx.train import train_epochs
 
 
@@ -101,64 +103,12 @@ def bench(data: VisitTensors, batch_patients: int, repeats: int, methods: list[s
         cfg = DPConfig(target_epsilon=3.0, max_grad_norm=1.0,
                        expected_batch_patients=batch_patients, secure_noise=secure,
                        seed=None if secure else 0, method=m)
-        tr = PatientDPTrainer(model, data, cfg, noise_multiplier=1.0)
+        examples = GroupedExamples(torch.from_numpy(data.x), torch.from_numpy(data.y),
+                                   data.patient, data.n_patients, torch.float32)
+        tr = PatientDPTrainer(model, per_visit_loss, examples, cfg, noise_multiplier=1.0)
         out[f"dp_{m}_s"] = _time_epoch(lambda tr=tr: tr.train_steps(steps, lr=0.05), repeats)
         out[f"ratio_{m}"] = out[f"dp_{m}_s"] / out["nondp_s"]
     return out
-
-
-def accuracy_row(epsilon: float | None, doc: dict) -> dict:
-    """One row of the accuracy-vs-epsilon table from a ``run_simulation`` results document."""
-    final = doc["final"]["global"]
-    dp = doc.get("dp") or {}
-    return {"epsilon_target": epsilon,
-            "epsilon_spent": max((d["epsilon"] for d in dp.values()), default=None),
-            "noise_multiplier": (statistics.mean(d["noise_multiplier"] for d in dp.values())
-                                 if dp else None),
-            "jaccard": final.get("jaccard"), "prauc": final.get("prauc"),
-            "f1": final.get("f1"), "seconds": doc.get("seconds"),
-            "hospitals": len(doc.get("hospitals", {})),
-            "rounds": len(doc.get("rounds", []))}
-
-
-def bench_federation_accuracy(epsilons: tuple[float, ...] = (1.0, 3.0, 8.0), *,
-                              data: str = "mimic3-demo", hospitals: int | None = 3,
-                              rounds: int = 10, hidden: int = 128, seed: int = 0,
-                              protection: str = "none", out: str | Path = "runs/bench-dp",
-                              include_no_dp: bool = True, progress=None,  # noqa: ANN001
-                              **overrides) -> list[dict]:
-    """Test Jaccard of the federation at each target epsilon and without DP.
-
-    Every run is :func:`fedrx.nodes.simulate.run_simulation` on the SAME data split, seed
-    and initial model (``out/no-dp``, ``out/eps-<e>``); DP is patient-level DP-SGD at every
-    hospital, its noise calibrated to reach the target epsilon after ``rounds`` rounds.
-    Returns one :func:`accuracy_row` per run (no DP first). ``overrides`` are further
-    :class:`SimulationConfig` fields (for example ``local_epochs``).
-    """
-    from fedrx.nodes.simulate import SimulationConfig, run_simulation
-
-    runs: list[float | None] = ([None] if include_no_dp else []) + list(epsilons)
-    rows = []
-    for eps in runs:
-        name = "no-dp" if eps is None else f"eps-{eps:g}"
-        cfg = SimulationConfig(data=data, hospitals=hospitals, rounds=rounds,
-                               protection=protection, seed=seed, hidden=hidden,
-                               out=str(Path(out) / name), dp=eps is not None,
-                               epsilon=8.0 if eps is None else float(eps), **overrides)
-        rows.append(accuracy_row(eps, run_simulation(cfg, progress)))
-    return rows
-
-
-def federation_accuracy_table(rows: list[dict]) -> str:
-    lines = ["| target epsilon | epsilon spent | noise multiplier | test jaccard | prauc | f1 |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        eps = "no DP" if r["epsilon_target"] is None else f"{r['epsilon_target']:g}"
-        spent = "-" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.3f}"
-        sigma = "-" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:.3f}"
-        lines.append(f"| {eps} | {spent} | {sigma} | {r['jaccard']:.4f} | {r['prauc']:.4f} | "
-                     f"{r['f1']:.4f} |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -177,7 +127,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.federation:
         with tempfile.TemporaryDirectory() as tmp:
-            rows = bench_federation_accuracy(hospitals=args.hospitals, rounds=args.rounds,
+            rows = federation_accuracy(hospitals=args.hospitals, rounds=args.rounds,
                                              out=tmp)
         print(federation_accuracy_table(rows))
         return
