@@ -56,14 +56,14 @@ def test_each_state_holds_only_the_secrets_it_still_needs():
         held.append(set(vars(c.state)))
     assert seen == ["AdvertiseKeysState", "ShareKeysState", "MaskedInputState",
                     "ConsistencyState", "UnmaskState", "ClientCompleted"]
-    assert held[0] == {"round", "x"}
-    assert held[1] == {"round", "x", "_enc_sk", "_mask_sk", "_own_ad"}
-    assert held[2] == {"round", "x", "ads", "sid_r", "_seed", "held", "enc_shared",
+    assert held[0] == {"ctx", "x"}
+    assert held[1] == {"ctx", "x", "_enc_sk", "_mask_sk", "_own_ad"}
+    assert held[2] == {"ctx", "x", "ads", "sid_r", "_seed", "held", "enc_shared",
                        "_pair_keys"}
-    assert held[3] == {"round", "ads", "sid_r", "held", "u2"}
-    assert held[4] == {"round", "ads", "sid_r", "held", "u2", "signed", "name"}
-    assert held[5] == {"round"}
-    assert set(vars(c._round)) == {"params", "signer", "federation", "revealed", "excluded"}
+    assert held[3] == {"ctx", "ads", "sid_r", "held", "u2"}
+    assert held[4] == {"ctx", "ads", "sid_r", "held", "u2", "signed", "name"}
+    assert held[5] == {"ctx"}
+    assert set(vars(c._ctx)) == {"params", "signer", "federation", "revealed", "excluded"}
 
 
 def test_abort_carries_the_stage_and_drops_every_secret():
@@ -75,5 +75,5 @@ def test_abort_carries_the_stage_and_drops_every_secret():
     assert exc.value.stage == "masked_input"
     assert exc.value.reason == "h02: received a share not addressed to me by a neighbour"
     assert c.abort_reason == "received a share not addressed to me by a neighbour"
-    assert isinstance(c.state, ClientAborted) and set(vars(c.state)) == {"round", "reason"}
+    assert isinstance(c.state, ClientAborted) and set(vars(c.state)) == {"ctx", "reason"}
     assert "aborted" in repr(c)

@@ -20,7 +20,7 @@ import numpy as np
 from fedrx.errors import ProtocolAbort
 from fedrx.secagg.identity import Federation
 from fedrx.secagg.mask.client_keys import AdvertiseKeysState
-from fedrx.secagg.mask.client_state import ClientAborted, ClientRound, ClientState, InputState
+from fedrx.secagg.mask.client_state import ClientAborted, ClientContext, ClientState, InputState
 from fedrx.secagg.mask.params import MaskingParams, Signer
 
 
@@ -34,16 +34,16 @@ class MaskingClient:
             raise ProtocolAbort(f"{signer.hospital} is not a participant of this round")
         self.params = params
         self.hospital = signer.hospital
-        self._round = ClientRound(params, signer, federation)
-        self.state: ClientState = AdvertiseKeysState(self._round)
+        self._ctx = ClientContext(params, signer, federation)
+        self.state: ClientState = AdvertiseKeysState(self._ctx)
 
     @property
     def revealed(self) -> dict[str, str]:
-        return self._round.revealed
+        return self._ctx.revealed
 
     @property
     def excluded(self) -> list[str]:
-        return self._round.excluded
+        return self._ctx.excluded
 
     @property
     def abort_reason(self) -> str | None:
@@ -53,7 +53,7 @@ class MaskingClient:
         return f"MaskingClient(hospital={self.hospital!r}, state={self.state.name})"
 
     def _abort(self, reason: str, stage: str | None = None) -> ProtocolAbort:
-        self.state = ClientAborted(self._round, reason)
+        self.state = ClientAborted(self._ctx, reason)
         return ProtocolAbort(f"{self.hospital}: {reason}", stage)
 
     def set_input(self, encoded: np.ndarray) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedrx.secagg.mask.client_state import ClientRound, ClientState
+from fedrx.secagg.mask.client_state import ClientContext, ClientState
 from fedrx.secagg.mask.client_unmask import UnmaskState, check_survivors
 from fedrx.secagg.mask.messages import AdvertiseKeys, ConsistencyRequest, ConsistencySignature
 from fedrx.secagg.mask.params import CONSISTENCY
@@ -23,9 +23,9 @@ class ConsistencyState(ClientState):
     name = "masked"
     stage = CONSISTENCY
 
-    def __init__(self, rnd: ClientRound, ads: dict[str, AdvertiseKeys], sid_r: bytes,
+    def __init__(self, ctx: ClientContext, ads: dict[str, AdvertiseKeys], sid_r: bytes,
                  held: dict[str, tuple[bytes, bytes]], u2: frozenset[str]):
-        super().__init__(rnd)
+        super().__init__(ctx)
         self.ads = ads
         self.sid_r = sid_r
         self.held = held
@@ -34,9 +34,9 @@ class ConsistencyState(ClientState):
     def handle(self, request: Any) -> tuple[ConsistencySignature, ClientState]:
         if not isinstance(request, ConsistencyRequest):
             raise self.abort("malformed consistency request")
-        surv = check_survivors(self.round, self.ads, self.u2, request.survivors, CONSISTENCY)
-        p = self.round.params
-        sig = self.round.signer.sign(consistency_message(self.sid_r, p.round, sorted(surv),
+        surv = check_survivors(self.ctx, self.ads, self.u2, request.survivors, CONSISTENCY)
+        p = self.ctx.params
+        sig = self.ctx.signer.sign(consistency_message(self.sid_r, p.round, sorted(surv),
                                                          p.model_hash))
-        nxt = UnmaskState(self.round, self.ads, self.sid_r, self.held, self.u2, surv)
-        return ConsistencySignature(self.round.hospital, p.round, sig), nxt
+        nxt = UnmaskState(self.ctx, self.ads, self.sid_r, self.held, self.u2, surv)
+        return ConsistencySignature(self.ctx.hospital, p.round, sig), nxt

@@ -8,7 +8,7 @@ import numpy as np
 
 from fedrx.secagg import kex
 from fedrx.secagg.mask.client_shares import ShareKeysState
-from fedrx.secagg.mask.client_state import ClientRound, ClientState, InputState
+from fedrx.secagg.mask.client_state import ClientContext, ClientState, InputState
 from fedrx.secagg.mask.messages import AdvertiseKeys, AdvertiseRequest
 from fedrx.secagg.mask.params import ADVERTISE
 from fedrx.secagg.mask.transcript import advertise_message
@@ -25,16 +25,16 @@ class AdvertiseKeysState(InputState):
     name = "init"
     stage = ADVERTISE
 
-    def __init__(self, rnd: ClientRound, x: np.ndarray | None = None):
-        super().__init__(rnd, x)
+    def __init__(self, ctx: ClientContext, x: np.ndarray | None = None):
+        super().__init__(ctx, x)
 
     def handle(self, request: Any) -> tuple[AdvertiseKeys, ClientState]:
         if not isinstance(request, AdvertiseRequest):
             raise self.abort("malformed advertise request")
         enc_sk, enc_pk = kex.generate_keypair()
         mask_sk, mask_pk = kex.generate_keypair()
-        p, h = self.round.params, self.round.hospital
-        sig = self.round.signer.sign(advertise_message(p.session_id, p.round, h, enc_pk,
+        p, h = self.ctx.params, self.ctx.hospital
+        sig = self.ctx.signer.sign(advertise_message(p.session_id, p.round, h, enc_pk,
                                                        mask_pk))
         own = AdvertiseKeys(h, p.round, enc_pk, mask_pk, sig)
-        return own, ShareKeysState(self.round, self.x, enc_sk, mask_sk, own)
+        return own, ShareKeysState(self.ctx, self.x, enc_sk, mask_sk, own)

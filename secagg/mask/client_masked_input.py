@@ -11,7 +11,7 @@ import numpy as np
 from fedrx.errors import CryptoError
 from fedrx.secagg import bitpack, kex, shamir
 from fedrx.secagg.mask.client_consistency import ConsistencyState
-from fedrx.secagg.mask.client_state import ClientRound, ClientState, InputState
+from fedrx.secagg.mask.client_state import ClientContext, ClientState, InputState
 from fedrx.secagg.mask.client_unmask import UnmaskState
 from fedrx.secagg.mask.messages import (
     AdvertiseKeys,
@@ -36,10 +36,10 @@ class MaskedInputState(InputState):
     name = "shared"
     stage = MASKED_INPUT
 
-    def __init__(self, rnd: ClientRound, x: np.ndarray | None, ads: dict[str, AdvertiseKeys],
+    def __init__(self, ctx: ClientContext, x: np.ndarray | None, ads: dict[str, AdvertiseKeys],
                  sid_r: bytes, seed: bytes, held: dict[str, tuple[bytes, bytes]],
                  enc_shared: dict[str, bytes], pair_keys: dict[str, bytes]):
-        super().__init__(rnd, x)
+        super().__init__(ctx, x)
         self.ads = ads
         self.sid_r = sid_r
         self._seed = seed
@@ -48,7 +48,7 @@ class MaskedInputState(InputState):
         self._pair_keys = pair_keys
 
     def _open_share(self, s: Any) -> tuple[str, bytes, bytes]:
-        p, me = self.round.params, self.round.hospital
+        p, me = self.ctx.params, self.ctx.hospital
         if (not isinstance(s, EncryptedShare) or s.receiver != me
                 or s.sender not in self.ads or s.sender == me
                 or s.sender not in p.graph.of(me)):
@@ -67,7 +67,7 @@ class MaskedInputState(InputState):
         return s.sender, pt[:n], pt[n:]
 
     def handle(self, request: Any) -> tuple[MaskedInput, ClientState]:
-        p, me = self.round.params, self.round.hospital
+        p, me = self.ctx.params, self.ctx.hospital
         if not isinstance(request, MaskedInputRequest) or not isinstance(request.shares, tuple):
             raise self.abort("malformed masked_input request")
         if self.x is None:
@@ -95,7 +95,7 @@ class MaskedInputState(InputState):
         reply = MaskedInput(me, p.round, m, p.length, bitpack.pack(y, m))
         nxt: ClientState
         if p.active:
-            nxt = ConsistencyState(self.round, self.ads, self.sid_r, held, u2)
+            nxt = ConsistencyState(self.ctx, self.ads, self.sid_r, held, u2)
         else:
-            nxt = UnmaskState(self.round, self.ads, self.sid_r, held, u2, None)
+            nxt = UnmaskState(self.ctx, self.ads, self.sid_r, held, u2, None)
         return reply, nxt

@@ -10,7 +10,7 @@ import numpy as np
 
 from fedrx.secagg import kex, shamir
 from fedrx.secagg.mask.client_masked_input import MaskedInputState
-from fedrx.secagg.mask.client_state import ClientRound, ClientState, InputState
+from fedrx.secagg.mask.client_state import ClientContext, ClientState, InputState
 from fedrx.secagg.mask.messages import (
     AdvertiseKeys,
     EncryptedShare,
@@ -26,7 +26,7 @@ class ShareKeysState(InputState):
 
     Every relayed advertisement is checked against the federation's pinned keys; a peer
     whose signature fails (or which advertises for another round) is EXCLUDED (listed in
-    ``ClientRound.excluded``). The round session id ``sid_r`` binds every accepted key. A
+    ``ClientContext.excluded``). The round session id ``sid_r`` binds every accepted key. A
     fresh 32-byte seed ``b`` (os.urandom) and the raw mask secret key are shared
     t-of-|holders| (holders: graph neighbours that advertised, plus self), each holder's
     pair AES-GCM-encrypted to it (plaintext ``b_share || mask_key_share``, 66 bytes; key from
@@ -39,15 +39,15 @@ class ShareKeysState(InputState):
     name = "advertised"
     stage = SHARE_KEYS
 
-    def __init__(self, rnd: ClientRound, x: np.ndarray | None, enc_sk: Any, mask_sk: Any,
+    def __init__(self, ctx: ClientContext, x: np.ndarray | None, enc_sk: Any, mask_sk: Any,
                  own_ad: AdvertiseKeys):
-        super().__init__(rnd, x)
+        super().__init__(ctx, x)
         self._enc_sk = enc_sk
         self._mask_sk = mask_sk
         self._own_ad = own_ad
 
     def handle(self, request: Any) -> tuple[ShareKeysReply, ClientState]:
-        p, me = self.round.params, self.round.hospital
+        p, me = self.ctx.params, self.ctx.hospital
         if not isinstance(request, ShareKeysRequest) or not isinstance(request.advertised,
                                                                       tuple):
             raise self.abort("malformed share_keys request")
@@ -56,10 +56,10 @@ class ShareKeysState(InputState):
             raise self.abort("advertisement list names a hospital twice")
         ads: dict[str, AdvertiseKeys] = {}
         for ad in request.advertised:
-            if valid_ad(ad, p, self.round.federation):
+            if valid_ad(ad, p, self.ctx.federation):
                 ads[ad.hospital] = ad
             else:
-                self.round.excluded.append(str(getattr(ad, "hospital", "?")))
+                self.ctx.excluded.append(str(getattr(ad, "hospital", "?")))
         if ads.get(me) != self._own_ad:
             raise self.abort("own advertised keys missing or altered by the aggregator")
         holders = sorted(p.graph.holders(me) & ads.keys())
@@ -88,6 +88,6 @@ class ShareKeysState(InputState):
             pt = b_sh[x] + k_sh[x]  # sender/receiver are bound by the key and the AD
             nonce, ct = kex.seal(key, pt, kex.share_ad(sid_r, p.round, me, h))
             out.append(EncryptedShare(me, h, nonce, ct))
-        nxt = MaskedInputState(self.round, self.x, ads, sid_r, seed, held, enc_shared,
+        nxt = MaskedInputState(self.ctx, self.x, ads, sid_r, seed, held, enc_shared,
                                pair_keys)
         return ShareKeysReply(me, p.round, tuple(out)), nxt

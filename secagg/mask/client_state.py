@@ -23,7 +23,7 @@ from fedrx.secagg.mask.params import MaskingParams, Signer
 
 
 @dataclass
-class ClientRound:
+class ClientContext:
     """What every state of one hospital's round shares; nothing here is a per-round secret.
 
     ``revealed`` maps each peer to the kind of share released for it and ``excluded`` lists
@@ -48,11 +48,11 @@ class ClientState(ABC):
     stage: ClassVar[str | None] = None
     """The stage this state answers (None: terminal)."""
 
-    def __init__(self, rnd: ClientRound):
-        self.round = rnd
+    def __init__(self, ctx: ClientContext):
+        self.ctx = ctx
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(hospital={self.round.hospital!r})"
+        return f"{type(self).__name__}(hospital={self.ctx.hospital!r})"
 
     def abort(self, reason: str) -> ProtocolAbort:
         """The exception that aborts the round at this state's stage (``reason`` safe to log)."""
@@ -67,8 +67,8 @@ class InputState(ClientState):
     """A state before masked_input: :meth:`MaskingClient.set_input` may still set ``x``
     (uint64 entries in [0, 2**m), the driver's own copy; masked in place later)."""
 
-    def __init__(self, rnd: ClientRound, x: np.ndarray | None):
-        super().__init__(rnd)
+    def __init__(self, ctx: ClientContext, x: np.ndarray | None):
+        super().__init__(ctx)
         self.x = x
 
 
@@ -90,6 +90,6 @@ class ClientAborted(_Terminal):
 
     name = "aborted"
 
-    def __init__(self, rnd: ClientRound, reason: str):
-        super().__init__(rnd)
+    def __init__(self, ctx: ClientContext, reason: str):
+        super().__init__(ctx)
         self.reason = reason

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedrx.errors import ProtocolAbort
-from fedrx.secagg.mask.client_state import ClientCompleted, ClientRound, ClientState
+from fedrx.secagg.mask.client_state import ClientCompleted, ClientContext, ClientState
 from fedrx.secagg.mask.messages import (
     SECRET_KEY,
     SELF_MASK,
@@ -26,12 +26,12 @@ from fedrx.secagg.mask.params import UNMASK
 from fedrx.secagg.mask.transcript import consistency_message, distinct, signed_by
 
 
-def check_survivors(rnd: ClientRound, ads: Mapping[str, AdvertiseKeys], u2: frozenset[str],
+def check_survivors(ctx: ClientContext, ads: Mapping[str, AdvertiseKeys], u2: frozenset[str],
                     survivors: Any, stage: str) -> tuple[str, ...]:
     """``survivors`` as a tuple, or ProtocolAbort at ``stage`` unless it is a list of
     distinct advertised hospitals, includes me, names no neighbour whose shares did not
     reach me, and has at least t members."""
-    p, me = rnd.params, rnd.hospital
+    p, me = ctx.params, ctx.hospital
     if not distinct(survivors):
         raise ProtocolAbort("malformed survivor list", stage)
     surv = tuple(survivors)
@@ -55,10 +55,10 @@ class UnmaskState(ClientState):
 
     stage = UNMASK
 
-    def __init__(self, rnd: ClientRound, ads: dict[str, AdvertiseKeys], sid_r: bytes,
+    def __init__(self, ctx: ClientContext, ads: dict[str, AdvertiseKeys], sid_r: bytes,
                  held: dict[str, tuple[bytes, bytes]], u2: frozenset[str],
                  signed: tuple[str, ...] | None):
-        super().__init__(rnd)
+        super().__init__(ctx)
         self.ads = ads
         self.sid_r = sid_r
         self.held = held
@@ -68,7 +68,7 @@ class UnmaskState(ClientState):
 
     def _count_signers(self, req: UnmaskRequest, surv: tuple[str, ...]) -> int:
         """Distinct members of ``surv`` with a valid signature on ``surv`` (stops at t)."""
-        p = self.round.params
+        p = self.ctx.params
         msg = consistency_message(self.sid_r, p.round, sorted(surv), p.model_hash)
         ok: set[str] = set()
         for s in req.signatures:  # stop at t distinct valid signers: that is the rule
@@ -76,12 +76,12 @@ class UnmaskState(ClientState):
                 break
             if isinstance(s, ConsistencySignature) and s.round == p.round \
                     and s.hospital in surv and s.hospital not in ok \
-                    and signed_by(self.round.federation, s.hospital, s.signature, msg):
+                    and signed_by(self.ctx.federation, s.hospital, s.signature, msg):
                 ok.add(s.hospital)
         return len(ok)
 
     def handle(self, request: Any) -> tuple[UnmaskReply, ClientState]:
-        p, me = self.round.params, self.round.hospital
+        p, me = self.ctx.params, self.ctx.hospital
         if not isinstance(request, UnmaskRequest) or not distinct(request.dropped):
             raise self.abort("malformed unmask request")
         if not distinct(request.survivors):
@@ -91,7 +91,7 @@ class UnmaskState(ClientState):
             raise self.abort(f"{both[0]} is listed as both alive and dropped")
         if me in request.dropped:
             raise self.abort("the aggregator lists me as dropped")
-        surv = check_survivors(self.round, self.ads, self.u2, request.survivors, UNMASK)
+        surv = check_survivors(self.ctx, self.ads, self.u2, request.survivors, UNMASK)
         if p.active:
             if self.signed is None or sorted(surv) != sorted(self.signed):
                 raise self.abort("survivor list changed between consistency_check and unmask")
@@ -109,5 +109,5 @@ class UnmaskState(ClientState):
             b_share, k_share = self.held[owner]
             kind, share = (SELF_MASK, b_share) if owner in surv else (SECRET_KEY, k_share)
             out.append(RevealedShare(owner, kind, share))
-            self.round.revealed[owner] = kind
-        return UnmaskReply(me, p.round, tuple(out)), ClientCompleted(self.round)
+            self.ctx.revealed[owner] = kind
+        return UnmaskReply(me, p.round, tuple(out)), ClientCompleted(self.ctx)

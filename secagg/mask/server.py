@@ -25,7 +25,7 @@ from fedrx.secagg.mask.server_keys import ServerAdvertise
 from fedrx.secagg.mask.server_state import (
     ServerAborted,
     ServerCompleted,
-    ServerRound,
+    ServerContext,
     ServerState,
 )
 from fedrx.secagg.mask.server_status import ServerView
@@ -37,9 +37,9 @@ class MaskingServer:
     def __init__(self, params: MaskingParams, federation: Federation):
         self.params = params
         self.view = ServerView.invite(params.participants)
-        self._round = ServerRound(params, federation, self.view)
+        self._ctx = ServerContext(params, federation, self.view)
         acc = bitpack.SumAccumulator(params.modulus_bits, params.length)
-        self.state: ServerState = ServerAdvertise(self._round, acc)
+        self.state: ServerState = ServerAdvertise(self._ctx, acc)
 
     def __repr__(self) -> str:
         return f"MaskingServer(round={self.params.round}, state={self.state.name})"
@@ -53,7 +53,7 @@ class MaskingServer:
             raise ProtocolAbort(f"round already aborted ({self.state.reason})", stage)
         if self.state.name != stage:
             reason = f"stage {stage} not allowed in state {self.state.name}"
-            self.state = ServerAborted(self._round, reason)
+            self.state = ServerAborted(self._ctx, reason)
             raise ProtocolAbort(reason, stage)
 
     def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
@@ -65,7 +65,7 @@ class MaskingServer:
         try:
             self.state = self.state.collect(replies)
         except ProtocolAbort as exc:
-            self.state = ServerAborted(self._round, exc.reason)
+            self.state = ServerAborted(self._ctx, exc.reason)
             raise
 
     def result(self) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -16,7 +16,7 @@ from fedrx.secagg.mask.messages import (
 )
 from fedrx.secagg.mask.params import ADVERTISE, SHARE_KEYS
 from fedrx.secagg.mask.server_masked_input import ServerMaskedInput
-from fedrx.secagg.mask.server_state import ServerRound, ServerState
+from fedrx.secagg.mask.server_state import ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.transcript import round_session_id, valid_ad
 
@@ -26,28 +26,28 @@ class ServerAdvertise(ServerState):
 
     name = ADVERTISE
 
-    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator):
-        super().__init__(rnd)
+    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator):
+        super().__init__(ctx)
         self._acc = acc
 
     def requests(self, live: set[str]) -> dict[str, Any]:
-        p = self.round.params
+        p = self.ctx.params
         return {h: AdvertiseRequest(p.round) for h in p.participants if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         ads: dict[str, AdvertiseKeys] = {}
         for h in sorted(replies):
             ad = replies[h]
             if h in p.participants and getattr(ad, "hospital", None) == h and \
-                    valid_ad(ad, p, self.round.federation):
+                    valid_ad(ad, p, self.ctx.federation):
                 ads[h] = ad
             else:
                 v.rejected[h] = "invalid advertisement"
         v.advance(PeerStatus.INVITED, ads, PeerStatus.ADVERTISED)
         self.need(v.advertised, "advertised valid keys")
         sid_r = round_session_id(p.session_id, p.round, ads)
-        return ServerShareKeys(self.round, self._acc, ads, sid_r)
+        return ServerShareKeys(self.ctx, self._acc, ads, sid_r)
 
 
 class ServerShareKeys(ServerState):
@@ -56,20 +56,20 @@ class ServerShareKeys(ServerState):
 
     name = SHARE_KEYS
 
-    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator,
+    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
                  ads: dict[str, AdvertiseKeys], sid_r: bytes):
-        super().__init__(rnd)
+        super().__init__(ctx)
         self._acc = acc
         self.ads = ads
         self.sid_r = sid_r
 
     def requests(self, live: set[str]) -> dict[str, Any]:
-        p, u1 = self.round.params, self.round.view.advertised
+        p, u1 = self.ctx.params, self.ctx.view.advertised
         ads = tuple(self.ads[h] for h in u1)
         return {h: ShareKeysRequest(p.round, ads) for h in u1 if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         u1 = set(v.advertised)
         ok = []
         for h in sorted(replies):
@@ -93,4 +93,4 @@ class ServerShareKeys(ServerState):
                 inbox.setdefault(s.receiver, []).append(s)
         u2 = set(ok)
         inbox = {r: [s for s in lst if s.sender in u2] for r, lst in inbox.items()}
-        return ServerMaskedInput(self.round, self._acc, self.ads, self.sid_r, inbox)
+        return ServerMaskedInput(self.ctx, self._acc, self.ads, self.sid_r, inbox)

@@ -17,7 +17,7 @@ from fedrx.secagg.mask.messages import (
     MaskedInputRequest,
 )
 from fedrx.secagg.mask.params import CONSISTENCY, MASKED_INPUT
-from fedrx.secagg.mask.server_state import ServerRound, ServerState
+from fedrx.secagg.mask.server_state import ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.server_unmask import ServerUnmask
 from fedrx.secagg.mask.transcript import consistency_message, signed_by
@@ -30,22 +30,22 @@ class ServerMaskedInput(ServerState):
 
     name = MASKED_INPUT
 
-    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator,
+    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
                  ads: dict[str, AdvertiseKeys], sid_r: bytes,
                  inbox: dict[str, list[EncryptedShare]]):
-        super().__init__(rnd)
+        super().__init__(ctx)
         self._acc = acc
         self.ads = ads
         self.sid_r = sid_r
         self._inbox = inbox
 
     def requests(self, live: set[str]) -> dict[str, Any]:
-        p = self.round.params
+        p = self.ctx.params
         return {h: MaskedInputRequest(p.round, tuple(self._inbox.get(h, ())))
-                for h in self.round.view.shared if h in live}
+                for h in self.ctx.view.shared if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         u2 = v.shared
         ok = []
         for h in sorted(replies):
@@ -64,8 +64,8 @@ class ServerMaskedInput(ServerState):
         v.advance(PeerStatus.SHARED, ok, PeerStatus.MASKED)
         self.need(ok, "sent masked inputs")
         if p.active:
-            return ServerConsistency(self.round, self._acc, self.ads, self.sid_r)
-        return ServerUnmask(self.round, self._acc, self.ads, self.sid_r, {})
+            return ServerConsistency(self.ctx, self._acc, self.ads, self.sid_r)
+        return ServerUnmask(self.ctx, self._acc, self.ads, self.sid_r, {})
 
 
 class ServerConsistency(ServerState):
@@ -73,19 +73,19 @@ class ServerConsistency(ServerState):
 
     name = CONSISTENCY
 
-    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator,
+    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
                  ads: dict[str, AdvertiseKeys], sid_r: bytes):
-        super().__init__(rnd)
+        super().__init__(ctx)
         self._acc = acc
         self.ads = ads
         self.sid_r = sid_r
 
     def requests(self, live: set[str]) -> dict[str, Any]:
-        p, u3 = self.round.params, self.round.view.masked
+        p, u3 = self.ctx.params, self.ctx.view.masked
         return {h: ConsistencyRequest(p.round, u3) for h in u3 if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         u3 = v.masked
         msg = consistency_message(self.sid_r, p.round, list(u3), p.model_hash)
         sigs: dict[str, ConsistencySignature] = {}
@@ -93,10 +93,10 @@ class ServerConsistency(ServerState):
             s = replies[h]
             if h in u3 and isinstance(s, ConsistencySignature) and s.hospital == h \
                     and s.round == p.round \
-                    and signed_by(self.round.federation, h, s.signature, msg):
+                    and signed_by(self.ctx.federation, h, s.signature, msg):
                 sigs[h] = s
             else:
                 v.rejected[h] = "invalid consistency signature"
         v.advance(PeerStatus.MASKED, sigs, PeerStatus.SIGNED)
         self.need(tuple(sigs), "signed the survivor list")
-        return ServerUnmask(self.round, self._acc, self.ads, self.sid_r, sigs)
+        return ServerUnmask(self.ctx, self._acc, self.ads, self.sid_r, sigs)

@@ -20,7 +20,7 @@ from fedrx.secagg.mask.server_status import ServerView
 
 
 @dataclass
-class ServerRound:
+class ServerContext:
     """What every state of the aggregator's round shares: parameters, pinned keys, view."""
 
     params: MaskingParams
@@ -33,18 +33,18 @@ class ServerState(ABC):
 
     name: str = ""
 
-    def __init__(self, rnd: ServerRound):
-        self.round = rnd
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(round={self.round.params.round})"
+        return f"{type(self).__name__}(round={self.ctx.params.round})"
 
     def abort(self, reason: str) -> ProtocolAbort:
         return ProtocolAbort(reason, self.name)
 
     def need(self, have: Sequence[str], what: str) -> None:
         """ProtocolAbort unless at least t hospitals ``have`` done ``what``."""
-        t = self.round.params.threshold
+        t = self.ctx.params.threshold
         if len(have) < t:
             raise self.abort(f"only {len(have)} hospitals {what}; need t={t}")
 
@@ -72,8 +72,8 @@ class ServerCompleted(_Terminal):
 
     name = "done"
 
-    def __init__(self, rnd: ServerRound, total: np.ndarray, contributors: tuple[str, ...]):
-        super().__init__(rnd)
+    def __init__(self, ctx: ServerContext, total: np.ndarray, contributors: tuple[str, ...]):
+        super().__init__(ctx)
         self.total = total
         self.contributors = contributors
 
@@ -83,6 +83,6 @@ class ServerAborted(_Terminal):
 
     name = "aborted"
 
-    def __init__(self, rnd: ServerRound, reason: str):
-        super().__init__(rnd)
+    def __init__(self, ctx: ServerContext, reason: str):
+        super().__init__(ctx)
         self.reason = reason

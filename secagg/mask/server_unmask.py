@@ -26,7 +26,7 @@ from fedrx.secagg.mask.messages import (
     UnmaskRequest,
 )
 from fedrx.secagg.mask.params import UNMASK
-from fedrx.secagg.mask.server_state import ServerCompleted, ServerRound, ServerState
+from fedrx.secagg.mask.server_state import ServerCompleted, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.transcript import mask_sign
 from fedrx.secagg.prg import prg_accumulate_many
@@ -42,10 +42,10 @@ class ServerUnmask(ServerState):
 
     name = UNMASK
 
-    def __init__(self, rnd: ServerRound, acc: bitpack.SumAccumulator,
+    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
                  ads: dict[str, AdvertiseKeys], sid_r: bytes,
                  sigs: dict[str, ConsistencySignature]):
-        super().__init__(rnd)
+        super().__init__(ctx)
         self._acc = acc
         self.ads = ads
         self.sid_r = sid_r
@@ -53,11 +53,11 @@ class ServerUnmask(ServerState):
 
     def _asked(self) -> tuple[str, ...]:
         """U4 in active mode, U3 in passive mode (sorted)."""
-        p = self.round.params
-        return self.round.view.at(PeerStatus.SIGNED if p.active else PeerStatus.MASKED)
+        p = self.ctx.params
+        return self.ctx.view.at(PeerStatus.SIGNED if p.active else PeerStatus.MASKED)
 
     def requests(self, live: set[str]) -> dict[str, Any]:
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         dropped = tuple(sorted(set(v.shared) - set(v.masked)))
         sigs = tuple(self._sigs[h] for h in sorted(self._sigs))
         return {h: UnmaskRequest(p.round, v.masked, dropped, sigs)
@@ -65,7 +65,7 @@ class ServerUnmask(ServerState):
 
     def _split(self, replies: Mapping[str, Any]) -> tuple[list[str], Shares, Shares]:
         """(hospitals whose reply is acceptable, self-mask shares, mask-key shares)."""
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         u2, u3 = set(v.shared), set(v.masked)
         b_sh: Shares = {}
         k_sh: Shares = {}
@@ -92,7 +92,7 @@ class ServerUnmask(ServerState):
         return ok, b_sh, k_sh
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
-        p, v = self.round.params, self.round.view
+        p, v = self.ctx.params, self.ctx.view
         current = PeerStatus.SIGNED if p.active else PeerStatus.MASKED
         ok, b_sh, k_sh = self._split(replies)
         u3 = v.masked
@@ -116,13 +116,13 @@ class ServerUnmask(ServerState):
         prg_accumulate_many([(k, -1) for k in self_keys] + pair_keys, total, m)
         if m < 64:
             total &= np.uint64((1 << m) - 1)
-        return ServerCompleted(self.round, total, u3)
+        return ServerCompleted(self.ctx, total, u3)
 
     def _dropped_pair_keys(self, dropped: Sequence[str],
                            k_sh: Shares) -> list[tuple[bytes, int]]:
         """(k_uw, sign) of every pairwise mask a survivor w added for a dropped u, from u's
         reconstructed mask key, checked against u's signed advertisement."""
-        p, u3 = self.round.params, set(self.round.view.masked)
+        p, u3 = self.ctx.params, set(self.ctx.view.masked)
         t = p.threshold
         pair_keys: list[tuple[bytes, int]] = []
         for u in dropped:
@@ -152,7 +152,7 @@ class ServerUnmask(ServerState):
         exactly t shares nothing can be checked. Runs before any mask is removed; the abort
         names the owner(s), never a share or the holder.
         """
-        t = self.round.params.threshold
+        t = self.ctx.params.threshold
         try:
             ok = shamir.consistent_many(share_sets, t)
         except CryptoError:  # a malformed share: name the first owner with one
