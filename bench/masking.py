@@ -25,6 +25,7 @@ import os
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 
 import numpy as np
 
@@ -156,18 +157,24 @@ def aes_ctr_floor(nbytes: int, repeats: int = 5) -> float:
     return best
 
 
-def add_floor(d: int, repeats: int = 5) -> float:
-    """Best-of-``repeats`` seconds of an in-place numpy uint64 ``a += b`` of length d: this
-    machine's memory-bandwidth floor for aggregation (24 bytes moved per element)."""
-    a = np.ones(d, dtype=np.uint64)
-    b = np.ones(d, dtype=np.uint64)
-    a += b  # fault the pages in
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    """Best wall seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        a += b
+        fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def add_floor(d: int, repeats: int = 5, dtype: type = np.uint64) -> float:
+    """Best-of-``repeats`` seconds of an in-place numpy ``a += b`` of length d (``dtype``,
+    default uint64): this machine's memory-bandwidth floor for aggregation (24 bytes moved
+    per element); the warm-up call faults the pages in."""
+    a = np.ones(d, dtype=dtype)
+    b = np.ones(d, dtype=dtype)
+    return best_of(lambda: a.__iadd__(b), repeats)
 
 
 def micro(d: int, m: int, repeats: int = 5) -> dict[str, float | int | str]:
@@ -186,14 +193,8 @@ def micro(d: int, m: int, repeats: int = 5) -> dict[str, float | int | str]:
     total = np.zeros(d, dtype=np.uint64)
     packed = bitpack.pack(y, m)
 
-    def best(fn) -> float:  # noqa: ANN001
-        fn()
-        b = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            b = min(b, time.perf_counter() - t0)
-        return b
+    def best(fn: Callable[[], object]) -> float:
+        return best_of(fn, repeats)
 
     def modadd() -> None:
         total.__iadd__(y)
@@ -262,14 +263,8 @@ def parts(d: int = 100_000, n: int = 100, t: int = 51, repeats: int = 30) -> Non
     from fedrx.secagg import _bitpack_native as native
     from fedrx.secagg import kex, shamir
 
-    def best(fn, r: int = repeats) -> float:  # noqa: ANN001
-        fn()
-        b = float("inf")
-        for _ in range(r):
-            t0 = time.perf_counter()
-            fn()
-            b = min(b, time.perf_counter() - t0)
-        return b
+    def best(fn: Callable[[], object], r: int = repeats) -> float:
+        return best_of(fn, r)
 
     fl = add_floor(d, repeats)
     levels = ("none", "avx2", "avx512vbmi")[: ("none", "avx2", "avx512vbmi").index(
