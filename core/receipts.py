@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fedrx.canonical import canonical_json
+from fedrx.errors import SignatureError
 
 RECEIPT_FORMAT = "fedrx-receipt/1"
 RECEIPT_KEYS = ("format", "federation_id", "session_id", "round", "status", "model_hash",
@@ -50,14 +51,16 @@ def sign_receipt(identity: Any, body: Mapping[str, Any]) -> dict:
             "signature": identity.sign(receipt_bytes(body)).hex()}
 
 
-def verify_receipt(receipt: Any, public_key: bytes) -> bool:
-    """True iff ``receipt`` is a well-formed signed receipt whose signature verifies against
-    the raw 32-byte Ed25519 ``public_key``. Never raises on malformed input."""
+def verify_receipt(receipt: Any, public_key: bytes) -> Mapping[str, Any]:
+    """``receipt`` itself once it is a well-formed signed receipt whose signature verifies
+    against the raw 32-byte Ed25519 ``public_key``; raises :class:`SignatureError` (one
+    line, no secret) otherwise, malformed input included."""
+    if not isinstance(receipt, Mapping) or receipt.get("format") != RECEIPT_FORMAT:
+        raise SignatureError("not a signed fedrx round receipt")
     try:
-        if not isinstance(receipt, Mapping) or receipt.get("format") != RECEIPT_FORMAT:
-            return False
         sig = bytes.fromhex(str(receipt["signature"]))
         Ed25519PublicKey.from_public_bytes(public_key).verify(sig, receipt_bytes(receipt))
-        return True
     except (InvalidSignature, KeyError, TypeError, ValueError):
-        return False
+        raise SignatureError(f"receipt of round {receipt.get('round')!r} does not verify "
+                             "against the pinned aggregator key") from None
+    return receipt

@@ -47,12 +47,12 @@ from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.codec import CodecError, Limits
 from fedrx.nodes.config import NodeConfig, event, task_digest
 from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
+from fedrx.nodes.receipt_check import ReceiptRejected, check_round_result
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.hospital import HospitalParty
 from fedrx.protocol.messages import TRAIN
 from fedrx.protocol.registry import make_party
-from fedrx.receipts import receipt_bytes, verify_receipt
 from fedrx.secagg.identity import Identity
 
 log = logging.getLogger("fedrx.nodes.hospital")
@@ -154,43 +154,19 @@ class HospitalNode:
         return ""
 
     def verify_result(self, r: pb.RoundResult) -> dict[str, Any]:
-        """The signed receipt of RoundResult ``r`` once verified (module doc); logs an error
-        and raises ProtocolError otherwise."""
+        """The signed receipt of RoundResult ``r`` once verified
+        (:func:`fedrx.nodes.receipt_check.check_round_result`); logs an error and raises
+        ProtocolError otherwise."""
         h = self.cfg.hospital
-
-        def fail(why: str) -> ProtocolError:
-            event(log, logging.ERROR, "round receipt rejected; stopping", hospital=h,
-                  round=r.round, why=why)
-            return ProtocolError(f"{h}: round {r.round} receipt rejected: {why}")
-
         try:
-            body = json.loads(r.receipt.decode("utf-8"))
-            canonical = isinstance(body, dict) and receipt_bytes(body) == r.receipt
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-            canonical = False
-        if not r.receipt or not canonical:
-            raise fail("missing or malformed receipt")
-        signed = {**body, "signature": r.signature.hex()}
-        if not verify_receipt(signed, self.dep.aggregator_sign_public):
-            raise fail("signature does not verify against the pinned aggregator key")
-        heads = body["ledger_heads"] if isinstance(body["ledger_heads"], dict) else {}
-        if body["federation_id"] != self.dep.federation_id:
-            raise fail("receipt of another federation")
-        if (body["round"], body["status"], body["model_hash"], list(body["contributors"]),
-                heads.get(h, "")) != (r.round, r.status, r.model_hash, list(r.contributors),
-                                      r.ledger_head):
-            raise fail("receipt does not match the RoundResult")
-        own = self._own_head(int(body["round"]))
-        if h in heads and heads[h] != own:
-            raise fail("the receipt's ledger head is not this hospital's ledger entry of "
-                       "that round")
-        if own and h in body["contributors"] and h not in heads:
-            raise fail("the receipt lists this hospital as a contributor but omits its "
-                       "ledger head")
-        if self.signed_receipts and int(body["round"]) <= int(self.signed_receipts[-1]["round"]):
-            raise fail(f"replayed or out-of-order receipt (round {body['round']} is not after "
-                       f"round {self.signed_receipts[-1]['round']})")
-        return signed
+            return check_round_result(r, hospital=h, deployment=self.dep,
+                                      own_head=self._own_head,
+                                      previous=self.signed_receipts[-1]
+                                      if self.signed_receipts else None)
+        except ReceiptRejected as exc:
+            event(log, logging.ERROR, "round receipt rejected; stopping", hospital=h,
+                  round=r.round, why=exc.why)
+            raise ProtocolError(f"{h}: round {r.round} receipt rejected: {exc.why}") from None
 
     def _store_receipt(self, signed: dict[str, Any]) -> None:
         self.signed_receipts.append(signed)
