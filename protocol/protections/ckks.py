@@ -120,8 +120,7 @@ class CkksServer(ServerProtection):
 
     stages = STAGES
 
-    def __init__(self, ctx: RoundContext, first: ServerKeys):
-        self.ctx = ctx
+    def __init__(self, first: ServerKeys):
         self.state: ServerState = first
 
     def _at(self, stage: str) -> ServerState:
@@ -207,7 +206,7 @@ class CkksProtection(Protection):
         self.validate(len(ctx.participants), ctx.vector_length)
         rnd = ServerRound(ctx.session_id, ctx.round, ctx.participants, ctx.vector_length,
                           self.aggregator)
-        return CkksServer(ctx, ServerKeys(rnd, self.aggregator.next_epoch(ctx.round)))
+        return CkksServer(ServerKeys(rnd, self.aggregator.next_epoch(ctx.round)))
 
     def new_client(self, ctx: RoundContext, hospital: str) -> ClientProtection:
         self.validate(len(ctx.participants), ctx.vector_length)
