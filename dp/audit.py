@@ -13,9 +13,10 @@ For every hospital ledger it checks, entry by entry:
   chain): without an anchor a truncated ledger is a valid shorter chain and cannot be
   detected;
 * epsilon recomputed from the recorded ``(sample_rate, noise_multiplier, steps)`` of every
-  trained entry up to it with an INDEPENDENT accountant, Google's ``dp_accounting`` PLD
-  accountant (``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` self-composed ``steps``
-  times per entry, add-or-remove-one neighbouring, discretisation 1e-4). Tolerance
+  trained entry up to it with an INDEPENDENT accountant
+  (:mod:`fedrx.dp.accountants.independent`), Google's ``dp_accounting`` PLD accountant
+  (``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` self-composed ``steps`` times per
+  entry, add-or-remove-one neighbouring, discretisation 1e-4). Tolerance
   :func:`tolerance` = ``max(0.02, 2% of the PLD epsilon)``. Findings: recorded epsilon below
   PLD - tol (understated, any accountant); for ``prv`` entries any |recorded - PLD| > tol;
   for ``rdp`` entries (a looser bound, legitimately above PLD) |recorded - RDP| > tol where
@@ -32,18 +33,20 @@ For every hospital ledger it checks, entry by entry:
   signatures are NOT verified and the audit says so.
 
 The audit trusts nothing written by fedrx's accounting code (it does not import Opacus).
-It checks a signed self-report of parameters, not that the noise was really added.
+It checks a signed self-report of parameters, not that the noise was really added. It
+prints nothing: :func:`run_audit` returns an :class:`AuditResult` and
+:func:`fedrx.dp.audit_report.format_audit` renders it for the CLI.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedrx.dp.accountants.independent import pld_epsilon, rdp_epsilon
 from fedrx.dp.ledger import (
     ENTRY_KEYS,
     FORMAT,
@@ -55,7 +58,7 @@ from fedrx.dp.ledger import (
     read_public_identity,
     signing_bytes,
 )
-from fedrx.errors import ConfigError, LedgerError
+from fedrx.errors import ConfigError, LedgerError, SignatureError
 from fedrx.secagg.identity import PublicIdentity
 
 TOL_ABS = 0.02
@@ -79,38 +82,6 @@ class Finding:
     def __str__(self) -> str:
         where = f"{self.hospital}" + (f" entry {self.seq}" if self.seq is not None else "")
         return f"{where}: {self.kind}: {self.message}"
-
-
-def _events(history: Sequence[tuple[float, float, int]]) -> Any:
-    import dp_accounting
-
-    return dp_accounting.ComposedDpEvent([
-        dp_accounting.SelfComposedDpEvent(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(s)), n)
-        for q, s, n in history
-    ])
-
-
-def pld_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """dp_accounting PLD epsilon of ``[(sample_rate, noise_multiplier, steps), ...]``."""
-    from dp_accounting import pld
-
-    if not history:
-        return 0.0
-    acc = pld.PLDAccountant(value_discretization_interval=1e-4)
-    acc.compose(_events(history))
-    return float(acc.get_epsilon(delta))
-
-
-def rdp_epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
-    """dp_accounting RDP epsilon (for checking entries recorded with ``accountant="rdp"``)."""
-    from dp_accounting import rdp
-
-    if not history:
-        return 0.0
-    acc = rdp.RdpAccountant()
-    acc.compose(_events(history))
-    return float(acc.get_epsilon(delta))
 
 
 def _merge(history: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
@@ -165,7 +136,9 @@ def audit_ledger(
                 sig = bytes.fromhex(str(e["signature"]))
             except ValueError:
                 sig = b""
-            if not public.verify(sig, signing_bytes(e)):
+            try:
+                public.verify(sig, signing_bytes(e))
+            except SignatureError:
                 add("bad-signature", "Ed25519 signature does not verify (edited or forged)", i)
         try:
             rnd = int(e["round"])
@@ -308,11 +281,14 @@ def find_aggregator_key(anchors_path: Path | None,
 def audit_receipts(anchors: Mapping[str, LedgerHead], receipts: Mapping[str, Mapping],
                    aggregator_public: bytes) -> list[Finding]:
     """Findings for the anchors' signed receipts (signature + the anchored head)."""
+    from fedrx.errors import SignatureError
     from fedrx.receipts import verify_receipt
 
     out: list[Finding] = []
     for h, rec in sorted(receipts.items()):
-        if not verify_receipt(rec, aggregator_public):
+        try:
+            verify_receipt(rec, aggregator_public)
+        except SignatureError:
             out.append(Finding(h, "receipt-bad-signature", "the anchor's round receipt is not "
                                "signed by the pinned aggregator key (edited or forged)"))
             continue
@@ -356,29 +332,41 @@ def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
     return findings
 
 
-def audit_command(path: Path, anchors_path: Path | None = None,
-                  federation_path: Path | None = None) -> int:
-    """CLI glue: one line per finding on stdout; exit 0 when clean, 1 otherwise (2 on
-    unusable input)."""
-    try:
-        anchors = load_anchors(anchors_path) if anchors_path else None
-        receipts = load_anchor_receipts(anchors_path) if anchors_path else {}
-        key = find_aggregator_key(anchors_path, federation_path) if receipts else None
-        if receipts and key is None:
-            print("note: the anchors carry signed round receipts but no federation file was "
-                  "found (--federation FILE): receipt signatures NOT verified")
-        findings = audit(Path(path), anchors, receipts=receipts, aggregator_public=key)
-    except LedgerError as exc:
-        print(f"audit error: {exc}", file=sys.stderr)
-        return 2
-    for f in findings:
-        print(f"FINDING {f}")
-    if findings:
-        print(f"audit FAILED: {len(findings)} finding(s)")
-        return 1
+@dataclass(frozen=True)
+class AuditResult:
+    """What ``fedrx audit`` found (rendered by :func:`fedrx.dp.audit_report.format_audit`).
+
+    ``findings``: every problem (empty: clean); ``ledgers``/``entries``: how many ledger
+    files and entries were audited (``entries`` is counted only for a clean audit, else
+    None); ``receipts_verified``: the anchors' signed round receipts were checked against
+    the pinned aggregator key; ``receipts_unverified``: the anchors carry receipts but no
+    federation file pins the key, so their signatures were NOT checked.
+    """
+
+    findings: tuple[Finding, ...]
+    ledgers: int
+    entries: int | None
+    receipts_verified: bool = False
+    receipts_unverified: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when clean, 1 with findings."""
+        return 1 if self.findings else 0
+
+
+def run_audit(path: Path, anchors_path: Path | None = None,
+              federation_path: Path | None = None) -> AuditResult:
+    """``fedrx audit PATH [--anchors FILE] [--federation FILE]`` without any output: loads
+    the anchors and their receipts, finds the pinned receipt key and audits every ledger
+    under ``path``. Raises :class:`~fedrx.errors.LedgerError` on unusable input (an
+    unreadable anchors or federation file)."""
+    anchors = load_anchors(anchors_path) if anchors_path else None
+    receipts = load_anchor_receipts(anchors_path) if anchors_path else {}
+    key = find_aggregator_key(anchors_path, federation_path) if receipts else None
+    findings = audit(Path(path), anchors, receipts=receipts, aggregator_public=key)
     ledgers, _ = _locate(Path(path))
-    n = sum(len(read_entries(p)) for p in ledgers.values())
-    print(f"audit OK: {len(ledgers)} ledger(s), {n} entries; signatures, hash chains and "
-          f"epsilon (dp_accounting PLD, tolerance max({TOL_ABS}, {TOL_REL:.0%})) verified"
-          + ("; signed round receipts verified" if receipts and key is not None else ""))
-    return 0
+    entries = None if findings else sum(len(read_entries(p)) for p in ledgers.values())
+    return AuditResult(tuple(findings), len(ledgers), entries,
+                       receipts_verified=bool(receipts) and key is not None,
+                       receipts_unverified=bool(receipts) and key is None)

@@ -18,13 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from fedrx.dp.accountant import Mechanism, PrivacyAccountant, calibrate_noise_multiplier
-from fedrx.dp.dpsgd import DPConfig, PatientDPTrainer
+from fedrx.dp.accountants.accountant import PrivacyAccountant
+from fedrx.dp.accountants.calibrate import calibrate_noise_multiplier
+from fedrx.dp.accountants.mechanism import Mechanism
+from fedrx.dp.dpsgd import DPConfig, OptimizerFactory, PatientDPTrainer
+from fedrx.dp.examples import GroupedExamples, PerExampleLoss
 from fedrx.dp.ledger import PrivacyLedger
 from fedrx.errors import ConfigError
-from fedrx.protocol.task import LocalResult
 from fedrx.secagg.identity import Identity
 
 
@@ -69,7 +72,7 @@ class HospitalDP:
                 "expected_batch_patients": self.config.expected_batch_patients,
                 "accountant": self.config.accountant, "secure_noise": self.config.secure_noise}
 
-    # -- hooks called by HospitalParty / MedicationTask --------------------------------
+    # -- hooks called by the hospital party and the task --------------------------------
     def begin_round(self, rnd: int, model_hash: str) -> str:
         """'' to go ahead, else the refusal reason (a refused entry is already in the ledger)."""
         self._round, self._model_hash = rnd, model_hash
@@ -90,17 +93,21 @@ class HospitalDP:
     def epsilon(self) -> float:
         return self.accountant.epsilon(self.delta)
 
-    def train(self, task: Any, model: torch.nn.Module, data: Any, opt: Any,
-              seed: int) -> LocalResult:
-        """DP-SGD on the hospital's training patients; the ledger entry is written first."""
-        if opt.name == "adam":
-            def factory(params, lr):  # noqa: ANN001, ANN202
-                return torch.optim.Adam(params, lr=lr)
-        else:
-            def factory(params, lr):  # noqa: ANN001, ANN202
-                return torch.optim.SGD(params, lr=lr)
-        trainer = PatientDPTrainer(model, data.train, self.config, self.noise_multiplier,
-                                   optimizer_factory=factory, accountant=self.accountant)
+    def train(self, model: torch.nn.Module, loss_fn: PerExampleLoss, inputs: torch.Tensor,
+              targets: torch.Tensor, groups: np.ndarray, *, n_groups: int, lr: float,
+              optimizer_factory: OptimizerFactory,
+              input_dtype: torch.dtype | None = None) -> dict[str, Any]:
+        """DP-SGD of ``model`` (in place) on the hospital's training examples; the ledger
+        entry is written first. Returns the round's DP record (mechanism, epsilon, delta).
+
+        The task hands over its model, its per-example loss and its examples as tensors
+        with the patient (``groups``, ``n_groups`` patients) of every row; see
+        :class:`~fedrx.dp.examples.GroupedExamples`.
+        """
+        examples = GroupedExamples(inputs, targets, groups, n_groups, input_dtype)
+        trainer = PatientDPTrainer(model, loss_fn, examples, self.config, self.noise_multiplier,
+                                   optimizer_factory=optimizer_factory,
+                                   accountant=self.accountant)
 
         def commit(mech: Mechanism, eps: float) -> None:
             self.ledger.append(round=self._round, mechanism=mech,
@@ -108,6 +115,5 @@ class HospitalDP:
                                accountant=self.config.accountant, model_hash=self._model_hash,
                                budget_epsilon=self.budget.epsilon)
 
-        rec = trainer.train_steps(self.steps_per_round, opt.lr, commit=commit)
-        dp = asdict(rec) | {"epsilon": self.epsilon(), "delta": self.delta}
-        return LocalResult(task.flatten(model), len(data.train), float("nan"), dp=dp)
+        rec = trainer.train_steps(self.steps_per_round, lr, commit=commit)
+        return asdict(rec) | {"epsilon": self.epsilon(), "delta": self.delta}

@@ -14,8 +14,9 @@ signature``.
   the signature);
 * ``prev_hash`` = the previous entry's ``entry_hash``; ``GENESIS_HASH`` (64 zeros) for
   ``seq`` 0.
-* ``canonical(obj)`` = ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
-  ensure_ascii=False, allow_nan=False).encode("utf-8")``; floats are written in Python's
+* ``canonical(obj)`` = :func:`fedrx.canonical.canonical_json`: ``json.dumps(obj,
+  sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+  .encode("utf-8")``; floats are written in Python's
   shortest round-trip ``repr`` form.
 
 Durability: every append rewrites the whole file to a temp file in the same folder,
@@ -41,7 +42,8 @@ from typing import Any
 
 from fedrx.atomic import atomic_write_bytes
 from fedrx.canonical import canonical_json
-from fedrx.dp.accountant import Mechanism, compute_epsilon
+from fedrx.dp.accountants.mechanism import Mechanism
+from fedrx.dp.accountants.registry import compute_epsilon
 from fedrx.errors import ConfigError, LedgerError
 from fedrx.secagg.identity import Identity, PublicIdentity
 
@@ -57,20 +59,16 @@ ENTRY_KEYS = frozenset({
 _HOSPITAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def canonical(obj: Mapping[str, Any]) -> bytes:
-    """Canonical encoding: sorted keys, no spaces, UTF-8, no NaN/Infinity."""
-    return canonical_json(obj)
-
-
 def signing_bytes(entry: Mapping[str, Any]) -> bytes:
     """What the signature covers: the entry without ``signature`` and ``entry_hash``."""
-    return canonical({k: v for k, v in entry.items() if k not in ("signature", "entry_hash")})
+    return canonical_json({k: v for k, v in entry.items()
+                           if k not in ("signature", "entry_hash")})
 
 
 def compute_entry_hash(entry: Mapping[str, Any]) -> str:
     """SHA-256 hex of the entry without ``entry_hash`` (signature included)."""
     return hashlib.sha256(
-        canonical({k: v for k, v in entry.items() if k != "entry_hash"})).hexdigest()
+        canonical_json({k: v for k, v in entry.items() if k != "entry_hash"})).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -242,6 +240,6 @@ class PrivacyLedger:
         entry["signature"] = self.identity.sign(signing_bytes(entry)).hex()
         entry["entry_hash"] = compute_entry_hash(entry)
         new = [*self._entries, entry]
-        atomic_write_bytes(self.path, b"".join(canonical(e) + b"\n" for e in new))
+        atomic_write_bytes(self.path, b"".join(canonical_json(e) + b"\n" for e in new))
         self._entries = new
         return dict(entry)

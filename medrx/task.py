@@ -7,12 +7,13 @@ Weights travel as ONE flat float32 vector in the order of ``model.state_dict()``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.features import VisitTensors, encode, input_width
@@ -55,6 +56,12 @@ class ModelSpec:
     @property
     def size(self) -> int:
         return int(sum(int(np.prod(s)) for s in self.shapes))
+
+
+def per_visit_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits averaged over the labels: one value per visit
+    (shape ``(rows,)``), the per-visit loss of non-private training."""
+    return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=1)
 
 
 class MedicationTask(FederatedTask):
@@ -117,7 +124,7 @@ class MedicationTask(FederatedTask):
         torch.manual_seed(derive_seed("train", seed))
         model = self.model_from(weights)
         if dp is not None:
-            return dp.train(self, model, data, opt, seed)
+            return self._dp_train(model, data.train, opt, dp)
         if len(data.train) == 0:
             raise DataError(f"hospital {data.hospital} has no training visits")
         gen = torch.Generator()
@@ -139,6 +146,18 @@ class MedicationTask(FederatedTask):
         if total.patients == 0:
             return {}
         return {k: float(v) for k, v in total.metrics().as_dict().items()}
+
+    def _dp_train(self, model: nn.Module, t: VisitTensors, opt: ClientOptimizer,
+                  dp: Any) -> LocalResult:
+        """Patient-level DP-SGD by ``dp`` (the hospital's DP wrapper): the task hands it the
+        model, the per-visit loss, the visits as tensors and the patient of each visit."""
+        def factory(params: Any, lr: float) -> torch.optim.Optimizer:
+            return self._optimizer(params, replace(opt, lr=lr))
+
+        record = dp.train(model, per_visit_loss, torch.from_numpy(t.x), torch.from_numpy(t.y),
+                          t.patient, n_groups=t.n_patients, lr=opt.lr,
+                          optimizer_factory=factory, input_dtype=torch.float32)
+        return LocalResult(self.flatten(model), len(t), float("nan"), dp=record)
 
     def evaluate(self, weights: np.ndarray, data: HospitalData, part: str = "test") -> MetricSums:
         t = data.part(part)

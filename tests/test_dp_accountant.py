@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 from opacus.accountants.utils import get_noise_multiplier
 
-from fedrx.dp.accountant import (
-    Budget,
-    Mechanism,
-    PrivacyAccountant,
-    calibrate_noise_multiplier,
-    compute_epsilon,
-    default_delta,
-    would_exceed,
-)
-from fedrx.dp.audit import pld_epsilon, rdp_epsilon
+from fedrx.dp.accountants.accountant import PrivacyAccountant, would_exceed
+from fedrx.dp.accountants.calibrate import calibrate_noise_multiplier
+from fedrx.dp.accountants.independent import pld_epsilon, rdp_epsilon
+from fedrx.dp.accountants.mechanism import Budget, Mechanism, default_delta
+from fedrx.dp.accountants.registry import ACCOUNTANTS, compute_epsilon
 from fedrx.errors import ConfigError
 
 # Abadi et al., "Deep Learning with Differential Privacy" (CCS 2016), Sec. 3.1/5: MNIST-like
@@ -118,3 +114,21 @@ def test_would_exceed():
     nxt = Mechanism(0.05, 1.0, 50)
     assert would_exceed(hist, nxt, Budget(eps + 0.01, 1e-5))
     assert not would_exceed(hist, nxt, Budget(eps + 5.0, 1e-5))
+
+
+def test_each_method_is_built_by_opacus_registry():
+    from opacus.accountants import PRVAccountant, RDPAccountant, create_accountant
+
+    from fedrx.dp.accountants import prv, rdp
+
+    assert ACCOUNTANTS == ("prv", "rdp")
+    assert isinstance(create_accountant(prv.NAME), PRVAccountant)
+    assert isinstance(create_accountant(rdp.NAME), RDPAccountant)
+    hist = [Mechanism(0.05, 1.1, 25), Mechanism(0.02, 0.9, 13)]
+    for mod in (prv, rdp):
+        acc = create_accountant(mod.NAME)
+        acc.history = [(m.noise_multiplier, m.sample_rate, m.steps) for m in hist]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # RDP's "largest alpha" notice
+            ref = acc.get_epsilon(1e-5)
+        assert compute_epsilon(hist, 1e-5, mod.NAME) == pytest.approx(ref, rel=1e-12)

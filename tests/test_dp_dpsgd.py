@@ -7,12 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from fedrx.dp.accountant import BudgetExceeded, Mechanism, PrivacyAccountant, compute_epsilon
+from fedrx.dp.accountants.accountant import PrivacyAccountant
+from fedrx.dp.accountants.mechanism import Mechanism
+from fedrx.dp.accountants.registry import compute_epsilon
 from fedrx.dp.dpsgd import DPConfig, PatientDPTrainer
+from fedrx.dp.examples import GroupedExamples
 from fedrx.dp.noise import SecureNoise, SeededNoise
-from fedrx.errors import ConfigError
+from fedrx.errors import BudgetExceeded, ConfigError, DataError
 from fedrx.medrx.features import VisitTensors
 from fedrx.medrx.model import MedRecMLP
+from fedrx.medrx.task import per_visit_loss
 
 D, L = 40, 6
 
@@ -26,6 +30,17 @@ def make_data(n_patients: int = 30, big_patient_visits: int = 25, seed: int = 0)
     y = (rng.random((n, L)) < 0.3).astype(np.float32)
     pid = np.repeat(np.arange(n_patients), counts).astype(np.int64)
     return VisitTensors(x, y, np.zeros_like(y), pid, n_patients)
+
+
+def examples(data: VisitTensors) -> GroupedExamples:
+    """The task's hand-over to DP: visits as tensors, the patient of each visit."""
+    return GroupedExamples(torch.from_numpy(data.x), torch.from_numpy(data.y), data.patient,
+                           data.n_patients, input_dtype=torch.float32)
+
+
+def trainer(m: nn.Module, data: VisitTensors, config: DPConfig, sigma: float,
+            cls: type[PatientDPTrainer] = PatientDPTrainer, **kw) -> PatientDPTrainer:
+    return cls(m, per_visit_loss, examples(data), config, sigma, **kw)
 
 
 def model(seed: int = 0) -> nn.Module:
@@ -47,7 +62,7 @@ def flat(sums: dict[str, torch.Tensor]) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["ghost", "opacus"])
 def test_one_patient_moves_clipped_sum_by_at_most_C(method):
     data = make_data()
-    tr = PatientDPTrainer(model(), data, cfg(method=method), 1.0)
+    tr = trainer(model(), data, cfg(method=method), 1.0)
     with_p, norms = tr.clipped_patient_sum(np.arange(0, 12))
     without_p, _ = tr.clipped_patient_sum(np.arange(1, 12))
     C = tr.config.max_grad_norm
@@ -58,7 +73,7 @@ def test_one_patient_moves_clipped_sum_by_at_most_C(method):
     assert diff <= C * (1 + 1e-4)
     assert diff == pytest.approx(C, rel=1e-3)
     # visit-level clipping would NOT bound it: each visit clipped to C separately
-    single_rows = [PatientDPTrainer(model(), VisitTensors(
+    single_rows = [trainer(model(), VisitTensors(
         data.x[i:i + 1], data.y[i:i + 1], data.prev[i:i + 1], np.zeros(1, np.int64), 1),
         cfg(expected_batch_patients=1, method=method), 1.0).clipped_patient_sum(np.array([0]))[0]
         for i in range(25)]
@@ -68,7 +83,7 @@ def test_one_patient_moves_clipped_sum_by_at_most_C(method):
 
 def test_every_patient_clipped_to_C():
     data = make_data()
-    tr = PatientDPTrainer(model(), data, cfg(), 1.0)
+    tr = trainer(model(), data, cfg(), 1.0)
     for p in range(data.n_patients):
         s, norm = tr.clipped_patient_sum(np.array([p]))
         assert flat(s).norm().item() <= tr.config.max_grad_norm * (1 + 1e-4)
@@ -80,9 +95,9 @@ def test_every_patient_clipped_to_C():
                          ids=["with-25-visit-patient(full-gram)", "short-patients(padded)"])
 def test_ghost_matches_opacus_per_sample_path(patients):
     data = make_data()
-    a, na = PatientDPTrainer(model(), data, cfg(method="ghost"), 1.0).clipped_patient_sum(
+    a, na = trainer(model(), data, cfg(method="ghost"), 1.0).clipped_patient_sum(
         patients)
-    b, nb = PatientDPTrainer(model(), data, cfg(method="opacus"), 1.0).clipped_patient_sum(
+    b, nb = trainer(model(), data, cfg(method="opacus"), 1.0).clipped_patient_sum(
         patients)
     assert set(a) == set(b)
     for k in a:
@@ -99,7 +114,7 @@ def test_noise_std_is_sigma_C_and_divided_by_expected_batch():
     data = make_data()
     m = MedRecMLP(D, L, hidden=256, dropout=0.0)  # ~13k parameters -> tight std estimate
     sigma, C = 1.7, 0.05
-    tr = _NoPatients(m, data, cfg(max_grad_norm=C), sigma, noise=SeededNoise(1))
+    tr = trainer(m, data, cfg(max_grad_norm=C), sigma, _NoPatients, noise=SeededNoise(1))
     before = [p.detach().clone() for p in m.parameters()]
     opt = torch.optim.SGD(m.parameters(), lr=1.0)
     tr.noisy_step(opt)
@@ -114,7 +129,7 @@ def test_noise_std_is_sigma_C_and_divided_by_expected_batch():
 
 def test_poisson_sampling_rate_recorded_exactly():
     data = make_data(n_patients=30)
-    tr = PatientDPTrainer(model(), data, cfg(expected_batch_patients=6), 1.0,
+    tr = trainer(model(), data, cfg(expected_batch_patients=6), 1.0,
                           noise=SeededNoise(3))
     assert tr.sample_rate == 6 / 30
     sizes = [len(tr.sample_patients()) for _ in range(2000)]
@@ -129,7 +144,7 @@ def test_trains_in_place_and_leaves_no_hooks(method):
     m = model()
     data = make_data()
     before = [p.detach().clone() for p in m.parameters()]
-    tr = PatientDPTrainer(m, data, cfg(method=method, secure_noise=True, seed=None), 0.8)
+    tr = trainer(m, data, cfg(method=method, secure_noise=True, seed=None), 0.8)
     assert isinstance(tr.noise, SecureNoise)
     tr.train_steps(3, lr=0.5)
     assert any(not torch.equal(b, p) for b, p in zip(before, m.parameters(), strict=True))
@@ -150,7 +165,7 @@ def test_budget_refusal_before_any_noise_or_sampling():
     spent = acc.epsilon(1e-5)
     noise = SeededNoise(0)
     commits = []
-    tr = PatientDPTrainer(m, data, cfg(budget_epsilon=spent + 0.05), 1.0, noise=noise,
+    tr = trainer(m, data, cfg(budget_epsilon=spent + 0.05), 1.0, noise=noise,
                           accountant=acc)
     with pytest.raises(BudgetExceeded, match="refusing before any noise"):
         tr.train_steps(40, lr=0.5, commit=lambda mech, eps: commits.append(eps))
@@ -168,12 +183,12 @@ def test_budget_refusal_before_any_noise_or_sampling():
 def test_config_guards():
     data = make_data()
     with pytest.raises(ConfigError):
-        PatientDPTrainer(model(), data, cfg(secure_noise=True, seed=1), 1.0)
+        trainer(model(), data, cfg(secure_noise=True, seed=1), 1.0)
     with pytest.raises(ConfigError):
-        PatientDPTrainer(model(), data, cfg(secure_noise=True, seed=None), 1.0,
+        trainer(model(), data, cfg(secure_noise=True, seed=None), 1.0,
                          noise=SeededNoise(0))
     with pytest.raises(ConfigError):
-        PatientDPTrainer(model(), data, cfg(expected_batch_patients=31), 1.0)
+        trainer(model(), data, cfg(expected_batch_patients=31), 1.0)
 
     class Emb(nn.Module):
         def __init__(self):
@@ -184,5 +199,44 @@ def test_config_guards():
             return x.float() @ self.e.weight
 
     with pytest.raises(ConfigError):
-        PatientDPTrainer(Emb(), data, cfg(method="ghost"), 1.0)
-    assert PatientDPTrainer(Emb(), data, cfg(), 1.0).method == "opacus"
+        trainer(Emb(), data, cfg(method="ghost"), 1.0)
+    assert trainer(Emb(), data, cfg(), 1.0).method == "opacus"
+
+
+def test_examples_are_checked():
+    x, y = torch.zeros((4, D)), torch.zeros((4, L))
+    with pytest.raises(DataError, match="sorted by group"):
+        GroupedExamples(x, y, np.array([0, 1, 0, 1]), 2)
+    with pytest.raises(DataError, match="sorted by group"):
+        GroupedExamples(x, y, np.array([0, 0, 1, 2]), 2)
+    with pytest.raises(DataError, match="equal in number"):
+        GroupedExamples(x, y[:3], np.array([0, 0, 1, 1]), 2)
+    with pytest.raises(DataError, match="at least one patient"):
+        GroupedExamples(x[:0], y[:0], np.zeros(0, np.int64), 2)
+    ex = GroupedExamples(x, y, np.array([0, 0, 2, 2]), 4)  # units 1 and 3 have no rows
+    starts, ends = ex.bounds()
+    assert list(starts) == [0, 2, 2, 4] and list(ends) == [2, 2, 4, 4]
+
+
+def test_trainer_is_blind_to_the_task_any_model_loss_and_grouping():
+    # a regression task with a per-example squared error; groups of 1..4 rows
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(20), rng.integers(1, 5, 20))
+    x = torch.from_numpy(rng.normal(size=(len(groups), 5)))
+    y = x @ torch.arange(1.0, 6.0, dtype=torch.float64)[:, None]
+    torch.manual_seed(0)
+    m = nn.Linear(5, 1).double()
+
+    def mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return ((out - target) ** 2).sum(dim=1)
+
+    ex = GroupedExamples(x, y, groups, 20)
+    for method in ("ghost", "opacus"):
+        tr = PatientDPTrainer(m, mse, ex, cfg(method=method, max_grad_norm=0.5), 1.0)
+        for p in range(20):
+            s, _ = tr.clipped_patient_sum(np.array([p]))
+            assert flat(s).norm().item() <= 0.5 * (1 + 1e-4)
+    before = mse(m(x), y).mean().item()
+    PatientDPTrainer(m, mse, ex, cfg(max_grad_norm=5.0, expected_batch_patients=10),
+                     0.3).train_steps(60, lr=0.2)
+    assert mse(m(x), y).mean().item() < 0.5 * before

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from fedrx.dp.accountant import Mechanism
-from fedrx.dp.audit import audit, audit_command
+from fedrx.canonical import canonical_json
+from fedrx.dp.accountants.mechanism import Mechanism
+from fedrx.dp.audit import audit, run_audit
+from fedrx.dp.audit_report import format_audit
 from fedrx.dp.ledger import (
     GENESIS_HASH,
     LedgerHead,
     PrivacyLedger,
-    canonical,
     compute_entry_hash,
     ledger_path,
     read_entries,
@@ -80,16 +81,18 @@ def test_clean_ledger_passes_audit(run, capsys):
     assert eps[0] < eps[1] < eps[2] < eps[3] == eps[4]  # refused round costs nothing
     assert entries[4]["status"] == "refused" and entries[4]["steps"] == 0
     assert audit(d) == []
-    assert audit_command(d) == 0
-    assert "audit OK" in capsys.readouterr().out
+    result = run_audit(d)
+    assert result.exit_code == 0
+    assert "audit OK" in format_audit(result)
+    assert capsys.readouterr().out == ""  # the audit itself prints nothing
 
 
 def test_entry_format_is_canonical_and_signed(run):
     d, ids = run
     line = _lines(ledger_path(d, "h1"))[1]
     e = json.loads(line)
-    assert canonical(e).decode() == line
-    assert ids["h1"].public.verify(bytes.fromhex(e["signature"]), signing_bytes(e))
+    assert canonical_json(e).decode() == line
+    ids["h1"].public.verify(bytes.fromhex(e["signature"]), signing_bytes(e))  # raises if not
     assert compute_entry_hash(e) == e["entry_hash"]
     for k in ("round", "hospital", "privacy_unit", "sample_rate", "noise_multiplier",
               "max_grad_norm", "steps", "delta", "epsilon", "accountant", "library_versions",
@@ -108,7 +111,7 @@ def test_edit_detected(run, tmp_path):
     def edit(lines):
         e = json.loads(lines[1])
         e["noise_multiplier"] = 5.0
-        lines[1] = canonical(e).decode()
+        lines[1] = canonical_json(e).decode()
         return lines
     assert {"bad-signature", "hash-mismatch"} <= _tamper(run, tmp_path, edit)
 
@@ -118,7 +121,7 @@ def test_edit_with_rehash_still_fails_signature(run, tmp_path):
         e = json.loads(lines[2])
         e["epsilon"] = 0.01
         e["entry_hash"] = compute_entry_hash(e)
-        lines[2] = canonical(e).decode()
+        lines[2] = canonical_json(e).decode()
         return lines
     kinds = _tamper(run, tmp_path, edit)
     assert "bad-signature" in kinds and "chain-break" in kinds  # next entry's prev_hash
@@ -149,7 +152,7 @@ def test_duplicate_round_signed_by_key_holder_detected(run, tmp_path):
     e.pop("signature")
     e["signature"] = ident.sign(signing_bytes(e)).hex()
     e["entry_hash"] = compute_entry_hash(e)
-    _write(p, [*_lines(p), canonical(e).decode()])
+    _write(p, [*_lines(p), canonical_json(e).decode()])
     assert _kinds(audit(d, recompute=False)) == {"duplicate-round"}
 
 
@@ -185,10 +188,10 @@ def test_understated_epsilon_and_budget_overrun_detected(tmp_path):
     e.pop("signature")
     e["signature"] = ident.sign(signing_bytes(e)).hex()
     e["entry_hash"] = compute_entry_hash(e)
-    _write(p, [canonical(e).decode()])
+    _write(p, [canonical_json(e).decode()])
     findings = audit(tmp_path)
     assert {"epsilon-understated", "budget-overrun"} <= _kinds(findings)
-    assert audit_command(tmp_path) == 1
+    assert run_audit(tmp_path).exit_code == 1
 
 
 def test_crash_mid_write_leaves_valid_ledger(tmp_path, monkeypatch):
@@ -222,7 +225,7 @@ def test_crash_mid_write_leaves_valid_ledger(tmp_path, monkeypatch):
 _WRITER = """
 import sys
 from pathlib import Path
-from fedrx.dp.accountant import Mechanism
+from fedrx.dp.accountants.mechanism import Mechanism
 from fedrx.dp.ledger import PrivacyLedger
 from fedrx.secagg.identity import Identity
 ident = Identity.load(Path(sys.argv[2]))
@@ -269,3 +272,22 @@ def test_budget_report(run, tmp_path):
     md = (tmp_path / "rep" / "budget.md").read_text()
     assert "| h1 |" in md and "epsilon_h1.png" in md
     assert "<table" in (tmp_path / "rep" / "budget.html").read_text()
+
+
+def test_audit_result_rendering(run, tmp_path):
+    from fedrx.dp.audit import AuditResult, Finding
+
+    clean = run_audit(run[0])
+    assert clean.ledgers == 2 and clean.entries == 10 and not clean.receipts_verified
+    assert format_audit(clean).startswith("audit OK: 2 ledger(s), 10 entries; signatures")
+    bad = AuditResult((Finding("h1", "chain-break", "prev_hash differs", 2),), 1, None,
+                      receipts_unverified=True)
+    assert bad.exit_code == 1
+    assert format_audit(bad).splitlines() == [
+        "note: the anchors carry signed round receipts but no federation file was found "
+        "(--federation FILE): receipt signatures NOT verified",
+        "FINDING h1 entry 2: chain-break: prev_hash differs",
+        "audit FAILED: 1 finding(s)"]
+    (tmp_path / "anchors.json").write_text("{not json")
+    with pytest.raises(LedgerError, match="unreadable or malformed"):
+        run_audit(run[0], tmp_path / "anchors.json")
