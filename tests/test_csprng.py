@@ -130,3 +130,16 @@ def test_statistics():
     assert stats.kstest(z[:50_000], "norm").pvalue > 1e-4
     u = csprng.KeyStream().uniform(100_000)
     assert 0 < u.min() and u.max() < 1 and stats.kstest(u, "uniform").pvalue > 1e-4
+
+
+def test_counter_space_limit():
+    from fedrx.errors import CryptoError
+
+    keyed = csprng.KeyStream(KEY)
+    keyed._words = 2**50 - 1  # as if 2**50 - 1 words had been read
+    keyed.words64(1)
+    with pytest.raises(CryptoError, match="exhausted"):
+        keyed.words64(1)  # a keyed stream never wraps or silently re-keys
+    fresh = csprng.KeyStream()
+    fresh._words = 2**50
+    assert len(fresh.words64(3)) == 3 and fresh._words == 3  # OS-keyed: a new OS key
