@@ -7,6 +7,9 @@ order. Codes are plain strings in their source vocabulary:
 * diagnoses: ICD-9-CM codes without the dot (``"4019"``), as MIMIC-III stores them;
 * procedures: ICD-9-CM procedure codes (MIMIC-III) or eICU treatment paths;
 * labels: ATC level-3 classes (``"B01A"``), the prediction target.
+* MIMIC-IV: ICD-9 codes as above (unprefixed); ICD-10 codes (ICD-10-CM diagnoses,
+  ICD-10-PCS procedures) without the dot and prefixed ``"10:"`` (``"10:I10"``,
+  ``"10:0DTJ4ZZ"``), so the two ICD versions never collide.
 
 A :class:`Cohort` is everything a reader returned for one dataset: patients, each
 tagged with the hospital that owns them. Every patient belongs to exactly one hospital.
