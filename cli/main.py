@@ -124,6 +124,9 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--dp-batch", type=int,
               help="DP: expected patients per batch, capped at half a hospital's  [128]")
 @click.option("--accountant", type=click.Choice(["prv", "rdp"]), help="DP accountant  [prv]")
+@click.option("--vocabulary", type=click.Choice(["data", "public"]),
+              help="data: from the hospitals' training patients; public: ICD/ATC categories "
+                   "of the code systems, reveals nothing about any hospital  [data]")
 @click.option("--centralized/--no-centralized", default=None,
               help="also train centrally on the same split, for comparison")
 @click.option("--config", type=PathType, help="TOML file with a [simulate] table")

@@ -1,7 +1,9 @@
 """From a data set to hospitals' private data: load, partition, split, vocabulary, task.
 
 Data -> hospitals (:mod:`partition`) -> per-hospital patient split -> shared vocabulary
-(agreed once from the hospitals' training patients) -> :class:`MedicationTask` and one
+(``vocabulary = "data"``: agreed once from the hospitals' training patients; ``"public"``:
+the code systems' categories, :mod:`fedrx.medrx.public_vocab`, which reveals nothing about
+any hospital) -> :class:`MedicationTask` and one
 :class:`HospitalData` per hospital. Nothing here knows about protection, DP or transport.
 """
 
@@ -12,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fedrx.errors import ConfigError
+from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.metrics import ddi_matrix
 from fedrx.medrx.partition import partition
+from fedrx.medrx.public_vocab import lexicon_atc3, mapping_atc3, public_vocabulary, to_categories
 from fedrx.medrx.split import Split, split_patients
 from fedrx.medrx.task import HospitalData, MedicationTask, make_hospital_data
 from fedrx.medrx.vocab import build_vocabulary
@@ -34,6 +37,7 @@ class DataSettings(Protocol):
     min_patients: int
     model: str
     hidden: int
+    vocabulary: str
 
 
 @dataclass
@@ -67,13 +71,19 @@ def prepare(cfg: DataSettings) -> Prepared:
 
     mappings = Path(cfg.mappings) if cfg.mappings else None
     cohort = load_dataset(cfg.data, mappings_dir=mappings, min_visits=cfg.min_visits)
+    public = cfg.vocabulary == "public"
+    if public:
+        cohort, _ = to_categories(cohort)
+    elif cfg.vocabulary != "data":
+        raise ConfigError(f"vocabulary must be 'public' or 'data', got {cfg.vocabulary!r}")
     parts = partition(cohort, cfg.hospitals, seed=cfg.seed, scheme=cfg.partition,
                       min_patients=cfg.min_patients)
     splits = {h: split_patients(p, seed=cfg.seed) for h, p in parts.items()}
     for h, s in splits.items():
         if not s.train:
             raise ConfigError(f"hospital {h} has no training patients")
-    vocab = build_vocabulary([p for s in splits.values() for p in s.train])
+    vocab = (public_vocabulary(public_labels(cfg.data, mappings)) if public
+             else build_vocabulary([p for s in splits.values() for p in s.train]))
     pairs, _ = find_ddi_pairs(cfg.data, mappings)
     if pairs is None:
         log.warning("no DDI graph found; DDI rate is reported as 0")
@@ -81,6 +91,20 @@ def prepare(cfg: DataSettings) -> Prepared:
     task = MedicationTask(vocab, ddi, model=cfg.model, hidden=cfg.hidden)
     data = {h: make_hospital_data(h, s.train, s.val, s.test, vocab) for h, s in splits.items()}
     return Prepared(cohort.name, data, splits, task, pairs)
+
+
+def public_labels(data: str, mappings: Path | None) -> set[str]:
+    """ATC-3 classes for a public vocabulary: the eICU lexicon's and those of the NDC -> ATC
+    mapping table found for ``data`` (``mappings``, DATA/mappings, the shared demo's)."""
+    from fedrx.medrx.mimic import default_mappings_dir
+
+    labels = lexicon_atc3()
+    root = Path(data)
+    try:
+        mdir = mappings or default_mappings_dir(root if root.is_dir() else Path("."))
+    except DataError:
+        return labels
+    return labels | mapping_atc3(mdir)
 
 
 def centralized_baseline(prep: Prepared, *, model: str, hidden: int, lr: float,

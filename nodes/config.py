@@ -42,7 +42,7 @@ from fedrx.protocol.faults import (
 
 TASK_KEYS = ("data", "hospitals", "protection", "seed", "model", "hidden", "client_optimizer",
              "lr", "local_epochs", "batch_size", "partition", "min_patients", "min_visits",
-             "clip_norm", "threshold", "rounding_seed", "mappings")
+             "clip_norm", "threshold", "rounding_seed", "mappings", "vocabulary")
 """SimulationConfig fields that determine a hospital's data and local training."""
 
 

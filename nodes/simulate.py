@@ -66,6 +66,7 @@ class SimulationConfig:
     secure_noise: bool = True
     budget_epsilon: float | None = None
     on_budget_exhausted: str = "continue"
+    vocabulary: str = "data"
 
     def dp_config(self):  # noqa: ANN201  (torch-free import at module level)
         from fedrx.dp.dpsgd import DPConfig
@@ -94,6 +95,8 @@ class SimulationConfig:
             raise ConfigError(f"unknown server optimizer {self.server_optimizer!r}")
         if self.min_patients < 3:
             raise ConfigError("min_patients must be >= 3")
+        if self.vocabulary not in ("data", "public"):
+            raise ConfigError(f"vocabulary must be 'data' or 'public', got {self.vocabulary!r}")
         if self.on_budget_exhausted not in BUDGET_POLICIES:
             raise ConfigError("on_budget_exhausted must be 'continue' or 'stop'")
         if self.dp:
