@@ -46,7 +46,7 @@ def named_dataset_path(name: str) -> Path:
     return root / name
 
 
-def _is_eicu(path: Path) -> bool:
+def is_eicu_folder(path: Path) -> bool:
     try:
         return find_table(path, "patient", required=False) is not None
     except DataError:
@@ -73,6 +73,13 @@ def load_dataset(
         cohort = read_mimic3(path, mappings_dir, hospital="mimic3", min_visits=min_visits)
         cohort.name = "mimic3-demo"
         return cohort
+    if s in ("mimic4-demo", "omop-demo"):
+        from fedrx.medrx.exports import load_export
+
+        cohort = load_export(named_dataset_path(s), mappings=mappings_dir,
+                             min_visits=min_visits, hospital=s.split("-")[0])
+        cohort.name = s
+        return cohort
     if s == "eicu-demo":
         from fedrx.medrx.eicu import read_eicu
 
@@ -86,20 +93,33 @@ def load_dataset(
         if path.suffix == ".jsonl":
             return _min_visits(Cohort(path.stem, list(read_jsonl(path))), min_visits)
         raise DataError(f"{path}: unknown data file type (expected a .jsonl file or a folder)")
+    from fedrx.medrx.mimic4 import is_mimic4_folder
+    from fedrx.medrx.omop import is_omop_folder
+
+    if is_mimic4_folder(path) or is_omop_folder(path):
+        from fedrx.medrx.exports import load_export
+
+        return load_export(path, mappings=mappings_dir, min_visits=min_visits,
+                           hospital=path.name)
     if is_mimic3_folder(path):
         return read_mimic3(path, mappings_dir, min_visits=min_visits)
-    if _is_eicu(path):
+    if is_eicu_folder(path):
         from fedrx.medrx.eicu import read_eicu
 
         return _min_visits(_require_labels(read_eicu(path)), min_visits)
-    subs = sorted(p for p in path.iterdir() if p.is_dir() and is_mimic3_folder(p))
+    subs = sorted(p for p in path.iterdir() if p.is_dir() and _export_layout(p))
     if subs:
+        from fedrx.medrx.exports import load_export
+
         mdir = mappings_dir or (path / "mappings" if (path / "mappings").is_dir() else None)
         patients = []
         stats: dict[str, int] = {}
         owner: dict[str, str] = {}
         for sub in subs:
-            c = read_mimic3(sub, mdir, hospital=sub.name, min_visits=min_visits)
+            c = (read_mimic3(sub, mdir, hospital=sub.name, min_visits=min_visits)
+                 if is_mimic3_folder(sub) and not is_mimic4_folder(sub)
+                 else load_export(sub, mappings=mdir, min_visits=min_visits,
+                                  hospital=sub.name))
             for p in c.patients:
                 if p.patient_id in owner:
                     raise DataError(
@@ -115,6 +135,16 @@ def load_dataset(
         f"{path}: unknown layout (no ADMISSIONS table for MIMIC-III, no patient table for "
         "eICU, no per-hospital sub-folders)"
     )
+
+
+def _export_layout(path: Path) -> bool:
+    """True if ``path`` is one hospital's export in a layout fedrx reads."""
+    from fedrx.medrx.exports import detect_format
+
+    try:
+        return bool(detect_format(path))
+    except DataError:
+        return False
 
 
 def _require_labels(cohort: Cohort) -> Cohort:
