@@ -126,3 +126,37 @@ def test_mimic_demo_model_beats_copy_last_visit(mimic_demo):
     assert test["model"]["jaccard"] > test["copy_last_visit"]["jaccard"] + 0.1
     assert 0 <= test["model"]["ddi_rate"] < 0.2
     assert res.sizes["test_patients"] == 16 and res.sizes["labels"] == len(vocab.labels)
+
+
+def test_task_hands_dp_its_model_loss_and_patient_grouping():
+    """The task gives DP tensors, a per-visit loss and the patient of every visit; DP
+    trains the model in place and returns its record; the task builds the result."""
+    from fedrx.medrx.task import MedicationTask, make_hospital_data, per_visit_loss
+    from fedrx.protocol.task import ClientOptimizer
+
+    vocab = build_vocabulary(PATIENTS)
+    task = MedicationTask(vocab, hidden=8)
+    data = make_hospital_data("A", PATIENTS, [], [], vocab)
+    seen = {}
+
+    class RecordingDP:
+        def train(self, model, loss_fn, inputs, targets, groups, *, n_groups, lr,
+                  optimizer_factory, input_dtype=None):
+            seen.update(loss_fn=loss_fn, rows=len(inputs), groups=list(groups),
+                        n_groups=n_groups, lr=lr, input_dtype=input_dtype)
+            assert inputs.dtype == torch.uint8 and targets.shape == (4, len(vocab.labels))
+            opt = optimizer_factory(list(model.parameters()), lr)
+            loss_fn(model(inputs.to(input_dtype)), targets).sum().backward()
+            opt.step()
+            return {"epsilon": 1.5}
+
+    w0 = task.initial_weights(0)
+    res = task.local_train(w0, data, ClientOptimizer("sgd", lr=0.5), seed=1, dp=RecordingDP())
+    assert seen == {"loss_fn": per_visit_loss, "rows": 4, "groups": [0, 0, 1, 2],
+                    "n_groups": 3, "lr": 0.5, "input_dtype": torch.float32}
+    assert res.dp == {"epsilon": 1.5} and res.n_examples == 4
+    assert res.weights.dtype == np.float32 and not np.array_equal(res.weights, w0)
+    logits = torch.tensor([[0.0, 2.0]])
+    assert per_visit_loss(logits, torch.tensor([[1.0, 0.0]])).shape == (1,)
+    assert per_visit_loss(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
+        (np.log(2) + np.log1p(np.exp(2.0))) / 2)
