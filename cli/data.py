@@ -87,3 +87,35 @@ def data_synth(out_dir, hospitals, patients, seed, size_skew, case_mix_skew,
     console.print(f"wrote {sum(summary.patients.values())} patients in "
                   f"{len(summary.hospitals)} hospitals to {out_dir} "
                   f"({time.perf_counter() - t0:.1f} s)")
+
+
+@data_app.command("split")
+@click.argument("src", type=PathType)
+@click.option("--by", type=click.Choice(["site", "random"]), required=True,
+              help="site: one export per hospital id (eICU; OMOP care sites); "
+                   "random: a seeded patient split")
+@click.option("--hospitals", type=int, required=True,
+              help="number of exports (site: the N largest sites)")
+@click.option("--out", "out_dir", type=PathType, required=True,
+              help="output folder (must be new or empty)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of --by random")
+@click.option("--format", "fmt", type=click.Choice(["auto", "mimic3", "mimic4", "eicu", "omop"]),
+              default="auto", show_default=True, help="layout of SRC")
+def data_split(src: Path, by: str, hospitals: int, out_dir: Path, seed: int, fmt: str) -> None:
+    """Split the EHR export SRC into one export per hospital, in SRC's own layout (same file
+    names, headers and compression, rows filtered), with a split.json manifest."""
+    from fedrx.medrx.export_split import MANIFEST, split_export
+
+    m = split_export(src, out_dir, by=by, hospitals=hospitals, seed=seed, fmt=fmt)
+    for name, h in m["hospitals"].items():
+        stays = f" ({h['stays']:,} stays)" if "stays" in h else ""
+        out.print(f"{name}: {h['patients']:,} patients{stays}, {h['rows']:,} rows -> "
+                  f"{out_dir / name}", markup=False, highlight=False, soft_wrap=True)
+    notes = [f"{len(m['hospitals'])} {m['layout']} exports ({m['method']}) in {out_dir}, "
+             f"manifest {out_dir / MANIFEST}"]
+    if m.get("dropped_cross_site_stays"):
+        notes.append(f"{m['dropped_cross_site_stays']} stays of patients first seen at "
+                     "another site dropped")
+    if "mappings/" in m["not_copied"]:
+        notes.append(f"mappings/ not copied: point each node's --mappings at {src / 'mappings'}")
+    out.print("; ".join(notes), markup=False, highlight=False, soft_wrap=True)
