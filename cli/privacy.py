@@ -36,8 +36,10 @@ def audit_cmd(path: Path, anchors: Path | None, federation: Path | None) -> None
     """Verify ledger signatures and hash chains and recompute epsilon independently
     (Google dp-accounting, PLD); with --anchors also the aggregator's signed round receipts
     they carry. Exit 0 when clean, non-zero otherwise."""
-    from fedrx.dp.audit import audit_command
+    from fedrx.dp.audit import run_audit
+    from fedrx.dp.audit_report import format_audit
 
-    code = audit_command(path, anchors, federation)
-    if code:
-        raise click.exceptions.Exit(code)
+    result = run_audit(path, anchors, federation)
+    click.echo(format_audit(result))  # not rich: findings may hold [...] and long lines
+    if result.exit_code:
+        raise click.exceptions.Exit(result.exit_code)
