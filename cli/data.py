@@ -67,23 +67,32 @@ def data_export(data: str, out_path: Path, mappings: Path | None) -> None:
               help="Dirichlet concentration of the case mix (small = more non-IID)")
 @click.option("--prescribing-skew", type=float,
               help="probability a hospital substitutes its own preferred drug")
+@click.option("--catalogue", type=click.Choice(["auto", "demo", "builtin"]),
+              help="codes: the MIMIC-III demo's (demo), fedrx's built-in synthetic ones "
+                   "(builtin), or the demo if found, else built-in (auto) [auto]")
 @click.option("--overwrite", is_flag=True, help="replace a non-empty --out")
 @click.option("--config", type=PathType, help="TOML file with a [synth] table")
 def data_synth(out_dir, hospitals, patients, seed, size_skew, case_mix_skew,
-               prescribing_skew, overwrite, config) -> None:
+               prescribing_skew, catalogue, overwrite, config) -> None:
     """Generate a seeded synthetic multi-hospital EHR in the MIMIC-III CSV layout."""
     import time
 
     from fedrx.config import build, section
+    from fedrx.medrx.synth.builtin import BUILTIN_NOTE
     from fedrx.medrx.synth.config import SynthConfig
     from fedrx.medrx.synth.writer import generate
 
     cfg = build(SynthConfig, section(config, "synth"), {
         "hospitals": hospitals, "patients": patients, "seed": seed, "size_skew": size_skew,
         "case_mix_skew": case_mix_skew, "prescribing_skew": prescribing_skew,
+        "catalogue": catalogue,
     })
     t0 = time.perf_counter()
     summary = generate(cfg, out_dir, overwrite=overwrite)
+    if summary.catalogue == "builtin":
+        why = "no MIMIC-III demo found" if cfg.catalogue == "auto" else "--catalogue builtin"
+        console.print(f"{why}: using fedrx's built-in synthetic code catalogue "
+                      f"({BUILTIN_NOTE})", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {sum(summary.patients.values())} patients in "
                   f"{len(summary.hospitals)} hospitals to {out_dir} "
                   f"({time.perf_counter() - t0:.1f} s)")
@@ -114,8 +123,8 @@ def data_split(src: Path, by: str, hospitals: int, out_dir: Path, seed: int, fmt
     notes = [f"{len(m['hospitals'])} {m['layout']} exports ({m['method']}) in {out_dir}, "
              f"manifest {out_dir / MANIFEST}"]
     if m.get("dropped_cross_site_stays"):
-        notes.append(f"{m['dropped_cross_site_stays']} stays of patients first seen at "
-                     "another site dropped")
+        notes.append(f"{m['dropped_cross_site_stays']} stays at a site other than the "
+                     "patient's first are not exported")
     if "mappings/" in m["not_copied"]:
         notes.append(f"mappings/ not copied: point each node's --mappings at {src / 'mappings'}")
     out.print("; ".join(notes), markup=False, highlight=False, soft_wrap=True)

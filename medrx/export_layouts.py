@@ -35,16 +35,19 @@ class Layout:
     patient_col: str
     shared: frozenset[str]
     subfolders: bool  # tables live in sub-folders (MIMIC-IV hosp/, icu/)
+    shared_prefix: str | None = None  # MIMIC: every D_* table is a dictionary
 
     def is_shared(self, stem: str) -> bool:
-        return stem in self.shared or (self.name.startswith("mimic") and stem.startswith("d_"))
+        """True for a dictionary table (lower-case ``stem``), copied whole to every export."""
+        return stem in self.shared or bool(self.shared_prefix
+                                           and stem.startswith(self.shared_prefix))
 
 
 LAYOUTS = {
     "mimic3": Layout("mimic3", "subject_id", "patients", "subject_id",
-                     frozenset({"caregivers"}), False),
+                     frozenset({"caregivers"}), False, "d_"),
     "mimic4": Layout("mimic4", "subject_id", "hosp/patients", "subject_id",
-                     frozenset({"provider", "caregiver"}), True),
+                     frozenset({"provider", "caregiver"}), True, "d_"),
     "omop": Layout("omop", "person_id", "person", "person_id", _OMOP_SHARED, False),
     "eicu": Layout("eicu", "patientunitstayid", "patient", "uniquepid", frozenset(), False),
 }

@@ -14,15 +14,17 @@ Layouts (``fmt``; ``auto`` detects) and what a row belongs to:
   is ``uniquepid``; ``hospital`` is cut to the hospital's own row.
 
 Methods: ``random`` deals the patients into ``h1..hN`` by a seeded hash (sizes differ by at
-most one); ``site`` keeps the ``N`` largest sites (eICU: ``hospitalid``, ranked by stays
-with a medication row; OMOP: ``person.care_site_id``, else the care site of the person's
-first visit) as ``site-<id>``. Invariants: every patient is in at most one export (eICU: a
+most one; eICU ``hospital`` then copied whole); ``site`` keeps the ``N`` largest sites as
+``site-<id>`` (eICU: ``hospitalid``, ranked by stays with a medication row; OMOP:
+``person.care_site_id``, else the care site of the person's first visit, ranked by persons;
+ties: the smaller id). Invariants: every patient is in at most one export (eICU: a
 patient's stays at sites other than that of their first stay are dropped, the rule of
 :func:`fedrx.medrx.eicu.read_eicu`, counted in ``dropped_cross_site_stays``); every
 patient-level row of the source is in exactly one export or counted in
 ``rows_not_exported``; dictionary tables are copied whole; licences are copied; checksum
 files, READMEs and other folders (MIMIC-III ``mappings/``) are not, and are listed in
-``not_copied``. The whole output appears at once (written to ``OUT.tmp-*``, renamed).
+``not_copied``. The whole output appears at once (written to ``OUT.tmp-*``, fsynced,
+renamed); the folder is created private (mode 0700, as :func:`tempfile.mkdtemp` makes it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from fedrx.atomic import fsync_dir
+from fedrx.atomic import atomic_write_text, fsync_dir
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.csv_records import RecordWriter, column_values, header_names, read_records
 from fedrx.medrx.export_layouts import (
@@ -147,11 +149,13 @@ def _routes(src: Path, layout: Layout, by: str, hospitals: int, seed: int,
     return {p: f"site-{s}" for p, s in site.items() if s in chosen}
 
 
-def _sha256(path: Path) -> str:
+def _sha256_synced(path: Path) -> str:
+    """SHA-256 of a written file, which is also fsynced (copies included) before the rename."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+        os.fsync(fh.fileno())
     return h.hexdigest()
 
 
@@ -236,13 +240,13 @@ def split_export(src: Path, out: Path, *, by: str, hospitals: int, seed: int = 0
     src, out = Path(src), Path(out)
     layout = _check_request(src, out, by, hospitals, fmt)
     tables, copied, not_copied = inventory(src, layout)
+    plan = _plan_tables(src, layout, by, tables)
     info: dict = {}
     routes = _routes(src, layout, by, hospitals, seed, info)
     if by == "random":
         names = [f"h{i + 1}" for i in range(hospitals)]
     else:
         names = list(info["site_ids"])
-    plan = _plan_tables(src, layout, by, tables)
     hosp: dict[str, dict] = {n: {"tables": {}} for n in names}
     manifest: dict = {"format": MANIFEST_FORMAT, "source": str(src.resolve()),
                       "layout": layout.name, "method": by,
@@ -274,10 +278,9 @@ def split_export(src: Path, out: Path, *, by: str, hospitals: int, seed: int = 0
         _count_patients(src, layout, routes, hosp)
         files = {}
         for p in sorted(q for q in tmp.rglob("*") if q.is_file()):
-            files[p.relative_to(tmp).as_posix()] = _sha256(p)
+            files[p.relative_to(tmp).as_posix()] = _sha256_synced(p)
         manifest["files"] = files
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
-                                    encoding="utf-8")
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         for d in sorted({p.parent for p in tmp.rglob("*")} | {tmp}, reverse=True):
             fsync_dir(d)
         try:

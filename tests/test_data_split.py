@@ -169,8 +169,32 @@ def test_mimic3_exports_load(splits, mappings_dir):
     assert sorted(whole.hospitals) == ["h1", "h2", "h3"]
 
 
+def test_other_readers_read_exports(splits, mappings_dir):
+    for name, module, reader in (("mimic4-demo", "fedrx.medrx.mimic4", "read_mimic4"),
+                                 ("omop-demo", "fedrx.medrx.omop", "read_omop")):
+        mod = pytest.importorskip(module)
+        _src, out, m = get(splits, name)
+        for h, entry in m["hospitals"].items():
+            cohort = getattr(mod, reader)(out / h, mappings_dir)
+            assert len(cohort.patients) == entry["patients"]
+
+
+def test_eicu_random(data_root, tmp_path):
+    src = data_root / "eicu-demo"
+    if not src.is_dir():
+        pytest.skip("eicu-demo not found")
+    m = split_export(src, tmp_path / "r", by="random", hospitals=2, seed=3)
+    pids = [{r["uniquepid"] for r in rows(tmp_path / "r" / h / "patient.csv.gz")}
+            for h in ("h1", "h2")]
+    assert not pids[0] & pids[1]
+    assert pids[0] | pids[1] == {r["uniquepid"] for r in rows(src / "patient.csv.gz")}
+    assert sum(e["stays"] for e in m["hospitals"].values()) == 2520
+    assert "hospital.csv.gz" in m["shared"] and not any(m["rows_not_exported"].values())
+
+
 def test_seed_reproducible(mimic_demo, tmp_path, splits):
     _src, _out, m = get(splits, "mimic3-demo")
+    (tmp_path / "a").mkdir()  # an existing empty --out is fine
     again = split_export(mimic_demo, tmp_path / "a", by="random", hospitals=3, seed=0)
     assert again["files"] == m["files"]
     other = split_export(mimic_demo, tmp_path / "b", by="random", hospitals=3, seed=1)
@@ -253,3 +277,31 @@ def test_cli_split_and_errors(mimic_demo, tmp_path):
         assert_one_line_error(proc, fragment)
         assert proc.returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m3"]
+
+
+def test_tricky_csv_kept_byte_for_byte(tmp_path):
+    """CRLF line ends, a quoted field spanning lines, a missing final newline, gzip, a BOM."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "PATIENTS.csv").write_bytes(b"\xef\xbb\xbfROW_ID,SUBJECT_ID\r\n1,7\r\n2,8\r\n3,9")
+    adm = (b'ROW_ID,SUBJECT_ID,HADM_ID,DIAGNOSIS\r\n1,7,100,"chest pain,\r\nfever"\r\n'
+           b'2,8,101,"said ""no"""\r\n\r\n3,9,102,caf\xc3\xa9\r\n4,7,103,\xff\xfe\r\n')
+    with gzip.open(src / "ADMISSIONS.csv.gz", "wb") as fh:
+        fh.write(adm)
+    m = split_export(src, tmp_path / "out", by="random", hospitals=2, seed=5)
+    got = Counter()
+    for h in ("h1", "h2"):
+        with gzip.open(tmp_path / "out" / h / "ADMISSIONS.csv.gz", "rb") as fh:
+            data = fh.read()
+        assert data.split(b"\r\n", 1)[0] == b"ROW_ID,SUBJECT_ID,HADM_ID,DIAGNOSIS"
+        got.update(t for t, _ in list(read_records(tmp_path / "out" / h / "ADMISSIONS.csv.gz",
+                                                    None))[1:])
+        bom_head = header_bytes(tmp_path / "out" / h / "PATIENTS.csv")
+        assert bom_head == b"\xef\xbb\xbfROW_ID,SUBJECT_ID\r\n"
+    want = Counter(t for t, _ in list(read_records(src / "ADMISSIONS.csv.gz", None))[1:])
+    assert got == want and len(want) == 4
+    assert m["source_rows"] == {"ADMISSIONS.csv.gz": 4, "PATIENTS.csv": 3}
+    body = b"".join(
+        (tmp_path / "out" / h / "PATIENTS.csv").read_bytes().split(b"\r\n", 1)[1]
+        for h in ("h1", "h2"))
+    assert sorted(body.split(b"\r\n")) == [b"", b"1,7", b"2,8", b"3,9"]  # CRLF added to 3,9
