@@ -1,14 +1,13 @@
 """OMOP CDM 5.3 / 5.4 reader: person, visit_occurrence, condition/procedure_occurrence,
 drug_exposure -> Cohort.
 
-Tables (``NAME.csv`` or ``NAME.csv.gz``, names and headers in any case, see
-:mod:`fedrx.medrx.tables`): ``person``, ``visit_occurrence``, ``condition_occurrence`` and
-``drug_exposure`` are required; ``procedure_occurrence``, ``visit_detail``, ``care_site``,
-``concept`` and ``concept_ancestor`` are optional (a missing procedure table is counted).
-A patient is a ``person_id``, a visit a ``visit_occurrence_id`` (ids kept as strings: they
-are often signed 64-bit hashes), ordered by ``visit_start_datetime`` (else
-``visit_start_date``). An event row belongs to its ``visit_occurrence_id``, else to the
-visit of its ``visit_detail_id``.
+Tables (``NAME.csv[.gz]``, any case, see :mod:`fedrx.medrx.tables`): ``person``,
+``visit_occurrence``, ``condition_occurrence``, ``drug_exposure`` are required;
+``procedure_occurrence`` (counted when missing), ``visit_detail``, ``care_site``, ``concept``,
+``concept_ancestor`` are optional. A patient is a ``person_id``, a visit a
+``visit_occurrence_id`` (strings: often signed 64-bit hashes), ordered by
+``visit_start_datetime`` (else the date); an event row belongs to its
+``visit_occurrence_id``, else to the visit of its ``visit_detail_id``.
 
 Codes (the convention of :mod:`fedrx.medrx.records`): ICD-9 codes without the dot and
 unprefixed (``"4019"``, procedure ``"3893"``); ICD-10 codes without the dot and prefixed
@@ -18,20 +17,17 @@ its version is decided, by the FIRST rule that applies:
 
 1. vocabulary: when ``concept`` holds the row's ``*_source_concept_id`` (not 0), its
    ``vocabulary_id`` decides: ICD9CM / ICD9Proc -> ICD-9, ICD10CM / ICD10 / ICD10PCS ->
-   ICD-10, any other vocabulary (a local chart-value vocabulary, SNOMED, CPT4, HCPCS) -> not
-   an ICD code;
-2. shape (of the stripped, upper-cased code without dots): diagnoses of 3-5 digits are
-   ICD-9-CM; a letter, a digit and 1-5 of ``[0-9A-Z]`` are ICD-10-CM, except the shapes
-   ``Vdd[d[d]]`` and ``Eddd[d]``, which ICD-9-CM has too. Of those, E031-E799 are ICD-10
-   (ICD-9 has only E000-E030 and E800-E999) and E900-E999 are ICD-9 (the ICD-10-CM E
-   chapter ends at E89); the rest (V codes, E000-E030, E800-E899: ``E870`` is ICD-9 E870
-   and ICD-10 E87.0) fit both and take the version that most other rows of their visit
-   have (a stay is billed in one ICD version); with no such row, or a tie, they are skipped
-   and counted (``*_rows_icd_version_unknown``).
-   Procedures ``ddd[d]`` are ICD-9-CM, 7 characters of the ICD-10-PCS alphabet (no I, O)
-   are ICD-10-PCS; anything else (CPT/HCPCS, ICU item ids, chart values such as
-   ``"SR (Sinus Rhythm)"``) is not an ICD code. Non-ICD rows are skipped and COUNTED
-   (``condition_rows_not_icd``: the ICU rhythm chart rows of the MIMIC-IV OMOP demo).
+   ICD-10, any other vocabulary (a local chart-value vocabulary, SNOMED, CPT4) -> no ICD;
+2. shape: diagnoses of 3-5 digits are ICD-9-CM; a letter, a digit and 1-5 of ``[0-9A-Z]``
+   are ICD-10-CM, except ``Vdd[d[d]]`` and ``Eddd[d]``, shapes ICD-9-CM has too. Of those,
+   E031-E799 are ICD-10 (ICD-9 has only E000-E030 and E800-E999) and E900-E999 ICD-9 (the
+   ICD-10-CM E chapter ends at E89); the rest (V codes, E000-E030, E800-E899: ``E870`` is
+   ICD-9 E870 and ICD-10 E87.0) take the version most other rows of their visit have (a
+   stay is billed in one ICD version); with no such row, or a tie, they are skipped and
+   counted (``*_rows_icd_version_unknown``). Procedures ``ddd[d]`` are ICD-9-CM, 7
+   characters of the ICD-10-PCS alphabet (no I, O) ICD-10-PCS; anything else (CPT/HCPCS,
+   ICU item ids, chart values such as ``"SR (Sinus Rhythm)"``) is no ICD code: skipped and
+   COUNTED (``condition_rows_not_icd``: the ICU rhythm chart rows of the MIMIC-IV demo).
 
 Labels are ATC level-3 classes: through the ATC hierarchy when the vocabulary holds ATC 3rd
 level concepts (``concept``: vocabulary_id ATC, concept_class_id "ATC 3rd") and
@@ -50,7 +46,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 
 from fedrx.errors import DataError
@@ -159,7 +155,7 @@ def _read_details(root: Path, visits: dict[str, tuple[str, str, str]]
 
 
 def _read_events(path: Path, table: str, value_col: str, concept_col: str,
-                 visit_of: dict[str, str], details: dict[str, str], stats: dict[str, int],
+                 visit_of: Container[str], details: dict[str, str], stats: dict[str, int],
                  ) -> dict[str, list[tuple[str, str]]]:
     """``visit id -> [(source value, source concept id)]`` in file order; strays counted."""
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -199,7 +195,7 @@ class _Vocabulary:
                 self.atc3[d].add(classes[a])
 
     def version(self, concept_id: str, versions: dict[str, str]) -> str | None:
-        """"9"/"10" for an ICD source concept, "-" for another vocabulary, None if unknown."""
+        """ICD version ("9"/"10") of a source concept; "-": another vocabulary; None: unknown."""
         vocabulary = self.vocab.get(concept_id)
         if vocabulary in (None, "", "None"):
             return None
