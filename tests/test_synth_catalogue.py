@@ -33,8 +33,8 @@ def test_data_root_env_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FEDRX_DATA_ROOT", str(tmp_path))
     with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):
         find_mimic3_demo()
-    with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):
-        generate(_small(), tmp_path / "out")
+    with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):  # "auto" falls back instead
+        generate(_small(catalogue="demo"), tmp_path / "out")
 
 
 def test_bad_mappings_dir(tmp_path: Path) -> None:

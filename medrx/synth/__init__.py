@@ -8,11 +8,19 @@ procedure codes (and the previous visit's drugs).
 headers), a ``mappings/`` folder in the GAMENet format (NDC -> RxCUI dict literal,
 RxCUI -> ATC-4 CSV, DDI pairs, label vocabulary) and ``SYNTH.json``.
 
-All codes are real: ICD-9 diagnoses/procedures from the MIMIC-III demo dictionaries
-(preferring codes the demo actually uses), ATC-3 labels from GAMENet's vocabulary and
-real 11-digit NDCs whose RxCUI maps (unambiguously) to those labels. Drug names come from
-the demo's PRESCRIPTIONS where the NDC occurs there, else a placeholder ``"Rx <atc4>
-<rxcui>"``.
+The codes come from one of two catalogues (``SynthConfig.catalogue``; ``"auto"``, the
+default, takes the demo when it is found, else the built-in one):
+
+* ``"demo"``: real codes. ICD-9 diagnoses/procedures from the MIMIC-III demo
+  dictionaries (preferring codes the demo actually uses), ATC-3 labels from GAMENet's
+  vocabulary and real 11-digit NDCs whose RxCUI maps (unambiguously) to those labels.
+  Drug names come from the demo's PRESCRIPTIONS where the NDC occurs there, else a
+  placeholder ``"Rx <atc4> <rxcui>"``.
+* ``"builtin"``: SYNTHETIC codes, NOT real ones, needing no file outside the package
+  (:mod:`~fedrx.medrx.synth.builtin`): ICD-9-shaped diagnosis and procedure codes, the
+  ATC-3 classes of the shipped eICU drug lexicon, made-up NDCs and RxCUIs and a random
+  DDI graph, all drawn from the seed. ``SYNTH.json`` then says ``"catalogue":
+  "builtin: ..."``; with the demo catalogue it has no such key.
 
 Generative model (all draws from one ``numpy.random.Generator(PCG64(seed))``):
 
@@ -37,6 +45,7 @@ Generation is deterministic for a seed: the same config writes byte-identical fi
 
 Modules: :mod:`~fedrx.medrx.synth.config` (the knobs, :class:`SynthConfig`),
 :mod:`~fedrx.medrx.synth.catalogue` (the real code catalogues),
+:mod:`~fedrx.medrx.synth.builtin` (the built-in synthetic one),
 :mod:`~fedrx.medrx.synth.patients` (the generative model),
 :mod:`~fedrx.medrx.synth.hospitals` (hospital heterogeneity),
 :mod:`~fedrx.medrx.synth.layout` and :mod:`~fedrx.medrx.synth.writer` (the MIMIC-III

@@ -14,6 +14,7 @@ from fedrx.medrx.synth.layout import OPTIONAL_TABLES
 
 MIN_PATIENTS_PER_HOSPITAL = 10
 MAX_HOSPITALS = 99
+CATALOGUES = ("auto", "demo", "builtin")
 
 
 @dataclass
@@ -45,6 +46,11 @@ class SynthConfig:
     * ``noise_diagnoses`` / ``noise_procedures`` / ``noise_labels``: mean number of
       uniformly random extra codes per visit.
     * ``unmapped_rx_prob``: per-visit probability of extra unmapped (``ndc="0"``) fluid rows.
+    * ``catalogue``: where the codes come from: ``"demo"`` (the real codes of the MIMIC-III
+      demo; DataError if it is not found), ``"builtin"`` (fedrx's synthetic codes,
+      :mod:`~fedrx.medrx.synth.builtin`) or ``"auto"`` (the demo if found, else built-in).
+      A choice, not a parameter of the output: it is not written to ``SYNTH.json``
+      (which records the catalogue used when it is the built-in one).
     """
 
     hospitals: int = 5
@@ -69,6 +75,7 @@ class SynthConfig:
     noise_procedures: float = 0.3
     noise_labels: float = 1.0
     unmapped_rx_prob: float = 0.5
+    catalogue: str = "auto"
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid field."""
@@ -122,6 +129,9 @@ class SynthConfig:
         if self.missing_mode not in ("header", "absent"):
             raise ConfigError(f"synth: missing_mode must be 'header' or 'absent', "
                               f"got {self.missing_mode!r}")
+        if self.catalogue not in CATALOGUES:
+            raise ConfigError(f"synth: catalogue must be one of {', '.join(CATALOGUES)}, "
+                              f"got {self.catalogue!r}")
         self.missing_by_hospital()  # validates missing_tables
 
     def missing_by_hospital(self, rng: np.random.Generator | None = None) -> dict[int, set[str]]:
@@ -175,6 +185,7 @@ class SynthConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
+        del d["catalogue"]  # a choice of source; "auto" and "demo" write the same bytes
         spec = self.missing_tables
         if not isinstance(spec, (int, float)):
             d["missing_tables"] = [list(p) for p in spec]
@@ -185,7 +196,8 @@ class SynthConfig:
 
 @dataclass
 class SynthSummary:
-    """What :func:`generate` wrote. Counts are patients/visits (admissions) per hospital."""
+    """What :func:`generate` wrote. Counts are patients/visits (admissions) per hospital;
+    ``catalogue`` is the code catalogue used: ``"demo"`` or ``"builtin"``."""
 
     hospitals: list[str]
     patients: dict[str, int]
@@ -196,6 +208,7 @@ class SynthSummary:
     mean_diagnoses: float = 0.0
     mean_procedures: float = 0.0
     mean_labels: float = 0.0
+    catalogue: str = "demo"
 
     @property
     def total_patients(self) -> int:
@@ -208,6 +221,7 @@ class SynthSummary:
     def to_json(self) -> dict:
         d = asdict(self)
         del d["out_dir"]  # keep SYNTH.json byte-identical wherever it is written
+        del d["catalogue"]  # written apart, for the built-in catalogue only
         return d
 
 

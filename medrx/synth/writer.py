@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from fedrx.errors import ConfigError, DataError
-from fedrx.medrx.synth.catalogue import Sources, load_sources, resolve_source_dirs
+from fedrx.medrx.synth.builtin import BUILTIN_NOTE, builtin_sources
+from fedrx.medrx.synth.catalogue import (
+    Sources,
+    find_mimic3_demo,
+    load_sources,
+    resolve_source_dirs,
+)
 from fedrx.medrx.synth.config import SynthConfig, SynthSummary, hospital_name
 from fedrx.medrx.synth.hospitals import build_hospitals, hospital_sizes
 from fedrx.medrx.synth.layout import DDI_FILE, NDC_ATC, NDC_RXNORM, TABLE_COLUMNS, VOCAB_FILE
@@ -127,16 +133,44 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise DataError(f"cannot create output folder {out_dir}: {exc.strerror}") from None
 
 
+def select_sources(config: SynthConfig, mappings_dir: Path | None) -> tuple[Sources, str]:
+    """The code catalogue for ``config`` and its kind (``"demo"`` or ``"builtin"``).
+
+    ``"auto"`` takes the demo when ``mappings_dir`` is given or the demo is found
+    (errors reading it propagate), else the built-in catalogue; ``"builtin"`` refuses a
+    ``mappings_dir`` (ConfigError), ``"demo"`` raises DataError when there is no demo.
+    """
+    kind = config.catalogue
+    if kind == "builtin" and mappings_dir is not None:
+        raise ConfigError("synth: a mappings folder is for catalogue 'demo' (or 'auto'), "
+                          "not 'builtin'")
+    if kind == "auto" and mappings_dir is None:
+        try:
+            find_mimic3_demo()
+            kind = "demo"
+        except DataError:
+            kind = "builtin"
+    if kind == "builtin":
+        return builtin_sources(config.seed, config.n_diagnosis_codes,
+                               config.n_procedure_codes, config.n_labels), "builtin"
+    demo, maps = resolve_source_dirs(mappings_dir)
+    return load_sources(str(demo.resolve()), str(maps.resolve()), config.n_diagnosis_codes,
+                        config.n_procedure_codes, config.n_labels), "demo"
+
+
 def generate(config: SynthConfig, out_dir: Path, mappings_dir: Path | None = None,
              *, overwrite: bool = False) -> SynthSummary:
     """Generate the synthetic cohort under ``out_dir``; return what was written.
 
+    The codes come from ``config.catalogue`` (see :func:`select_sources`):
     ``mappings_dir`` is the real drug-mapping folder (``mimic3-demo/mappings``) or the
     ``mimic3-demo`` folder itself; ``None`` locates it (``FEDRX_DATA_ROOT``, else a
     ``shared/data`` folder above this file or the cwd). The ICD-9 dictionaries are read
-    from the ``mimic3-demo`` folder. Raises :class:`ConfigError` for an invalid config
-    and :class:`DataError` if the sources are missing or ``out_dir`` is a non-empty
-    folder and ``overwrite`` is false (with ``overwrite`` its contents are replaced).
+    from the ``mimic3-demo`` folder. With no demo found, ``"auto"`` uses the built-in
+    synthetic catalogue; ``summary.catalogue`` says which was used. Raises
+    :class:`ConfigError` for an invalid config and :class:`DataError` if the sources are
+    missing or ``out_dir`` is a non-empty folder and ``overwrite`` is false (with
+    ``overwrite`` its contents are replaced).
 
     Invariants of the output: ``subject_id``/``hadm_id`` unique across hospitals; a
     patient's admissions are in time order and do not overlap; every admission has >= 1
@@ -147,9 +181,7 @@ def generate(config: SynthConfig, out_dir: Path, mappings_dir: Path | None = Non
         raise ConfigError(f"synth: expected a SynthConfig, got {type(config).__name__}")
     config.validate()
     out_dir = Path(out_dir)
-    demo, maps = resolve_source_dirs(mappings_dir)
-    src = load_sources(str(demo.resolve()), str(maps.resolve()), config.n_diagnosis_codes,
-                        config.n_procedure_codes, config.n_labels)
+    src, kind = select_sources(config, mappings_dir)
     _prepare_out_dir(out_dir, overwrite)
 
     rng = np.random.Generator(np.random.PCG64(config.seed))
@@ -200,7 +232,7 @@ def generate(config: SynthConfig, out_dir: Path, mappings_dir: Path | None = Non
     row_base = {"ADMISSIONS": 12000, "DIAGNOSES_ICD": 110000, "PROCEDURES_ICD": 3900,
                 "PRESCRIPTIONS": 30000}
     summary = SynthSummary(hospitals=names, patients={}, visits={}, out_dir=out_dir,
-                           labels=list(src.labels))
+                           labels=list(src.labels), catalogue=kind)
     sum_dx = sum_px = sum_lab = 0
     day_str: dict[int, str] = {}
 
@@ -299,6 +331,8 @@ def generate(config: SynthConfig, out_dir: Path, mappings_dir: Path | None = Non
     summary.mean_labels = round(sum_lab / total_visits, 4)
     meta = {"generator": "fedrx.medrx.synth", "config": config.to_json(),
             "summary": summary.to_json()}
+    if kind == "builtin":  # absent for the demo catalogue: its SYNTH.json is unchanged
+        meta["catalogue"] = f"builtin: {BUILTIN_NOTE}"
     (out_dir / "SYNTH.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n",
                                         encoding="utf-8")
     return summary
