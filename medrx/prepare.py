@@ -18,9 +18,10 @@ from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.metrics import ddi_matrix
 from fedrx.medrx.partition import partition
 from fedrx.medrx.public_vocab import lexicon_atc3, mapping_atc3, public_vocabulary, to_categories
+from fedrx.medrx.records import Cohort
 from fedrx.medrx.split import Split, split_patients
 from fedrx.medrx.task import HospitalData, MedicationTask, make_hospital_data
-from fedrx.medrx.vocab import build_vocabulary
+from fedrx.medrx.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger("fedrx.medrx.prepare")
 
@@ -121,3 +122,24 @@ def centralized_baseline(prep: Prepared, *, model: str, hidden: int, lr: float,
     res, _, _ = train_centralized(Cohort(prep.cohort_name, train + val + test), tc, prep.pairs,
                                   split=Split(train, val, test), vocab=prep.task.vocab)
     return res.test
+
+
+def prepare_hospital(cohort: Cohort, vocab: Vocabulary, *, public: bool, seed: int,
+                     model: str, hidden: int, pairs: Any = None
+                     ) -> tuple[MedicationTask, HospitalData, Split]:
+    """ONE hospital's data from its own export, under a vocabulary agreed beforehand (never
+    built from these patients): codes to public categories when ``public``, the seeded
+    patient split, the encoding, the task. The same steps :func:`prepare` takes for each
+    hospital of a simulation, so a node and its simulated twin see the same examples."""
+    hospitals = sorted({p.hospital for p in cohort.patients})
+    if len(hospitals) != 1:
+        raise ConfigError(f"a hospital's export must hold one hospital, found {len(hospitals)}")
+    if public:
+        cohort, _ = to_categories(cohort)
+    split = split_patients(cohort.patients, seed=seed)
+    if not split.train:
+        raise ConfigError(f"hospital {hospitals[0]} has no training patients")
+    ddi = ddi_matrix(vocab.labels, pairs) if pairs else None
+    task = MedicationTask(vocab, ddi, model=model, hidden=hidden)
+    data = make_hospital_data(hospitals[0], split.train, split.val, split.test, vocab)
+    return task, data, split

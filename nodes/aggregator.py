@@ -44,7 +44,7 @@ import numpy as np
 
 from fedrx.atomic import atomic_write_text
 from fedrx.errors import ConfigError, FedrxError, ProtocolError
-from fedrx.medrx.prepare import prepare
+from fedrx.medrx.task import MedicationTask
 from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.checkpoint import (
     load_blobs,
@@ -56,7 +56,7 @@ from fedrx.nodes.checkpoint import (
     write_started,
 )
 from fedrx.nodes.codec import Limits
-from fedrx.nodes.config import AggregatorConfig, event, task_digest
+from fedrx.nodes.config import AggregatorConfig, event
 from fedrx.nodes.party import protection_params
 from fedrx.nodes.receipt_store import write_receipts
 from fedrx.nodes.transport import GrpcTransport, Registry, ServiceSettings, serve
@@ -140,15 +140,16 @@ class DeploymentHooks(RunHooks):
 class AggregatorNode:
     """The aggregator process. ``run()`` blocks until the federation ends or a signal."""
 
-    def __init__(self, cfg: AggregatorConfig, task: Any, *, insecure: bool = False):
+    def __init__(self, cfg: AggregatorConfig, *, insecure: bool = False):
         self.cfg = cfg
-        self.task_cfg = task
         if cfg.insecure and not insecure:
             raise ConfigError("the config asks for plaintext; pass --insecure explicitly")
         self.insecure = insecure
         self.stop = threading.Event()
         self.registry = Registry()
         self.dep = Deployment.load(Path(cfg.federation))
+        self.spec = self.dep.pinned_task(f"[aggregator] federation {cfg.federation}")
+        self.task_cfg = self.spec.task_config()
         self.tls = None
         if not insecure:
             if not (cfg.ca and cfg.cert and cfg.key):
@@ -178,14 +179,13 @@ class AggregatorNode:
         t_start = time.perf_counter()
         task = self.task_cfg
         members = self.dep.hospitals
-        prep = prepare(task)
-        if sorted(prep.hospitals) != members:
-            raise ConfigError(f"[task] partitions the data into {', '.join(prep.hospitals)} "
-                              f"but the federation pins {', '.join(members)}")
+        # the model and the metric pooling come from the pinned task; no patient file is
+        # ever opened here (evaluation is the hospitals' metric sums)
+        model = MedicationTask(self.spec.vocab(), None, model=task.model, hidden=task.hidden)
         protection = make_server_protection(task.protection, self.dep.federation,
                                             protection_params(task), len(members),
-                                            prep.task.spec.size + 1)
-        digest = task_digest(task)
+                                            model.spec.size + 1)
+        digest = self.spec.sha256
         meta = {"task_digest": digest, "federation_id": self.dep.federation_id}
         ckpt_dir = self.out / "checkpoint"
         loaded = load_checkpoint(ckpt_dir)
@@ -198,7 +198,7 @@ class AggregatorNode:
             selected = restore_selected(ckpt_dir, select_round(rounds))
             protection.restore(load_blobs(ckpt_dir, PROTECTION_BLOB))
         else:
-            state = initial_state(prep.task, task.seed,
+            state = initial_state(model, task.seed,
                                   ServerOptimizer(task.server_optimizer, lr=task.server_lr))
             rounds, selected = [], None
         burnt = read_started(ckpt_dir)
@@ -231,22 +231,27 @@ class AggregatorNode:
                                                        "*": self.cfg.stage_deadline}, self.stop)
         if plan.faults:
             transport = FaultyTransport(transport, plan)
-        runner = FederationRunner(protection, transport, prep.task.pool_metrics, task.rounds,
+        runner = FederationRunner(protection, transport, model.pool_metrics, task.rounds,
                                   personalize=task.personalize,
                                   on_budget_exhausted=task.on_budget_exhausted, hooks=hooks)
 
         reason = "federation finished"
         try:
             res = runner.run(state, rounds, selected, progress=progress)
-            doc = results_document(asdict(task), prep.describe(), res.rounds,
-                                   time.perf_counter() - t_start, prep.task.pool_metrics)
+            describe = {"dataset": "hospitals' own exports (none at the aggregator)",
+                        "hospitals": {h: {} for h in members},
+                        "vocabulary": dict(zip(("diagnoses", "procedures", "labels"),
+                                               model.vocab.sizes, strict=True)),
+                        "parameters": model.spec.size, "task_sha256": digest}
+            doc = results_document(asdict(task), describe, res.rounds,
+                                   time.perf_counter() - t_start, model.pool_metrics)
             doc["stopped"] = res.stopped
             doc["transport"] = "grpc"
             doc["deployment"] = {"federation_id": self.dep.federation_id, "address": address,
                                  "tls": not self.insecure,
                                  "interrupted": res.interrupted or self.stop.is_set()}
             write_results(self.out, doc, res.state.weights, res.selected,
-                          prep.task.metric_names)
+                          model.metric_names)
             return doc
         except BaseException as exc:
             reason = f"failed: {exc}" if isinstance(exc, FedrxError) else \

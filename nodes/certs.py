@@ -47,6 +47,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrx.atomic import atomic_write_bytes
 from fedrx.errors import ConfigError
+from fedrx.nodes.taskspec import TaskSpec
 from fedrx.secagg.identity import Federation, Identity
 
 HOSPITAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -79,13 +80,27 @@ class Deployment:
     aggregator_root: bytes
     """PEM of the one-shot root that issued the aggregator's TLS certificate (its key is
     gone): the only root hospitals trust for the server."""
+    task: TaskSpec | None = None
+    """The pinned task specification (``task.json``), with its SHA-256; None in a
+    federation file made without ``--task``."""
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "federation": self.federation.to_json(),
-                "ca_sha256": self.ca_sha256, "aggregator_sha256": self.aggregator_sha256,
-                "tls_sha256": dict(sorted(self.tls_sha256.items())),
-                "aggregator_sign_public": self.aggregator_sign_public.hex(),
-                "aggregator_root_pem": self.aggregator_root.decode("ascii")}
+        doc = {"format": FORMAT, "federation": self.federation.to_json(),
+               "ca_sha256": self.ca_sha256, "aggregator_sha256": self.aggregator_sha256,
+               "tls_sha256": dict(sorted(self.tls_sha256.items())),
+               "aggregator_sign_public": self.aggregator_sign_public.hex(),
+               "aggregator_root_pem": self.aggregator_root.decode("ascii")}
+        if self.task is not None:
+            doc["task"] = self.task.to_json()
+            doc["task_sha256"] = self.task.sha256
+        return doc
+
+    def pinned_task(self, where: str) -> TaskSpec:
+        """The pinned task spec; ConfigError if the federation file pins none."""
+        if self.task is None:
+            raise ConfigError(f"{where}: the federation file pins no task spec (run "
+                              "`fedrx task init`, then `fedrx certs init --task task.json`)")
+        return self.task
 
     @property
     def federation_id(self) -> str:
@@ -137,8 +152,15 @@ class Deployment:
         if not isinstance(root, str) or not is_ca:
             raise ConfigError(f"federation file {path}: aggregator_root_pem must be the PEM "
                               "CA certificate that issued the aggregator's certificate")
+        task = None
+        if "task" in obj:
+            task = TaskSpec.from_json(obj["task"], f"federation file {path} (task)")
+            if obj.get("task_sha256") != task.sha256:
+                raise ConfigError(f"federation file {path}: the pinned task spec was edited "
+                                  f"after pinning (SHA-256 {task.sha256[:16]}... is not the "
+                                  f"pinned {str(obj.get('task_sha256'))[:16]}...)")
         return Deployment(fed, obj["ca_sha256"], obj["aggregator_sha256"], dict(tls),
-                          bytes.fromhex(agg_pub), root.encode("ascii"))
+                          bytes.fromhex(agg_pub), root.encode("ascii"), task)
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -172,8 +194,9 @@ def _cert(subject_cn: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
 
 
 def init_certs(out: Path, hospitals: Sequence[str], *, days: int = 825,
-               force: bool = False) -> Deployment:
-    """Create the CA, TLS certificates, identities and ``federation.json`` under ``out``."""
+               force: bool = False, task: TaskSpec | None = None) -> Deployment:
+    """Create the CA, TLS certificates, identities and ``federation.json`` under ``out``;
+    ``task``: the task spec to pin (also written to ``out/task.json``)."""
     out = Path(out)
     hs = [h.strip() for h in hospitals if h.strip()]
     if not hs:
@@ -226,7 +249,9 @@ def init_certs(out: Path, hospitals: Sequence[str], *, days: int = 825,
     agg_ident.save(out / "aggregator.identity.json")  # mode 0600, atomic
     dep = Deployment(Federation.of(identities), fingerprint(ca_cert.public_bytes(pem)),
                      fingerprint(agg.public_bytes(pem)), tls, agg_ident.public.sign_public,
-                     root_cert.public_bytes(pem))
+                     root_cert.public_bytes(pem), task)
+    if task is not None:
+        task.save(out / "task.json")
     _write(out / "federation.json", (json.dumps(dep.to_json(), indent=1) + "\n").encode(),
            False)
     return dep

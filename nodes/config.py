@@ -1,26 +1,24 @@
 """TOML configuration of the gRPC deployment (``fedrx aggregator serve``, ``fedrx node run``).
 
-Both files have a ``[task]`` table: the SAME :class:`~fedrx.nodes.simulate.SimulationConfig`
-fields as ``fedrx simulate`` (data, hospitals, partition, seed, model, hidden, lr, ...).
-How a hospital node gets its patients: it runs :func:`fedrx.nodes.simulate.prepare` on that
-table, exactly as the in-process simulation does, and keeps ONLY the partition named by its
-``hospital`` id (``h1``, ``h2``, ... as :func:`fedrx.medrx.partition.partition` names them).
-So the gRPC run and ``fedrx simulate`` with the same ``[task]`` see identical patients,
-splits and vocabulary. The aggregator runs ``prepare`` too, but only to build the model
-(vocabulary sizes -> parameter count, initial weights for the seed) and the metric pooling;
-it never trains. Every hospital sends :func:`task_digest` in its Hello and the aggregator
-refuses a hospital whose task table differs.
+The task is NOT in either file: it is the task specification pinned in ``federation.json``
+(:mod:`fedrx.nodes.taskspec`: vocabulary, model, seed, shared training and protection
+settings, DP bounds), so every site runs the same task by construction.
 
-Relative paths in a config file are relative to the file's folder.
+* The aggregator's file has one table, ``[aggregator]`` (:class:`AggregatorConfig`). It has
+  no data: a ``[task]`` or ``[data]`` table there is a config error.
+* A hospital's file has ``[node]`` (:class:`NodeConfig`; ``task`` may name the hospital's
+  own copy of ``task.json``, checked against the pinned one before the first round),
+  ``[data]`` (:class:`DataConfig`: the hospital's OWN export, the only patient data the node
+  reads) and ``[privacy]`` (the hospital's own DP policy, :data:`~fedrx.nodes.taskspec.
+  PRIVACY` keys, within the task's ``dp_bounds``).
 
-``[aggregator]`` keys (:class:`AggregatorConfig`) and ``[node]`` keys (:class:`NodeConfig`)
-are documented on the dataclasses; deadlines are seconds.
+Every hospital sends the pinned task's SHA-256 in its Hello; the aggregator refuses a
+hospital that pins another task. Relative paths in a config file are relative to the
+file's folder. Deadlines are seconds.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import logging
 import sys
@@ -40,10 +38,27 @@ from fedrx.protocol.faults import (
     stage_round,
 )
 
-TASK_KEYS = ("data", "hospitals", "protection", "seed", "model", "hidden", "client_optimizer",
-             "lr", "local_epochs", "batch_size", "partition", "min_patients", "min_visits",
-             "clip_norm", "threshold", "rounding_seed", "mappings", "vocabulary")
-"""SimulationConfig fields that determine a hospital's data and local training."""
+
+@dataclass
+class DataConfig:
+    """``[data]``: a hospital's own export. ``path``: its folder (or .jsonl file);
+    ``format``: ``auto`` or one of :data:`fedrx.medrx.exports.FORMATS`; ``site``: one
+    ``hospitalid`` / ``care_site_id`` of a multi-site export; ``mappings``: the folder of
+    the NDC -> RxCUI -> ATC mapping files (and the DDI graph, if any)."""
+
+    path: str = ""
+    format: str = "auto"
+    site: str = ""
+    mappings: str = ""
+
+    def validate(self) -> None:
+        from fedrx.medrx.exports import FORMATS
+
+        if not self.path:
+            raise ConfigError("[data] path (this hospital's own export) is required")
+        if self.format not in FORMATS:
+            raise ConfigError(f"[data] format must be one of {', '.join(FORMATS)}, "
+                              f"got {self.format!r}")
 
 
 @dataclass
@@ -142,8 +157,8 @@ class NodeConfig:
     give_up_seconds: float = 600.0
     max_message_mb: int = 256
     insecure: bool = False
-    dp: str = ""
     fault: str = ""
+    task: str = ""
 
     def validate(self) -> None:
         if not self.hospital:
@@ -154,18 +169,12 @@ class NodeConfig:
             raise ConfigError("[node] identity and federation are required")
         if not (0 < self.backoff_initial <= self.backoff_max):
             raise ConfigError("[node] need 0 < backoff_initial <= backoff_max")
-        if self.dp not in ("", "on", "off"):
-            raise ConfigError("[node] dp must be '', 'on' or 'off'")
         self.fault_plan()
 
     def fault_plan(self) -> FaultPlan:
         """``fault`` as this hospital's fault plan (a crash when that request arrives)."""
         f = crash_fault(self.hospital, self.fault, "[node] fault")
         return FaultPlan([f] if f is not None else [])
-
-    def dp_enabled(self, task: Any) -> bool:
-        """Whether this hospital trains with DP (``dp`` override, else ``[task] dp``)."""
-        return self.dp == "on" or (self.dp == "" and bool(task.dp))
 
 
 def _resolve(obj: Any, base: Path, keys: tuple[str, ...]) -> None:
@@ -175,50 +184,61 @@ def _resolve(obj: Any, base: Path, keys: tuple[str, ...]) -> None:
             setattr(obj, k, str((base / v).resolve()))
 
 
-def load_config(path: Path, table: str) -> tuple[Any, Any]:
-    """(``[table]`` settings, ``[task]`` SimulationConfig) from a TOML file."""
-    from fedrx.config import build, load_toml
-    from fedrx.nodes.simulate import SimulationConfig
+def _tables(path: Path, allowed: dict[str, str]) -> dict[str, Any]:
+    from fedrx.config import load_toml
 
     doc = load_toml(path)
-    unknown = set(doc) - {table, "task"}
-    if unknown:
-        raise ConfigError(f"config {path}: unknown table(s) {', '.join(sorted(unknown))}")
-    for t in (table, "task"):
-        if not isinstance(doc.get(t), dict):
-            raise ConfigError(f"config {path}: missing [{t}] table")
-    cls = AggregatorConfig if table == "aggregator" else NodeConfig
-    cfg = build(cls, doc[table], {})
-    base = Path(path).resolve().parent
-    paths = ("address_file", "ca", "cert", "key", "federation", "out", "identity",
-             "aggregator_file")
-    _resolve(cfg, base, tuple(p for p in paths if hasattr(cfg, p)))
-    task = build(SimulationConfig, doc["task"], {})
-    if task.drop:
-        raise ConfigError("[task] drop (in-process fault injection) is not used by gRPC nodes")
-    if task.mappings and not Path(task.mappings).is_absolute():
-        task.mappings = str((base / task.mappings).resolve())
-    data_path = base / task.data
-    if task.data not in ("mimic3-demo", "eicu-demo") and data_path.exists():
-        task.data = str(data_path.resolve())
-    if table == "aggregator" and task.dp:
-        raise ConfigError(f"config {path}: [task] dp = true in the aggregator's config; DP is "
-                          "each hospital's own policy: set it in the node configs")
-    task.validate()
+    for name, tab in doc.items():
+        if name not in allowed or name == "*":
+            raise ConfigError(f"config {path}: no [{name}] table here ({allowed['*']})")
+        if not isinstance(tab, dict):
+            raise ConfigError(f"config {path}: [{name}] must be a table")
+    return doc
+
+
+def load_aggregator_config(path: Path) -> AggregatorConfig:
+    """``[aggregator]`` from a TOML file (no task, no data: see the module doc)."""
+    from fedrx.config import build
+
+    doc = _tables(path, {"aggregator": "", "*": "the aggregator has no task or data table: "
+                         "the task is pinned in federation.json and patient data stays at "
+                         "the hospitals"})
+    if "aggregator" not in doc:
+        raise ConfigError(f"config {path}: missing [aggregator] table")
+    cfg = build(AggregatorConfig, doc["aggregator"], {})
+    _resolve(cfg, Path(path).resolve().parent,
+             ("address_file", "ca", "cert", "key", "federation", "out", "identity"))
     cfg.validate()
-    if table == "node" and cfg.dp_enabled(task):
-        if not cfg.out:
-            raise ConfigError("[node] out is required with DP (the ledger lives there)")
-        if not task.dp:  # "on" override: validate the [task] policy as DP settings
-            dataclasses.replace(task, dp=True).validate()
-    return cfg, task
+    return cfg
 
 
-def task_digest(task: Any) -> str:
-    """SHA-256 of the task fields every site must agree on (:data:`TASK_KEYS`)."""
-    d = dataclasses.asdict(task)
-    return hashlib.sha256(json.dumps({k: d[k] for k in TASK_KEYS}, sort_keys=True)
-                          .encode()).hexdigest()
+def load_node_config(path: Path) -> tuple[NodeConfig, DataConfig, dict[str, Any]]:
+    """(``[node]``, ``[data]``, ``[privacy]`` policy) from a hospital's TOML file."""
+    from fedrx.config import build
+    from fedrx.nodes.taskspec import PRIVACY
+
+    doc = _tables(path, {"node": "", "data": "", "privacy": "", "*": "a node's file has "
+                         "[node], [data] and [privacy]; the task is pinned in "
+                         "federation.json"})
+    for t in ("node", "data"):
+        if t not in doc:
+            raise ConfigError(f"config {path}: missing [{t}] table")
+    base = Path(path).resolve().parent
+    cfg = build(NodeConfig, doc["node"], {})
+    _resolve(cfg, base, ("ca", "cert", "key", "federation", "out", "identity",
+                         "aggregator_file", "task"))
+    data = build(DataConfig, doc["data"], {})
+    _resolve(data, base, ("path", "mappings"))
+    privacy = dict(doc.get("privacy", {}))
+    bad = sorted(set(privacy) - set(PRIVACY))
+    if bad:
+        raise ConfigError(f"config {path}: unknown [privacy] key(s) {', '.join(bad)} "
+                          f"(known: {', '.join(PRIVACY)})")
+    cfg.validate()
+    data.validate()
+    if privacy.get("dp") and not cfg.out:
+        raise ConfigError("[node] out is required with DP (the ledger lives there)")
+    return cfg, data, privacy
 
 
 # ------------------------------------------------------------------------------ logs

@@ -41,13 +41,17 @@ import grpc
 from fedrx.atomic import atomic_write_bytes, atomic_write_text
 from fedrx.canonical import canonical_json
 from fedrx.errors import ConfigError, ProtocolError
-from fedrx.medrx.prepare import prepare
+from fedrx.medrx.exports import load_export
+from fedrx.medrx.metrics import load_ddi_pairs
+from fedrx.medrx.mimic import DDI_FILE
+from fedrx.medrx.prepare import prepare_hospital
 from fedrx.nodes import wire
 from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.codec import CodecError, Limits
-from fedrx.nodes.config import NodeConfig, event, task_digest
+from fedrx.nodes.config import DataConfig, NodeConfig, event
 from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
 from fedrx.nodes.receipt_check import ReceiptRejected, check_round_result
+from fedrx.nodes.taskspec import PUBLIC, TaskSpec, first_difference
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.hospital import HospitalParty
@@ -67,13 +71,23 @@ class HospitalNode:
     ProtocolError when the aggregator says it failed, refuses this hospital, or no session
     could be held for ``give_up_seconds``."""
 
-    def __init__(self, cfg: NodeConfig, task: Any, *, insecure: bool = False):
+    def __init__(self, cfg: NodeConfig, data: DataConfig, privacy: dict[str, Any] | None = None,
+                 *, insecure: bool = False):
         self.cfg = cfg
-        self.task_cfg = task
+        self.data = data
         if cfg.insecure and not insecure:
             raise ConfigError("the config asks for plaintext; pass --insecure explicitly")
         self.insecure = insecure
         self.dep = Deployment.load(Path(cfg.federation))
+        self.spec = self.dep.pinned_task(f"[node] federation {cfg.federation}")
+        if cfg.task:  # this hospital's own copy of the task: it must be the pinned one
+            mine = TaskSpec.load(Path(cfg.task))
+            if mine.sha256 != self.spec.sha256:
+                raise ConfigError(f"{cfg.task}: this hospital's task spec differs from the one "
+                                  "pinned in the federation file: "
+                                  f"{first_difference(mine, self.spec) or 'content'}")
+        self.task_cfg = self.spec.task_config(privacy, data=data.path)
+        self.spec.check_policy(self.task_cfg)
         self.identity = Identity.load(Path(cfg.identity))
         h = cfg.hospital
         if self.identity.hospital != h:
@@ -100,22 +114,28 @@ class HospitalNode:
 
     # -- setup ---------------------------------------------------------------------
     def build_party(self) -> HospitalParty:
-        """This hospital's party, exactly as its simulated twin would build it
-        (:func:`fedrx.protocol.registry.make_party` with :mod:`fedrx.nodes.party`)."""
-        t = self.task_cfg
-        prep = prepare(t)
-        h = self.cfg.hospital
-        if h not in prep.hospitals:
-            raise ConfigError(f"[task] has no partition {h!r} (it has "
-                              f"{', '.join(prep.hospitals)})")
+        """This hospital's party from ITS OWN export only (``[data]``), under the pinned task,
+        exactly as its simulated twin builds it (:func:`fedrx.protocol.registry.make_party`
+        with :mod:`fedrx.nodes.party`)."""
+        t, d, h = self.task_cfg, self.data, self.cfg.hospital
+        cohort = load_export(d.path, d.format, site=d.site, mappings=d.mappings or None,
+                             min_visits=t.min_visits, hospital=h)
+        pairs = None  # the DDI graph (public reference data) only from [data] mappings
+        if d.mappings and (Path(d.mappings) / DDI_FILE).is_file():
+            pairs = load_ddi_pairs(Path(d.mappings) / DDI_FILE)
+        task, own, _ = prepare_hospital(cohort, self.spec.vocab(),
+                                        public=self.spec.encoding == PUBLIC, seed=t.seed,
+                                        model=t.model, hidden=t.hidden, pairs=pairs)
+        event(log, logging.INFO, "own export read", hospital=h, format=d.format,
+              patients=len(cohort.patients), train_visits=len(own.train))
         dp = None
-        if self.cfg.dp_enabled(t):
+        if t.dp:
             if self.out is None:
                 raise ConfigError("[node] out is required with DP (the ledger lives there)")
-            # the hospital's OWN policy ([task] of its config) and its real long-term identity;
+            # the hospital's OWN policy ([privacy] of its config) and its real long-term identity;
             # ledger in OUT/ledger/<h>.jsonl, public identity in OUT/identities/<h>.pub.json
-            dp = dp_factory(t, self.out)(h, self.identity, prep.hospitals[h])
-        party = make_party(h, prep.task, prep.hospitals[h], protection=t.protection,
+            dp = dp_factory(t, self.out)(h, self.identity, own)
+        party = make_party(h, task, own, protection=t.protection,
                            federation=self.dep.federation, identity=self.identity,
                            params=protection_params(t), client_optimizer=client_optimizer(t),
                            seed=t.seed, dp=dp)
@@ -272,7 +292,7 @@ class HospitalNode:
             outq.put(pb.HospitalFrame(hello=pb.Hello(
                 protocol_version=wire.PROTOCOL_VERSION, hospital=self.cfg.hospital,
                 sign_public=self.identity.public.sign_public,
-                task_digest=task_digest(self.task_cfg), protection=self.task_cfg.protection,
+                task_digest=self.spec.sha256, protection=self.task_cfg.protection,
                 last_round=party.last_round)))
 
             def frames() -> Any:

@@ -21,50 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fedrx.atomic import atomic_write_text
-from fedrx.errors import ConfigError, ProtocolError
-
-
-@dataclass
-class DemoSpec:
-    """One loopback federation. ``task`` adds/overrides ``[task]`` keys, ``aggregator``
-    ``[aggregator]`` keys, ``node_extra[h]`` that hospital's ``[node]`` keys.
-
-    ``dp`` and ``epsilon``: every hospital's own DP policy, written into its node config
-    only (the aggregator's config carries no DP settings); ``dp_task`` adds further DP keys
-    (delta, max_grad_norm, dp_batch, accountant, budget_epsilon, ...). ``dp`` defaults to
-    off here (library callers: tests, benchmarks); ``fedrx demo grpc`` turns it on.
-    With DP, :func:`run_demo` also writes the budget report and audits every node folder."""
-
-    out: Path
-    data: str = "mimic3-demo"
-    hospitals: int = 3
-    rounds: int = 3
-    protection: str = "mask"
-    hidden: int = 64
-    local_epochs: int = 1
-    seed: int = 0
-    timeout: float = 900.0
-    insecure: bool = False
-    task: dict[str, Any] = field(default_factory=dict)
-    aggregator: dict[str, Any] = field(default_factory=dict)
-    node_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dp: bool = False
-    epsilon: float = 8.0
-    dp_task: dict[str, Any] = field(default_factory=dict)
-
-    def node_task_table(self) -> dict[str, Any]:
-        """A hospital's ``[task]``: the shared task plus that hospital's DP policy."""
-        t = self.task_table()
-        if self.dp:
-            t.update({"dp": True, "epsilon": self.epsilon, **self.dp_task})
-        return t
-
-    def task_table(self) -> dict[str, Any]:
-        t = {"data": self.data, "hospitals": self.hospitals, "rounds": self.rounds,
-             "protection": self.protection, "seed": self.seed, "hidden": self.hidden,
-             "local_epochs": self.local_epochs}
-        t.update(self.task)
-        return t
+from fedrx.errors import ConfigError, FedrxError, ProtocolError
 
 
 def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
@@ -82,12 +39,119 @@ def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
     atomic_write_text(path, text)
 
 
-def hospital_ids(task: Mapping[str, Any]) -> list[str]:
-    """The partition names ``prepare`` gives for this task table (h1..hN, or site ids)."""
-    from fedrx.config import build
-    from fedrx.nodes.simulate import SimulationConfig, prepare
+@dataclass
+class DemoSpec:
+    """One loopback federation. ``data``: ``auto`` (the MIMIC-III demo if found, else a
+    synthetic federation), ``synthetic``, a named demo (``mimic3-demo``, ``mimic4-demo``,
+    ``omop-demo``: split by patient; ``eicu-demo``: by site) or a folder of per-hospital
+    exports. Each hospital node gets ONLY its own export folder; the aggregator none.
+    ``task`` overrides task settings (:data:`~fedrx.nodes.taskspec.SHARED` keys),
+    ``aggregator`` ``[aggregator]`` keys, ``node_extra[h]`` that hospital's ``[node]`` keys.
 
-    return sorted(prepare(build(SimulationConfig, dict(task), {})).hospitals)
+    ``dp`` and ``epsilon``: every hospital's own DP policy, written into its node config's
+    ``[privacy]`` only; ``dp_task`` adds further policy keys (delta, max_grad_norm, dp_batch,
+    accountant, budget_epsilon, ...). ``dp`` defaults to off here (library callers: tests,
+    benchmarks); ``fedrx demo grpc`` turns it on. With DP, :func:`run_demo` also writes the
+    budget report and audits every node folder."""
+
+    out: Path
+    data: str = "auto"
+    hospitals: int = 3
+    rounds: int = 3
+    protection: str = "mask"
+    hidden: int = 64
+    local_epochs: int = 1
+    seed: int = 0
+    timeout: float = 900.0
+    insecure: bool = False
+    patients: int = 300
+    task: dict[str, Any] = field(default_factory=dict)
+    aggregator: dict[str, Any] = field(default_factory=dict)
+    node_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dp: bool = False
+    epsilon: float = 8.0
+    dp_task: dict[str, Any] = field(default_factory=dict)
+
+    def privacy_table(self) -> dict[str, Any]:
+        """A hospital's ``[privacy]``: its own DP policy."""
+        return {"dp": True, "epsilon": self.epsilon, **self.dp_task} if self.dp else {}
+
+    def task_table(self) -> dict[str, Any]:
+        """The shared task settings (:data:`~fedrx.nodes.taskspec.SHARED`)."""
+        from fedrx.nodes.simulate import SimulationConfig
+        from fedrx.nodes.taskspec import SHARED
+
+        cfg = SimulationConfig(rounds=self.rounds, protection=self.protection, seed=self.seed,
+                               hidden=self.hidden, local_epochs=self.local_epochs)
+        bad = sorted(set(self.task) - set(SHARED))
+        if bad:
+            raise ConfigError(f"not task settings: {', '.join(bad)} (known: {', '.join(SHARED)})")
+        return {k: getattr(cfg, k) for k in SHARED} | dict(self.task)
+
+
+@dataclass
+class Exports:
+    """Per-hospital export folders ``root/<hospital>/`` and the drug-mapping folder."""
+
+    root: Path
+    hospitals: list[str]
+    mappings: Path | None
+    note: str
+
+
+def prepare_exports(spec: DemoSpec, root: Path) -> Exports:
+    """One export folder per hospital under ``root`` (reused if already there)."""
+    from fedrx.medrx.datasets import named_dataset_path, shared_data_root
+
+    data = spec.data
+    if data == "auto":
+        found = shared_data_root()
+        data = "mimic3-demo" if found and (found / "mimic3-demo").is_dir() else "synthetic"
+    shared = shared_data_root()
+    demo_maps = shared / "mimic3-demo" / "mappings" if shared else None
+    demo_maps = demo_maps if demo_maps is not None and demo_maps.is_dir() else None
+    if data == "synthetic":
+        if not root.is_dir():
+            from fedrx.medrx.synth.config import SynthConfig
+            from fedrx.medrx.synth.writer import generate
+
+            summary = generate(SynthConfig(hospitals=spec.hospitals, patients=spec.patients,
+                                           seed=spec.seed), root)
+            cat = getattr(summary, "catalogue", "")
+        else:
+            cat = "reused"
+        note = (f"no demo data found: generated a synthetic federation with `fedrx data synth` "
+                f"({spec.hospitals} hospitals, {spec.patients} patients, {cat} codes), each "
+                "hospital its own export folder")
+        maps: Path | None = root / "mappings"
+    elif data in ("mimic3-demo", "mimic4-demo", "omop-demo", "eicu-demo"):
+        if not root.is_dir():
+            from fedrx.medrx.export_split import split_export
+
+            eicu = data == "eicu-demo"
+            split_export(named_dataset_path(data), root, by="site" if eicu else "random",
+                         hospitals=spec.hospitals, seed=spec.seed)
+        note = (f"{data} split with `fedrx data split` into {spec.hospitals} hospital "
+                "exports, each node reads only its own")
+        maps = None if data == "eicu-demo" else demo_maps
+    else:
+        root = Path(data).expanduser().resolve()
+        if not root.is_dir():
+            raise ConfigError(f"--data {data}: not a folder of per-hospital exports")
+        note = f"per-hospital exports in {root}"
+        maps = root / "mappings" if (root / "mappings").is_dir() else demo_maps
+    from fedrx.medrx.exports import detect_format
+
+    hs = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "mappings"):
+        try:
+            detect_format(sub)
+        except FedrxError:
+            continue
+        hs.append(sub.name)
+    if not hs:
+        raise ConfigError(f"{root}: no hospital export folders")
+    return Exports(root, hs, maps, note)
 
 
 @dataclass
@@ -98,18 +162,24 @@ class Setup:
     node_configs: dict[str, Path]
     address_file: Path
     insecure: bool
+    exports: Exports | None = None
 
 
 def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
-    """Certificates and configs for ``spec`` (certificates are reused if present)."""
+    """Exports, the pinned task spec, certificates and configs for ``spec`` (each reused if
+    present). ``hospitals``: use only these export folders."""
     from fedrx.nodes.certs import init_certs
+    from fedrx.nodes.taskspec import make_spec
 
     out = Path(spec.out).resolve()
-    task = spec.task_table()
-    hs = hospitals or hospital_ids(task)
+    ex = prepare_exports(spec, out / "exports")
+    hs = hospitals or ex.hospitals
+    missing = sorted(set(hs) - set(ex.hospitals))
+    if missing:
+        raise ConfigError(f"no export for {', '.join(missing)} in {ex.root}")
     certs = out / "certs"
     if not (certs / "federation.json").exists():
-        init_certs(certs, hs)
+        init_certs(certs, hs, task=make_spec(spec.task_table(), mappings=ex.mappings))
     addr = out / "aggregator.addr"
     agg = {"listen": "127.0.0.1:0", "address_file": str(addr), "ca": str(certs / "ca.pem"),
            "cert": str(certs / "aggregator.pem"), "key": str(certs / "aggregator.key"),
@@ -117,7 +187,7 @@ def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
            "wait_seconds": 120.0, "train_deadline": 300.0, "stage_deadline": 60.0,
            "eval_deadline": 300.0}
     agg.update(spec.aggregator)
-    write_toml(out / "aggregator.toml", {"aggregator": agg, "task": task})
+    write_toml(out / "aggregator.toml", {"aggregator": agg})
     nodes = {}
     for h in hs:
         d = certs / "hospitals" / h
@@ -125,11 +195,28 @@ def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
                 "ca": str(certs / "ca.pem"), "cert": str(d / "tls.pem"),
                 "key": str(d / "tls.key"), "identity": str(d / "identity.json"),
                 "federation": str(certs / "federation.json"), "out": str(out / "nodes" / h),
-                "give_up_seconds": 120.0}
+                "give_up_seconds": 120.0, "task": str(certs / "task.json")}
         node.update(spec.node_extra.get(h, {}))
+        data = {"path": str(ex.root / h), "format": "auto",
+                "mappings": str(ex.mappings) if ex.mappings else ""}
+        tables: dict[str, Any] = {"node": node, "data": data}
+        if spec.dp:
+            tables["privacy"] = spec.privacy_table()
         nodes[h] = out / "nodes" / f"{h}.toml"
-        write_toml(nodes[h], {"node": node, "task": spec.node_task_table()})
-    return Setup(out, hs, out / "aggregator.toml", nodes, addr, spec.insecure)
+        write_toml(nodes[h], tables)
+    return Setup(out, hs, out / "aggregator.toml", nodes, addr, spec.insecure, ex)
+
+
+def simulation_twin(setup: Setup, spec: DemoSpec, out: Path) -> Any:
+    """The ``fedrx simulate`` settings of the same federation in one process: the same
+    exports (one hospital per folder), the same pinned task, the same DP policy."""
+    from fedrx.nodes.simulate import SimulationConfig
+
+    assert setup.exports is not None
+    return SimulationConfig(**spec.task_table(), **spec.privacy_table(),
+                            data=str(setup.exports.root), vocabulary="public",
+                            mappings=str(setup.exports.mappings or ""), min_patients=3,
+                            out=str(out))
 
 
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
@@ -192,7 +279,10 @@ def run_demo(spec: DemoSpec, echo: Callable[[str], None] = print) -> dict[str, A
     """Run the whole federation; return the aggregator's results document."""
     t0 = time.monotonic()
     setup = write_setup(spec)
-    echo(f"certificates in {setup.out / 'certs'}; hospitals {', '.join(setup.hospitals)}")
+    if setup.exports is not None:
+        echo(setup.exports.note)
+    echo(f"certificates and the pinned task spec in {setup.out / 'certs'}; hospitals "
+         f"{', '.join(setup.hospitals)}")
     procs: dict[str, subprocess.Popen] = {}
     try:
         start_federation(setup, procs)

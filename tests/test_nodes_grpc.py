@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -34,8 +35,10 @@ from fedrx.errors import ConfigError
 from fedrx.nodes import codec, wire
 from fedrx.nodes.certs import Deployment, TlsMaterial, init_certs, load_tls
 from fedrx.nodes.codec import Limits
-from fedrx.nodes.config import load_config, task_digest
-from fedrx.nodes.launcher import DemoSpec, write_setup
+from fedrx.nodes.config import load_aggregator_config, load_node_config
+from fedrx.nodes.launcher import DemoSpec, simulation_twin, write_setup
+from fedrx.nodes.simulate import SimulationConfig
+from fedrx.nodes.taskspec import make_spec
 from fedrx.nodes.transport import GrpcTransport, Registry, ServiceSettings, serve
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
@@ -49,7 +52,7 @@ TIMEOUT = 20
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("certs")
-    init_certs(d, HS)
+    init_certs(d, HS, task=make_spec(SimulationConfig(hidden=16, protection="none")))
     return d
 
 
@@ -64,19 +67,20 @@ def _tls(certs: Path, h: str) -> TlsMaterial:
 
 def _run_inthread(spec: DemoSpec) -> tuple[dict, object, list]:
     """Aggregator + one HospitalNode per hospital in threads, real mutual TLS on 127.0.0.1;
-    returns (aggregator results doc, aggregator [task], nodes). Every wait is bounded."""
+    returns (aggregator results doc, the aggregator's task settings on the same exports, i.e.
+    its in-process twin, nodes). Every wait is bounded."""
     from fedrx.nodes.aggregator import AggregatorNode
     from fedrx.nodes.hospital import HospitalNode
 
     setup = write_setup(spec, HS)
-    agg_cfg, task = load_config(setup.aggregator_config, "aggregator")
+    agg_cfg = load_aggregator_config(setup.aggregator_config)
     agg_cfg.wait_seconds = 60
     train_lock = threading.Lock()  # torch's global RNG is per process: train one at a time
     nodes = []
     for h in HS:
-        cfg, t = load_config(setup.node_configs[h], "node")
+        cfg, data, privacy = load_node_config(setup.node_configs[h])
         cfg.give_up_seconds = 60
-        node = HospitalNode(cfg, t)
+        node = HospitalNode(cfg, data, privacy)
         party = node.build_party()
         inner = party.handle
 
@@ -86,7 +90,11 @@ def _run_inthread(spec: DemoSpec) -> tuple[dict, object, list]:
 
         party.handle = handle
         nodes.append(node)
-    agg = AggregatorNode(agg_cfg, task)
+    agg = AggregatorNode(agg_cfg)
+    # the aggregator's task (pinned; no DP policy) on the same exports: its in-process twin
+    twin = simulation_twin(setup, spec, spec.out / "twin")
+    task = dataclasses.replace(agg.task_cfg, data=twin.data, mappings=twin.mappings,
+                               min_patients=twin.min_patients)
     result: dict = {}
     errors: list = []
 
@@ -113,7 +121,7 @@ def _run_inthread(spec: DemoSpec) -> tuple[dict, object, list]:
 def _simulate_same(task, out: Path) -> tuple[dict, np.ndarray]:
     from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
-    sim_cfg = SimulationConfig(**{k: v for k, v in vars(task).items()})
+    sim_cfg = SimulationConfig(**{k: v for k, v in vars(task).items()})  # the same exports
     sim_cfg.out = str(out)
     sim = run_simulation(sim_cfg)
     return sim, np.load(out / "global_model.npy", allow_pickle=False)
@@ -653,12 +661,13 @@ def test_hospital_node_rejects_hostile_requests(tmp_path, certs):
 
     spec = DemoSpec(out=tmp_path, protection="none")
     (tmp_path / "certs").mkdir()
-    for name in ("ca.pem", "ca.key", "aggregator.pem", "aggregator.key", "federation.json"):
+    for name in ("ca.pem", "ca.key", "aggregator.pem", "aggregator.key", "federation.json",
+                 "task.json"):
         (tmp_path / "certs" / name).write_bytes((certs / name).read_bytes())
     os.symlink(certs / "hospitals", tmp_path / "certs" / "hospitals")
     setup = write_setup(spec, HS)
-    cfg, task = load_config(setup.node_configs["h1"], "node")
-    node = HospitalNode(cfg, task)
+    cfg, data, privacy = load_node_config(setup.node_configs["h1"])
+    node = HospitalNode(cfg, data, privacy)
     party = HospitalParty("h1", ToyTask(), ToyData(10, 1.0), NoProtection(), ClientOptimizer())
     node.party = party
     w = ToyTask().initial_weights(0)
@@ -693,7 +702,10 @@ def test_hospital_node_rejects_hostile_requests(tmp_path, certs):
 
 def test_certs_init_files_modes_and_pins(tmp_path, capsys):
     out = tmp_path / "c"
-    assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b"]) == 0
+    task = tmp_path / "task.json"
+    assert main(["task", "init", "--out", str(task), "--hidden", "16"]) == 0
+    assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b", "--task",
+                 str(task)]) == 0
     for p in ["ca.key", "aggregator.key", "aggregator.identity.json", "hospitals/a/tls.key",
               "hospitals/a/identity.json"]:
         assert stat.S_IMODE((out / p).stat().st_mode) == 0o600, p
@@ -705,9 +717,11 @@ def test_certs_init_files_modes_and_pins(tmp_path, capsys):
     assert dep.hospitals == ["a", "b"]
     assert dep.hospital_for_cert((out / "hospitals" / "b" / "tls.pem").read_bytes()) == "b"
     assert "PRIVATE" not in (out / "federation.json").read_text()
-    assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b"]) == 2
+    assert main(["certs", "init", "--out", str(out), "--hospitals", "a,b", "--task",
+                 str(task)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
-    assert main(["certs", "init", "--out", str(tmp_path / "x"), "--hospitals", "a/b"]) == 2
+    assert main(["certs", "init", "--out", str(tmp_path / "x"), "--hospitals", "a/b",
+                 "--task", str(task)]) == 2
 
 
 def test_plaintext_is_refused_without_insecure(tmp_path, certs, capsys):
@@ -721,13 +735,19 @@ def test_plaintext_is_refused_without_insecure(tmp_path, certs, capsys):
     assert "pass --insecure explicitly" in capsys.readouterr().err
 
 
-def test_task_digest_covers_data_and_training_fields():
+def test_pinned_task_digest_covers_training_fields_and_vocabulary():
+    """The task spec's SHA-256 (what hospitals pin and send in Hello) changes with every
+    shared setting and the vocabulary, and with nothing that names data or outputs."""
+    from fedrx.medrx.vocab import Vocabulary
     from fedrx.nodes.simulate import SimulationConfig
 
-    a = SimulationConfig(hidden=16)
-    assert task_digest(a) == task_digest(SimulationConfig(hidden=16, rounds=99, out="x"))
-    assert task_digest(a) != task_digest(SimulationConfig(hidden=17))
-    assert task_digest(a) != task_digest(SimulationConfig(hidden=16, seed=1))
+    a = make_spec(SimulationConfig(hidden=16)).sha256
+    assert a == make_spec(SimulationConfig(hidden=16, out="x", data="elsewhere")).sha256
+    assert a != make_spec(SimulationConfig(hidden=17)).sha256
+    assert a != make_spec(SimulationConfig(hidden=16, seed=1)).sha256
+    assert a != make_spec(SimulationConfig(hidden=16, rounds=99)).sha256
+    assert a != make_spec(SimulationConfig(hidden=16),
+                          vocabulary=Vocabulary(("401",), ("38",), ("B01A",))).sha256
 
 
 def test_aggregator_crash_at_fault_spec_is_validated():

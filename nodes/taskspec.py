@@ -1,0 +1,177 @@
+"""The federation's task specification (``task.json``, ``fedrx-task/1``), agreed before
+training and pinned in ``federation.json``.
+
+It holds everything every site must agree on and nothing about any hospital's patients:
+task name and version, the feature encoding, the vocabulary, the model (kind, hidden size),
+the initial-weights seed, the shared training and protection settings (:data:`SHARED`) and
+the bounds every hospital's own DP policy must stay within (``dp_bounds``). Its SHA-256
+(of its canonical JSON) is pinned by ``fedrx certs init --task task.json``; the aggregator
+takes the task ONLY from there (it has no data), and every hospital node checks its own
+copy, if it has one, against the pinned one before its first round, refusing with one line
+that names the first difference.
+
+The default vocabulary is the public one (:mod:`fedrx.medrx.public_vocab`, encoding
+``public-categories/1``): it is fixed by the code systems, so it reveals nothing about any
+hospital. A vocabulary file (``fedrx-vocab/1``, encoding ``exact-codes/1``) may be given
+instead, e.g. one agreed earlier; it is pinned the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedrx.atomic import atomic_write_text
+from fedrx.canonical import canonical_json
+from fedrx.errors import ConfigError
+
+FORMAT = "fedrx-task/1"
+TASK_NAME = "medrx-atc3"
+TASK_VERSION = 1
+PUBLIC, EXACT = "public-categories/1", "exact-codes/1"
+SHARED = ("rounds", "protection", "seed", "model", "hidden", "client_optimizer", "lr",
+          "local_epochs", "batch_size", "server_optimizer", "server_lr", "min_visits",
+          "clip_norm", "threshold", "rounding_seed", "personalize", "on_budget_exhausted")
+"""Task settings every site shares (fields of :class:`~fedrx.nodes.simulate.SimulationConfig`)."""
+PRIVACY = ("dp", "epsilon", "delta", "max_grad_norm", "dp_batch", "accountant", "secure_noise",
+           "budget_epsilon")
+"""A hospital's own DP policy (its node config's ``[privacy]`` table; within ``dp_bounds``)."""
+DATA_KEYS = ("data", "hospitals", "partition", "min_patients", "mappings", "drop",
+             "centralized", "out", "vocabulary")
+"""Simulation settings that name or shape patient data: never in a deployment's task."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A parsed ``task.json``. ``settings``: the :data:`SHARED` values; ``vocabulary``: the
+    three code lists; ``dp_bounds``: ``max_epsilon`` (None = no bound)."""
+
+    settings: Mapping[str, Any]
+    encoding: str
+    vocabulary: Mapping[str, tuple[str, ...]]
+    dp_bounds: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "task": TASK_NAME, "version": TASK_VERSION,
+                "settings": dict(self.settings), "encoding": self.encoding,
+                "vocabulary": {k: list(v) for k, v in self.vocabulary.items()},
+                "dp_bounds": dict(self.dp_bounds)}
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(canonical_json(self.to_json())).hexdigest()
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1) + "\n")
+
+    def vocab(self) -> Any:
+        """The :class:`~fedrx.medrx.vocab.Vocabulary`."""
+        from fedrx.medrx.vocab import Vocabulary
+
+        return Vocabulary(self.vocabulary["diagnoses"], self.vocabulary["procedures"],
+                          self.vocabulary["labels"])
+
+    def task_config(self, privacy: Mapping[str, Any] | None = None, **extra: Any) -> Any:
+        """A :class:`~fedrx.nodes.simulate.SimulationConfig` with these settings, a
+        hospital's ``privacy`` policy and ``extra`` (e.g. ``data``), validated."""
+        from fedrx.nodes.simulate import SimulationConfig
+
+        cfg = SimulationConfig(**dict(self.settings), **dict(privacy or {}), **extra,
+                               vocabulary="public" if self.encoding == PUBLIC else "data")
+        cfg.validate()
+        return cfg
+
+    def check_policy(self, cfg: Any) -> None:
+        """Refuse a hospital DP policy outside ``dp_bounds``."""
+        bound = self.dp_bounds.get("max_epsilon")
+        if cfg.dp and bound is not None and cfg.epsilon > bound:
+            raise ConfigError(f"[privacy] epsilon {cfg.epsilon:g} exceeds the federation's "
+                              f"bound max_epsilon {bound:g} (task spec)")
+
+    @staticmethod
+    def from_json(obj: Any, where: str) -> TaskSpec:
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise ConfigError(f"{where}: not a {FORMAT} task specification")
+        if obj.get("task") != TASK_NAME or obj.get("version") != TASK_VERSION:
+            raise ConfigError(f"{where}: task {obj.get('task')!r} version "
+                              f"{obj.get('version')!r}; this fedrx runs {TASK_NAME} "
+                              f"version {TASK_VERSION}")
+        settings, vocab = obj.get("settings"), obj.get("vocabulary")
+        if not isinstance(settings, dict) or set(settings) != set(SHARED):
+            raise ConfigError(f"{where}: settings must hold exactly {', '.join(SHARED)}")
+        if obj.get("encoding") not in (PUBLIC, EXACT):
+            raise ConfigError(f"{where}: unknown encoding {obj.get('encoding')!r}")
+        if not isinstance(vocab, dict) or set(vocab) != {"diagnoses", "procedures", "labels"} \
+                or not all(isinstance(v, list) and all(isinstance(c, str) for c in v)
+                           for v in vocab.values()):
+            raise ConfigError(f"{where}: vocabulary must hold diagnoses, procedures and "
+                              "labels as lists of codes")
+        bounds = obj.get("dp_bounds")
+        if not isinstance(bounds, dict) or set(bounds) - {"max_epsilon"}:
+            raise ConfigError(f"{where}: dp_bounds may only hold max_epsilon")
+        spec = TaskSpec(settings, obj["encoding"],
+                        {k: tuple(v) for k, v in vocab.items()}, bounds)
+        spec.task_config()  # the settings must be valid ones
+        if not spec.vocabulary["labels"]:
+            raise ConfigError(f"{where}: the vocabulary has no drug labels")
+        return spec
+
+    @staticmethod
+    def load(path: Path) -> TaskSpec:
+        try:
+            obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read task spec {path}: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError(f"task spec {path} is not JSON") from None
+        return TaskSpec.from_json(obj, str(path))
+
+
+def first_difference(mine: TaskSpec, pinned: TaskSpec) -> str:
+    """One line naming the first field where ``mine`` differs from ``pinned`` ("" if none)."""
+    a, b = mine.to_json(), pinned.to_json()
+    for key in ("encoding", "settings", "vocabulary", "dp_bounds"):
+        if a[key] == b[key]:
+            continue
+        if isinstance(a[key], dict):
+            for k in sorted(set(a[key]) | set(b[key])):
+                va, vb = a[key].get(k), b[key].get(k)
+                if va != vb:
+                    if key == "vocabulary":
+                        return (f"vocabulary {k}: {len(va or [])} codes here, "
+                                f"{len(vb or [])} pinned"
+                                + ("" if len(va or []) != len(vb or []) else
+                                   " (same count, different codes)"))
+                    return f"{key} {k}: {va!r} here, {vb!r} pinned"
+        return f"{key}: {a[key]!r} here, {b[key]!r} pinned"
+    return ""
+
+
+def make_spec(settings: Mapping[str, Any], *, vocabulary: Any = None,
+              mappings: Path | None = None, max_epsilon: float | None = None) -> TaskSpec:
+    """A task spec from task settings (any mapping or object with the :data:`SHARED`
+    fields). ``vocabulary``: None = the public one (labels: the ATC-3 classes of the shipped
+    lexicon and of the NDC -> ATC table in ``mappings``, if given), else a
+    :class:`~fedrx.medrx.vocab.Vocabulary` used as is (exact codes)."""
+    from fedrx.medrx.public_vocab import lexicon_atc3, mapping_atc3, public_vocabulary
+
+    src = settings if isinstance(settings, Mapping) else dataclasses.asdict(settings)
+    missing = [k for k in SHARED if k not in src]
+    if missing:
+        raise ConfigError(f"task settings lack {', '.join(missing)}")
+    if vocabulary is None:
+        labels = lexicon_atc3() | (mapping_atc3(mappings) if mappings else set())
+        vocabulary, encoding = public_vocabulary(labels), PUBLIC
+    else:
+        encoding = EXACT
+    spec = TaskSpec({k: src[k] for k in SHARED}, encoding,
+                    {"diagnoses": tuple(vocabulary.diagnoses),
+                     "procedures": tuple(vocabulary.procedures),
+                     "labels": tuple(vocabulary.labels)},
+                    {"max_epsilon": max_epsilon})
+    return TaskSpec.from_json(spec.to_json(), "task spec")
