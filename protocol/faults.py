@@ -126,7 +126,8 @@ class FaultPlan:
 
 def crash(party: str, stage: str, rnd: int) -> NoReturn:
     """Exit abruptly (137, as kill -9 would), for fault-injection tests only."""
-    log.warning("fault injection: %s exits abruptly at %s of round %d", party, stage, rnd,
+    when = "" if stage == CHECKPOINTED else " mid-round"
+    log.warning("fault injection: exiting abruptly%s", when,
                 extra={"fields": {"party": party, "stage": stage, "round": rnd}})
     logging.shutdown()
     os._exit(137)

@@ -18,20 +18,23 @@ from fedrx.nodes.certs import init_certs
 from fedrx.nodes.launcher import (
     DemoSpec,
     run_demo,
+    simulation_twin,
     start_aggregator,
     start_federation,
     stop_all,
     write_setup,
     write_toml,
 )
-from fedrx.nodes.simulate import SimulationConfig, run_simulation
+from fedrx.nodes.simulate import run_simulation
+from fedrx.nodes.taskspec import make_spec
 
 pytestmark = pytest.mark.slow
 WAIT = 240
 
 
 def _simulate(spec: DemoSpec, out: Path) -> np.ndarray:
-    cfg = SimulationConfig(**spec.task_table(), out=str(out))
+    """The same federation in one process: the same exports, the same pinned task."""
+    cfg = simulation_twin(write_setup(spec), spec, out)
     run_simulation(cfg)
     return np.load(out / "global_model.npy", allow_pickle=False)
 
@@ -98,14 +101,16 @@ def test_hospital_killed_mid_round_and_rogue_client(tmp_path, mimic_demo):
                     node_extra={"h4": {"fault": "masked_input:2"}}, timeout=WAIT)
     setup = write_setup(spec)
     other = tmp_path / "other"
-    init_certs(other, ["h1"])
+    init_certs(other, ["h1"], task=make_spec(spec.task_table()))
     rogue_cfg = tmp_path / "rogue.toml"
     d = other / "hospitals" / "h1"
     write_toml(rogue_cfg, {"node": {
         "hospital": "h1", "aggregator_file": str(setup.address_file), "server_name": "",
         "ca": str(other / "ca.pem"), "cert": str(d / "tls.pem"), "key": str(d / "tls.key"),
         "identity": str(d / "identity.json"), "federation": str(other / "federation.json"),
-        "give_up_seconds": 3.0, "backoff_max": 0.5}, "task": spec.task_table()})
+        "give_up_seconds": 3.0, "backoff_max": 0.5},
+        "data": {"path": str(setup.exports.root / "h1"),
+                 "mappings": str(setup.exports.mappings or "")}})
     procs: dict[str, subprocess.Popen] = {}
     try:
         start_federation(setup, procs)
