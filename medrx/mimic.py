@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from fedrx.errors import DataError
-from fedrx.medrx.records import Cohort, Patient, Visit, sort_visits
+from fedrx.medrx.records import Cohort, Visit, gather_patients
 from fedrx.medrx.tables import find_table, iter_rows
 
 NDC_RXNORM_FILE = "ndc2rxnorm_mapping.txt"
@@ -221,15 +221,8 @@ def read_mimic3(
         by_patient[subject].append(
             Visit(hadm, admittime, tuple(dx), tuple(procedures.get(hadm, [])), tuple(sorted(lab)))
         )
-    patients = []
-    for subject in sorted(by_patient, key=lambda s: (len(s), s)):
-        visits = sort_visits(by_patient[subject])
-        if len(visits) < min_visits:
-            stats["patients_dropped_min_visits"] += 1
-            continue
-        patients.append(Patient(subject, hospital, visits))
-    stats["patients"] = len(patients)
-    stats["visits"] = sum(len(p.visits) for p in patients)
+    patients = gather_patients(by_patient, hospital, min_visits, stats,
+                               order=lambda s: (len(s), s))
     if not patients:
         raise DataError(f"{root}: no usable visits (empty hospital: no admission has "
                         "diagnoses and mappable prescriptions)")

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from fedrx.errors import DataError
 from fedrx.medrx.mimic import default_mappings_dir, load_drug_mapping
-from fedrx.medrx.records import Cohort, Patient, Visit, sort_visits
+from fedrx.medrx.records import Cohort, Visit, gather_patients
 from fedrx.medrx.tables import find_table, iter_rows
 
 ICD10_PREFIX = "10:"
@@ -259,15 +259,8 @@ def read_mimic4(
         stats["visits_mixed_icd" if len(v) > 1 else f"visits_icd{next(iter(v))}"] += 1
         by_patient[subject].append(Visit(hadm, admittime, dx, procedures.get(hadm, ()),
                                          tuple(sorted(labels[hadm]))))
-    patients = []
-    for subject in sorted(by_patient, key=lambda s: (len(s), s)):
-        visits = sort_visits(by_patient[subject])
-        if len(visits) < min_visits:
-            stats["patients_dropped_min_visits"] += 1
-            continue
-        patients.append(Patient(subject, hospital, visits))
-    stats["patients"] = len(patients)
-    stats["visits"] = sum(len(p.visits) for p in patients)
+    patients = gather_patients(by_patient, hospital, min_visits, stats,
+                               order=lambda s: (len(s), s))
     if not patients:
         raise DataError(f"{path}: no usable visits (no patient has {min_visits} or more "
                         "admissions with diagnoses and mapped prescriptions)")

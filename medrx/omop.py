@@ -44,7 +44,6 @@ dropped silently: ``Cohort.stats`` counts every skipped row and visit by reason.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Container, Iterable
 from pathlib import Path
@@ -52,42 +51,15 @@ from pathlib import Path
 from fedrx.errors import DataError
 from fedrx.medrx.mimic import DrugMapping, default_mappings_dir, load_drug_mapping
 from fedrx.medrx.mimic4 import ICD10_PREFIX
-from fedrx.medrx.records import Cohort, Patient, Visit, sort_visits
+from fedrx.medrx.omop_codes import (
+    DX_VOCABULARIES,
+    PX_VOCABULARIES,
+    dx_version,
+    ndc11,
+    px_version,
+)
+from fedrx.medrx.records import Cohort, Visit, gather_patients
 from fedrx.medrx.tables import find_table, iter_rows
-
-DX_VOCABULARIES = {"ICD9CM": "9", "ICD10CM": "10", "ICD10": "10"}
-PX_VOCABULARIES = {"ICD9Proc": "9", "ICD10PCS": "10"}
-_ICD9_DX = re.compile(r"^(?:\d{3,5}|V\d{2,4}|E\d{3,4})$")
-_ICD10_DX = re.compile(r"^[A-Z]\d[0-9A-Z]{1,5}$")
-_ICD9_PX = re.compile(r"^\d{3,4}$")
-_ICD10_PX = re.compile(r"^[0-9A-HJ-NP-Z]{7}$")
-_NDC_HYPHEN = re.compile(r"^(\d{4,5})-(\d{3,4})-(\d{1,2})$")
-
-
-def dx_version(code: str) -> str | None:
-    """ICD version of a diagnosis code by its shape: "9", "10", "" (either) or None (no ICD)."""
-    nine, ten = bool(_ICD9_DX.match(code)), bool(_ICD10_DX.match(code))
-    if nine and ten:
-        n = int(code[1:4]) if code[0] == "E" else -1
-        return "10" if 31 <= n < 800 else "9" if n >= 900 else ""
-    return "9" if nine else "10" if ten else None
-
-
-def px_version(code: str) -> str | None:
-    """ICD version of a procedure code by its shape: "9", "10" or None (no ICD code)."""
-    return "9" if _ICD9_PX.match(code) else "10" if _ICD10_PX.match(code) else None
-
-
-def ndc11(value: str) -> str | None:
-    """An 11-digit NDC from ``drug_source_value``, or None when it holds no NDC."""
-    v = value.strip()
-    if len(v) == 11 and v.isdigit():
-        return v
-    m = _NDC_HYPHEN.match(v)
-    if m and len("".join(m.groups())) in (10, 11):
-        a, b, c = m.groups()
-        return a.zfill(5) + b.zfill(4) + c.zfill(2)
-    return None
 
 
 def _required(root: Path, name: str) -> Path:
@@ -392,15 +364,7 @@ def read_omop(
             stats["visits_mixed_icd" if len(v) > 1 else f"visits_icd{next(iter(v))}"] += 1
             by_person[person].append(Visit(vid, time, diagnoses[vid], procedures.get(vid, ()),
                                            tuple(sorted(labels[vid]))))
-    patients = []
-    for person in sorted(by_person):
-        kept = sort_visits(by_person[person])
-        if len(kept) < min_visits:
-            stats["patients_dropped_min_visits"] += 1
-            continue
-        patients.append(Patient(person, hospital, kept))
-    stats["patients"] = len(patients)
-    stats["visits"] = sum(len(p.visits) for p in patients)
+    patients = gather_patients(by_person, hospital, min_visits, stats)
     if not patients:
         where = f" at site {site!r}" if site is not None else ""
         raise DataError(f"{root}: no usable visits{where} (no person has {min_visits} or more "

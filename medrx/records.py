@@ -19,9 +19,10 @@ Records serialise to JSON Lines (one patient per line) -- never pickle.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fedrx.atomic import atomic_write_text
 from fedrx.errors import DataError
@@ -109,6 +110,32 @@ class Cohort:
 
 def sort_visits(visits: Iterable[Visit]) -> tuple[Visit, ...]:
     return tuple(sorted(visits, key=lambda v: (v.time, v.visit_id)))
+
+
+def gather_patients(
+    by_patient: Mapping[str, Iterable[Visit]],
+    hospital: str,
+    min_visits: int,
+    stats: MutableMapping[str, int],
+    order: Callable[[str], Any] | None = None,
+) -> list[Patient]:
+    """A reader's kept visits (``patient id -> visits``, any order) as :class:`Patient` s of
+    ``hospital``, patients in ``sorted(by_patient, key=order)`` order, visits sorted.
+
+    A patient with fewer than ``min_visits`` visits is dropped and counted
+    (``stats["patients_dropped_min_visits"]``, a ``defaultdict(int)``, incremented per
+    drop); ``stats["patients"]`` and ``stats["visits"]`` are set to what is kept.
+    """
+    patients = []
+    for pid in sorted(by_patient, key=order):
+        visits = sort_visits(by_patient[pid])
+        if len(visits) < min_visits:
+            stats["patients_dropped_min_visits"] += 1
+            continue
+        patients.append(Patient(pid, hospital, visits))
+    stats["patients"] = len(patients)
+    stats["visits"] = sum(len(p.visits) for p in patients)
+    return patients
 
 
 def write_jsonl(path: Path, patients: Iterable[Patient]) -> None:
