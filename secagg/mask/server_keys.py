@@ -16,7 +16,7 @@ from fedrx.secagg.mask.messages import (
 )
 from fedrx.secagg.mask.params import ADVERTISE, SHARE_KEYS
 from fedrx.secagg.mask.server_masked_input import ServerMaskedInput
-from fedrx.secagg.mask.server_state import ServerContext, ServerState
+from fedrx.secagg.mask.server_state import Advertised, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.transcript import round_session_id, valid_ad
 
@@ -50,18 +50,11 @@ class ServerAdvertise(ServerState):
         return ServerShareKeys(self.ctx, self._acc, ads, sid_r)
 
 
-class ServerShareKeys(ServerState):
+class ServerShareKeys(Advertised):
     """Holds the accepted advertisements and ``sid_r``; relays U1's advertisements and
     keeps, per receiver, the shares of the hospitals that made it into U2."""
 
     name = SHARE_KEYS
-
-    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
-                 ads: dict[str, AdvertiseKeys], sid_r: bytes):
-        super().__init__(ctx)
-        self._acc = acc
-        self.ads = ads
-        self.sid_r = sid_r
 
     def requests(self, live: set[str]) -> dict[str, Any]:
         p, u1 = self.ctx.params, self.ctx.view.advertised
@@ -74,8 +67,7 @@ class ServerShareKeys(ServerState):
         ok = []
         for h in sorted(replies):
             r = replies[h]
-            if h not in u1 or not isinstance(r, ShareKeysReply) or r.hospital != h \
-                    or r.round != p.round or not isinstance(r.shares, tuple):
+            if not self.answered(h, r, ShareKeysReply, u1) or not isinstance(r.shares, tuple):
                 v.rejected[h] = "invalid share_keys reply"
                 continue
             want = (p.graph.of(h) & u1)

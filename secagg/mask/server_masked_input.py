@@ -17,13 +17,13 @@ from fedrx.secagg.mask.messages import (
     MaskedInputRequest,
 )
 from fedrx.secagg.mask.params import CONSISTENCY, MASKED_INPUT
-from fedrx.secagg.mask.server_state import ServerContext, ServerState
+from fedrx.secagg.mask.server_state import Advertised, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.server_unmask import ServerUnmask
 from fedrx.secagg.mask.transcript import consistency_message, signed_by
 
 
-class ServerMaskedInput(ServerState):
+class ServerMaskedInput(Advertised):
     """Holds the advertisements, ``sid_r``, each receiver's inbox of encrypted shares and
     the running sum. Forwards the inboxes; a reply is added only once its size and padding
     validate (:meth:`bitpack.SumAccumulator.add`)."""
@@ -33,10 +33,7 @@ class ServerMaskedInput(ServerState):
     def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
                  ads: dict[str, AdvertiseKeys], sid_r: bytes,
                  inbox: dict[str, list[EncryptedShare]]):
-        super().__init__(ctx)
-        self._acc = acc
-        self.ads = ads
-        self.sid_r = sid_r
+        super().__init__(ctx, acc, ads, sid_r)
         self._inbox = inbox
 
     def requests(self, live: set[str]) -> dict[str, Any]:
@@ -50,8 +47,7 @@ class ServerMaskedInput(ServerState):
         ok = []
         for h in sorted(replies):
             r = replies[h]
-            if h not in u2 or not isinstance(r, MaskedInput) or r.hospital != h \
-                    or r.round != p.round or r.modulus_bits != p.modulus_bits \
+            if not self.answered(h, r, MaskedInput, u2) or r.modulus_bits != p.modulus_bits \
                     or r.length != p.length or not isinstance(r.packed, bytes):
                 v.rejected[h] = "invalid masked input"
                 continue
@@ -68,17 +64,10 @@ class ServerMaskedInput(ServerState):
         return ServerUnmask(self.ctx, self._acc, self.ads, self.sid_r, {})
 
 
-class ServerConsistency(ServerState):
+class ServerConsistency(Advertised):
     """Holds the advertisements, ``sid_r`` and the running sum; asks U3 to sign U3."""
 
     name = CONSISTENCY
-
-    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
-                 ads: dict[str, AdvertiseKeys], sid_r: bytes):
-        super().__init__(ctx)
-        self._acc = acc
-        self.ads = ads
-        self.sid_r = sid_r
 
     def requests(self, live: set[str]) -> dict[str, Any]:
         p, u3 = self.ctx.params, self.ctx.view.masked
@@ -91,8 +80,7 @@ class ServerConsistency(ServerState):
         sigs: dict[str, ConsistencySignature] = {}
         for h in sorted(replies):
             s = replies[h]
-            if h in u3 and isinstance(s, ConsistencySignature) and s.hospital == h \
-                    and s.round == p.round \
+            if self.answered(h, s, ConsistencySignature, u3) \
                     and signed_by(self.ctx.federation, h, s.signature, msg):
                 sigs[h] = s
             else:

@@ -7,14 +7,16 @@ consistency signatures) and returns the next state from :meth:`ServerState.colle
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fedrx.errors import ProtocolAbort
+from fedrx.secagg import bitpack
 from fedrx.secagg.identity import Federation
+from fedrx.secagg.mask.messages import AdvertiseKeys
 from fedrx.secagg.mask.params import MaskingParams
 from fedrx.secagg.mask.server_status import ServerView
 
@@ -48,6 +50,11 @@ class ServerState(ABC):
         if len(have) < t:
             raise self.abort(f"only {len(have)} hospitals {what}; need t={t}")
 
+    def answered(self, h: str, reply: Any, kind: type[Any], expected: Container[str]) -> bool:
+        """True if ``reply`` is a ``kind`` from ``h`` (one of ``expected``) for this round."""
+        return h in expected and isinstance(reply, kind) and reply.hospital == h \
+            and reply.round == self.ctx.params.round
+
     @abstractmethod
     def requests(self, live: set[str]) -> dict[str, Any]:
         """The request for every peer still expected in this stage that is in ``live``."""
@@ -55,6 +62,18 @@ class ServerState(ABC):
     @abstractmethod
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         """Take the replies that arrived; the next state, or raise ProtocolAbort."""
+
+
+class Advertised(ServerState):
+    """A state after ``advertise_keys``: holds the running sum, the accepted advertisements
+    (U1's) and ``sid_r``, the round's session id bound to them."""
+
+    def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
+                 ads: dict[str, AdvertiseKeys], sid_r: bytes):
+        super().__init__(ctx)
+        self._acc = acc
+        self.ads = ads
+        self.sid_r = sid_r
 
 
 class _Terminal(ServerState):

@@ -26,7 +26,7 @@ from fedrx.secagg.mask.messages import (
     UnmaskRequest,
 )
 from fedrx.secagg.mask.params import UNMASK
-from fedrx.secagg.mask.server_state import ServerCompleted, ServerContext, ServerState
+from fedrx.secagg.mask.server_state import Advertised, ServerCompleted, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.transcript import mask_sign
 from fedrx.secagg.prg import prg_accumulate_many
@@ -35,7 +35,7 @@ Shares = dict[str, dict[int, bytes]]
 """owner -> Shamir index of the holder -> share."""
 
 
-class ServerUnmask(ServerState):
+class ServerUnmask(Advertised):
     """Holds the advertisements, ``sid_r``, the running sum and (active mode) the
     consistency signatures U4. Asks U4 (active) or U3 (passive); moves to
     :class:`ServerCompleted` with the unmasked sum."""
@@ -45,10 +45,7 @@ class ServerUnmask(ServerState):
     def __init__(self, ctx: ServerContext, acc: bitpack.SumAccumulator,
                  ads: dict[str, AdvertiseKeys], sid_r: bytes,
                  sigs: dict[str, ConsistencySignature]):
-        super().__init__(ctx)
-        self._acc = acc
-        self.ads = ads
-        self.sid_r = sid_r
+        super().__init__(ctx, acc, ads, sid_r)
         self._sigs = sigs
 
     def _asked(self) -> tuple[str, ...]:
@@ -73,8 +70,7 @@ class ServerUnmask(ServerState):
         ok = []
         for h in sorted(replies):
             r = replies[h]
-            if h not in asked or not isinstance(r, UnmaskReply) or r.hospital != h \
-                    or r.round != p.round or not isinstance(r.shares, tuple):
+            if not self.answered(h, r, UnmaskReply, asked) or not isinstance(r.shares, tuple):
                 v.rejected[h] = "invalid unmask reply"
                 continue
             mine = p.graph.holders(h) & u2
