@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedrx.atomic import atomic_write_bytes
+from fedrx.canonical import canonical_json
 from fedrx.errors import ConfigError
 from fedrx.nodes.taskspec import TaskSpec
 from fedrx.secagg.identity import Federation, Identity
@@ -105,7 +106,7 @@ class Deployment:
     @property
     def federation_id(self) -> str:
         """SHA-256 of the canonical JSON of the pinned content."""
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(canonical_json(self.to_json())).hexdigest()
 
     @property
     def hospitals(self) -> list[str]:
