@@ -11,30 +11,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from synth_demo import DEMO, needs_data, small_config
 
 from fedrx.errors import ConfigError, DataError
-from fedrx.medrx.synth.catalogue import find_mimic3_demo
-from fedrx.medrx.synth.config import MIN_PATIENTS_PER_HOSPITAL, SynthConfig, SynthSummary
+from fedrx.medrx.synth.config import MIN_PATIENTS_PER_HOSPITAL, SynthSummary
 from fedrx.medrx.synth.writer import generate
 
 TABLES = ("ADMISSIONS", "DIAGNOSES_ICD", "PROCEDURES_ICD", "PRESCRIPTIONS")
-
-
-def _demo() -> Path | None:
-    try:
-        return find_mimic3_demo()
-    except DataError:
-        return None
-
-
-DEMO = _demo()
-needs_data = pytest.mark.skipif(DEMO is None, reason="shared mimic3-demo data not found")
-
-
-def _small(**kw) -> SynthConfig:
-    base = {"hospitals": 3, "patients": 300, "seed": 7}
-    base.update(kw)
-    return SynthConfig(**base)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -94,13 +77,13 @@ def small(tmp_path_factory) -> tuple[Path, SynthSummary]:
     if DEMO is None:
         pytest.skip("shared mimic3-demo data not found")
     out = tmp_path_factory.mktemp("synth") / "out"
-    return out, generate(_small(), out)
+    return out, generate(small_config(), out)
 
 
 def test_generate_validates_before_writing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(ConfigError):
-        generate(_small(hospitals=0), out)
+        generate(small_config(hospitals=0), out)
     assert not out.exists()
 
 
@@ -113,23 +96,23 @@ def test_out_dir_must_be_empty(tmp_path: Path) -> None:
     out.mkdir()
     (out / "stale.txt").write_text("x")
     with pytest.raises(DataError, match="not empty"):
-        generate(_small(), out)
-    summary = generate(_small(), out, overwrite=True)
+        generate(small_config(), out)
+    summary = generate(small_config(), out, overwrite=True)
     assert not (out / "stale.txt").exists()
     assert summary.out_dir == out
     (tmp_path / "file").write_text("x")
     with pytest.raises(DataError):
-        generate(_small(), tmp_path / "file", overwrite=True)
+        generate(small_config(), tmp_path / "file", overwrite=True)
 
 
 @needs_data
 def test_deterministic_for_seed(tmp_path: Path) -> None:
-    cfg = _small(patients=120, missing_tables=0.5)
+    cfg = small_config(patients=120, missing_tables=0.5)
     generate(cfg, tmp_path / "a")
     generate(cfg, tmp_path / "b")
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert a == b
-    generate(_small(patients=120, missing_tables=0.5, seed=8), tmp_path / "c")
+    generate(small_config(patients=120, missing_tables=0.5, seed=8), tmp_path / "c")
     c = _files(tmp_path / "c")
     for name in ("hosp01/DIAGNOSES_ICD.csv", "hosp01/PRESCRIPTIONS.csv", "hosp01/ADMISSIONS.csv"):
         assert a[name] != c[name]
@@ -266,9 +249,9 @@ def test_realistic_volumes_and_learnable_signal(small: tuple[Path, SynthSummary]
 
 @needs_data
 def test_size_skew(tmp_path: Path) -> None:
-    eq = generate(_small(size_skew=0.0, patients=301), tmp_path / "eq")
+    eq = generate(small_config(size_skew=0.0, patients=301), tmp_path / "eq")
     assert max(eq.patients.values()) - min(eq.patients.values()) <= 1
-    sk = generate(_small(size_skew=2.0), tmp_path / "sk")
+    sk = generate(small_config(size_skew=2.0), tmp_path / "sk")
     sizes = [sk.patients[h] for h in sk.hospitals]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > 3 * sizes[-1]
     assert min(sizes) >= MIN_PATIENTS_PER_HOSPITAL and sum(sizes) == 300
@@ -279,7 +262,7 @@ def test_case_mix_skew_makes_hospitals_differ(tmp_path: Path) -> None:
     tv = {}
     for skew in (0.05, 100.0):
         out = tmp_path / f"cm{skew}"
-        s = generate(_small(size_skew=0.0, case_mix_skew=skew, label_skew=0.0,
+        s = generate(small_config(size_skew=0.0, case_mix_skew=skew, label_skew=0.0,
                             prescribing_skew=0.0), out)
         m = _label_map(out / "mappings")
         tv[skew] = _mean_pairwise_tv([_label_dist(out, h, m) for h in s.hospitals])
@@ -292,14 +275,14 @@ def test_label_skew_and_prescribing_skew(tmp_path: Path) -> None:
     tv = {}
     for ls in (0.0, 2.0):
         out = tmp_path / f"ls{ls}"
-        s = generate(_small(label_skew=ls, prescribing_skew=0.0, **common), out)
+        s = generate(small_config(label_skew=ls, prescribing_skew=0.0, **common), out)
         m = _label_map(out / "mappings")
         tv[ls] = _mean_pairwise_tv([_label_dist(out, h, m) for h in s.hospitals])
     assert tv[2.0] > tv[0.0] + 0.05, tv
     distinct = {}
     for ps in (0.0, 1.0):
         out = tmp_path / f"ps{ps}"
-        s = generate(_small(label_skew=0.0, prescribing_skew=ps, **common), out)
+        s = generate(small_config(label_skew=0.0, prescribing_skew=ps, **common), out)
         m = _label_map(out / "mappings")
         distinct[ps] = sum(len(_label_dist(out, h, m)) for h in s.hospitals)
     assert distinct[1.0] < distinct[0.0] - 20, distinct  # substituted classes vanish
@@ -307,7 +290,7 @@ def test_label_skew_and_prescribing_skew(tmp_path: Path) -> None:
 
 @needs_data
 def test_missing_tables(tmp_path: Path) -> None:
-    s = generate(_small(missing_tables=((1, "PROCEDURES_ICD"), ("hosp03", "diagnoses_icd"))),
+    s = generate(small_config(missing_tables=((1, "PROCEDURES_ICD"), ("hosp03", "diagnoses_icd"))),
                  tmp_path / "hdr")
     out = tmp_path / "hdr"
     assert s.missing_tables == {"hosp02": ["PROCEDURES_ICD"], "hosp03": ["DIAGNOSES_ICD"]}
@@ -316,14 +299,14 @@ def test_missing_tables(tmp_path: Path) -> None:
     assert len(_rows(out / "hosp01" / "PROCEDURES_ICD.csv")) > 0
     assert len(_rows(out / "hosp03" / "PROCEDURES_ICD.csv")) > 0
 
-    s = generate(_small(missing_tables=((0, "PROCEDURES_ICD"),), missing_mode="absent"),
+    s = generate(small_config(missing_tables=((0, "PROCEDURES_ICD"),), missing_mode="absent"),
                  tmp_path / "abs")
     assert not (tmp_path / "abs" / "hosp01" / "PROCEDURES_ICD.csv").exists()
     assert (tmp_path / "abs" / "hosp02" / "PROCEDURES_ICD.csv").exists()
 
-    s = generate(_small(missing_tables=1.0), tmp_path / "all")
+    s = generate(small_config(missing_tables=1.0), tmp_path / "all")
     assert s.missing_tables == {h: ["PROCEDURES_ICD"] for h in s.hospitals}
-    s = generate(_small(missing_tables=0.0), tmp_path / "none")
+    s = generate(small_config(missing_tables=0.0), tmp_path / "none")
     assert s.missing_tables == {}
 
 
@@ -355,7 +338,7 @@ def test_reader_handles_missing_procedures(tmp_path: Path) -> None:
         pytest.skip("MIMIC-III reader not available yet")
     for mode in ("header", "absent"):
         out = tmp_path / mode
-        s = generate(_small(missing_tables=((0, "PROCEDURES_ICD"),), missing_mode=mode), out)
+        s = generate(small_config(missing_tables=((0, "PROCEDURES_ICD"),), missing_mode=mode), out)
         cohort = mimic.read_mimic3(out / "hosp01", mappings_dir=out / "mappings")
         assert cohort.n_visits == s.visits["hosp01"]
         assert all(not v.procedures for p in cohort.patients for v in p.visits)

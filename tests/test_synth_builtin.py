@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from synth_demo import DEMO
 
 from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.datasets import load_dataset
@@ -19,23 +20,12 @@ from fedrx.medrx.metrics import load_ddi_pairs
 from fedrx.medrx.mimic import load_drug_mapping, read_mimic3
 from fedrx.medrx.public_vocab import lexicon_atc3
 from fedrx.medrx.synth.builtin import RXCUI_BASE, builtin_sources
-from fedrx.medrx.synth.catalogue import find_mimic3_demo
 from fedrx.medrx.synth.config import SynthConfig, SynthSummary
 from fedrx.medrx.synth.writer import generate
 
 FEDRX = [sys.executable, "-m", "fedrx.cli"]
 DX = re.compile(r"^(\d{3}|V\d{2})\d{0,2}$")
 PX = re.compile(r"^\d{2}\d{1,2}$")
-
-
-def _demo() -> Path | None:
-    try:
-        return find_mimic3_demo()
-    except DataError:
-        return None
-
-
-DEMO = _demo()
 
 
 def _small(**kw) -> SynthConfig:

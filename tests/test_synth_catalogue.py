@@ -5,28 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from synth_demo import DEMO, needs_data, small_config
 
 from fedrx.errors import DataError
 from fedrx.medrx.synth.catalogue import find_mimic3_demo
-from fedrx.medrx.synth.config import SynthConfig
 from fedrx.medrx.synth.writer import generate
-
-
-def _demo() -> Path | None:
-    try:
-        return find_mimic3_demo()
-    except DataError:
-        return None
-
-
-DEMO = _demo()
-needs_data = pytest.mark.skipif(DEMO is None, reason="shared mimic3-demo data not found")
-
-
-def _small(**kw) -> SynthConfig:
-    base = {"hospitals": 3, "patients": 300, "seed": 7}
-    base.update(kw)
-    return SynthConfig(**base)
 
 
 def test_data_root_env_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,12 +17,12 @@ def test_data_root_env_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):
         find_mimic3_demo()
     with pytest.raises(DataError, match="FEDRX_DATA_ROOT"):  # "auto" falls back instead
-        generate(_small(catalogue="demo"), tmp_path / "out")
+        generate(small_config(catalogue="demo"), tmp_path / "out")
 
 
 def test_bad_mappings_dir(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="ndc2rxnorm"):
-        generate(_small(), tmp_path / "out", mappings_dir=tmp_path)
+        generate(small_config(), tmp_path / "out", mappings_dir=tmp_path)
 
 
 @needs_data
