@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import pytest
+from mimic_tables import write_mappings, write_tables
 
 from fedrx.errors import DataError
 from fedrx.medrx.datasets import load_dataset
@@ -33,25 +33,8 @@ def write_mimic(root: Path, *, upper: bool = False, procedures: bool = True,
     }
     if procedures:
         tables["PROCEDURES_ICD"] = DX + "1,7,100,1,3893\n"
-    for name, text in tables.items():
-        if upper:
-            head, body = text.split("\n", 1)
-            text = head.upper() + "\n" + body
-        fname = name if upper else name.lower()
-        if gz:
-            with gzip.open(root / f"{fname}.csv.gz", "wt") as fh:
-                fh.write(text)
-        else:
-            (root / f"{fname}.csv").write_text(text)
-    maps = root / "mappings"
-    maps.mkdir(exist_ok=True)
-    (maps / "ndc2rxnorm_mapping.txt").write_text(
-        "{'11111111111': u'123', '22222222222': u'', '33333333333': u'456'}"
-    )
-    (maps / "ndc2atc_level4.csv").write_text(
-        'YEAR,MONTH,NDC,RXCUI,ATC5\n2010,01,"1-1",123,"B01AB"\n2010,01,"1-2",123,"C09AA"\n'
-        '2010,01,"3-3",456,"C10AA"\n'
-    )
+    write_tables(root, tables, upper=upper, gz=gz)
+    write_mappings(root)
     return root
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import pytest
+from mimic_tables import write_mappings, write_tables
 
 from fedrx.errors import DataError
 from fedrx.medrx.mimic4 import icd_code, is_mimic4_folder, read_mimic4
@@ -44,27 +44,9 @@ def write_mimic4(root: Path, *, upper: bool = False, gz: bool = False,
     """A MIMIC-IV folder ``root/hosp`` (``root/HOSP`` when ``upper``) plus ``root/mappings``."""
     hosp = root / ("HOSP" if upper else "hosp")
     hosp.mkdir(parents=True, exist_ok=True)
-    for name, text in {**TABLES, **(tables or {})}.items():
-        if name in skip:
-            continue
-        if upper:
-            head, body = text.split("\n", 1)
-            text = head.upper() + "\n" + body
-        fname = name.upper() if upper else name
-        if gz:
-            with gzip.open(hosp / f"{fname}.csv.gz", "wt") as fh:
-                fh.write(text)
-        else:
-            (hosp / f"{fname}.csv").write_text(text)
-    maps = root / "mappings"
-    maps.mkdir(exist_ok=True)
-    (maps / "ndc2rxnorm_mapping.txt").write_text(
-        "{'11111111111': u'123', '22222222222': u'', '33333333333': u'456'}"
-    )
-    (maps / "ndc2atc_level4.csv").write_text(
-        'YEAR,MONTH,NDC,RXCUI,ATC5\n2010,01,"1-1",123,"B01AB"\n2010,01,"1-2",123,"C09AA"\n'
-        '2010,01,"3-3",456,"C10AA"\n'
-    )
+    write_tables(hosp, {n: t for n, t in {**TABLES, **(tables or {})}.items()
+                        if n not in skip}, upper=upper, gz=gz)
+    write_mappings(root)
     return root
 
 
