@@ -28,6 +28,7 @@ import gzip
 import io
 import zlib
 from collections import defaultdict
+from collections.abc import Container, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -132,6 +133,30 @@ def default_mappings_dir(root: Path) -> Path:
     )
 
 
+def prescription_labels(path: Path, mapping: DrugMapping, admissions: Container[str],
+                        stats: MutableMapping[str, int]) -> dict[str, set[str]]:
+    """``hadm_id -> ATC-3 labels`` of a prescriptions table (MIMIC-III or MIMIC-IV) through
+    its NDC column. Rows are counted in ``stats`` (a ``defaultdict(int)``):
+    ``prescription_rows``, and the skipped ones by reason: ``_unknown_admission`` (not in
+    ``admissions``), ``_no_ndc`` (empty or "0"), ``_unmapped`` (no ATC-3 for the NDC)."""
+    labels: dict[str, set[str]] = defaultdict(set)
+    for row in iter_rows(path, ("hadm_id", "ndc")):
+        stats["prescription_rows"] += 1
+        hadm, ndc = row["hadm_id"].strip(), row["ndc"].strip()
+        if hadm not in admissions:
+            stats["prescription_rows_unknown_admission"] += 1
+            continue
+        if not ndc or ndc == "0":
+            stats["prescription_rows_no_ndc"] += 1
+            continue
+        atc3 = mapping.atc3(ndc)
+        if atc3 is None:
+            stats["prescription_rows_unmapped"] += 1
+            continue
+        labels[hadm].add(atc3)
+    return labels
+
+
 def read_mimic3(
     root: Path,
     mappings_dir: Path | None = None,
@@ -191,22 +216,7 @@ def read_mimic3(
 
     rx_path = find_table(root, "PRESCRIPTIONS")
     assert rx_path is not None
-    labels: dict[str, set[str]] = defaultdict(set)
-    for row in iter_rows(rx_path, ("hadm_id", "ndc")):
-        stats["prescription_rows"] += 1
-        ndc = row["ndc"].strip()
-        hadm = row["hadm_id"].strip()
-        if hadm not in admissions:
-            stats["prescription_rows_unknown_admission"] += 1
-            continue
-        if not ndc or ndc == "0":
-            stats["prescription_rows_no_ndc"] += 1
-            continue
-        atc3 = mapping.atc3(ndc)
-        if atc3 is None:
-            stats["prescription_rows_unmapped"] += 1
-            continue
-        labels[hadm].add(atc3)
+    labels = prescription_labels(rx_path, mapping, admissions, stats)
 
     by_patient: dict[str, list[Visit]] = defaultdict(list)
     for hadm, (subject, admittime) in admissions.items():

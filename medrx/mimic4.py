@@ -39,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fedrx.errors import DataError
-from fedrx.medrx.mimic import default_mappings_dir, load_drug_mapping
+from fedrx.medrx.mimic import default_mappings_dir, load_drug_mapping, prescription_labels
 from fedrx.medrx.records import Cohort, Visit, gather_patients
 from fedrx.medrx.tables import find_table, iter_rows
 
@@ -191,25 +191,11 @@ def _read_labels(hosp: Path, mappings: Path, admissions: dict[str, tuple[str, st
     mapping = load_drug_mapping(mappings)
     path = find_table(hosp, "prescriptions")
     assert path is not None
-    labels: dict[str, set[str]] = defaultdict(set)
-    for key in ("prescription_rows_with_ndc", "prescription_rows_mapped"):
-        stats[key] = 0
-    for row in iter_rows(path, ("hadm_id", "ndc")):
-        stats["prescription_rows"] += 1
-        hadm, ndc = row["hadm_id"].strip(), row["ndc"].strip()
-        if hadm not in admissions:
-            stats["prescription_rows_unknown_admission"] += 1
-            continue
-        if not ndc or ndc == "0":
-            stats["prescription_rows_no_ndc"] += 1
-            continue
-        stats["prescription_rows_with_ndc"] += 1
-        atc3 = mapping.atc3(ndc)
-        if atc3 is None:
-            stats["prescription_rows_unmapped"] += 1
-            continue
-        stats["prescription_rows_mapped"] += 1
-        labels[hadm].add(atc3)
+    labels = prescription_labels(path, mapping, admissions, stats)
+    stats["prescription_rows_with_ndc"] = stats.get("prescription_rows", 0) - sum(
+        stats.get(f"prescription_rows_{k}", 0) for k in ("unknown_admission", "no_ndc"))
+    stats["prescription_rows_mapped"] = \
+        stats["prescription_rows_with_ndc"] - stats.get("prescription_rows_unmapped", 0)
     if not stats["prescription_rows_with_ndc"]:
         raise DataError(f"{path}: no prescription row of a known admission has an NDC "
                         "(the ATC-3 labels come from prescriptions.ndc)")
