@@ -17,12 +17,33 @@ def data_root() -> Path:
     return root
 
 
+def _demo(data_root: Path, name: str, inside: str = "") -> Path:
+    """``data_root/name``; the test is skipped when it (or its ``inside`` folder) is absent."""
+    p = data_root / name
+    if not (p / inside).is_dir():
+        pytest.skip(f"{name} not found")
+    return p
+
+
 @pytest.fixture(scope="session")
 def mimic_demo(data_root: Path) -> Path:
-    p = data_root / "mimic3-demo"
-    if not p.is_dir():
-        pytest.skip("mimic3-demo not found")
-    return p
+    return _demo(data_root, "mimic3-demo")
+
+
+@pytest.fixture(scope="session")
+def mimic4_demo(data_root: Path) -> Path:
+    return _demo(data_root, "mimic4-demo", "hosp")
+
+
+@pytest.fixture(scope="session")
+def omop_demo(data_root: Path) -> Path:
+    """The MIMIC-IV demo in OMOP CDM 5.3 (shared/data/omop-demo, see its SOURCE.md)."""
+    return _demo(data_root, "omop-demo")
+
+
+@pytest.fixture(scope="session")
+def eicu_demo(data_root: Path) -> Path:
+    return _demo(data_root, "eicu-demo")
 
 
 @pytest.fixture(scope="session")

@@ -51,14 +51,6 @@ def write_mimic4(root: Path, *, upper: bool = False, gz: bool = False,
 
 
 @pytest.fixture(scope="module")
-def mimic4_demo(data_root: Path) -> Path:
-    p = data_root / "mimic4-demo"
-    if not (p / "hosp").is_dir():
-        pytest.skip("mimic4-demo not found")
-    return p
-
-
-@pytest.fixture(scope="module")
 def demo_cohort(mimic4_demo: Path, mappings_dir: Path):
     return read_mimic4(mimic4_demo, mappings_dir)
 

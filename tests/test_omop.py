@@ -271,14 +271,6 @@ def test_no_route_without_vocabulary_or_mappings(tmp_path: Path,
 
 # --- the MIMIC-IV demo in OMOP CDM 5.3 (shared/data/omop-demo, see its SOURCE.md) ---
 
-@pytest.fixture(scope="module")
-def omop_demo(data_root: Path) -> Path:
-    p = data_root / "omop-demo"
-    if not p.is_dir():
-        pytest.skip("omop-demo not found")
-    return p
-
-
 def test_demo_counts(omop_demo: Path) -> None:
     c = read_omop(omop_demo)
     s = c.stats
