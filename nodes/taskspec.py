@@ -143,13 +143,26 @@ def first_difference(mine: TaskSpec, pinned: TaskSpec) -> str:
                 va, vb = a[key].get(k), b[key].get(k)
                 if va != vb:
                     if key == "vocabulary":
-                        return (f"vocabulary {k}: {len(va or [])} codes here, "
-                                f"{len(vb or [])} pinned"
-                                + ("" if len(va or []) != len(vb or []) else
-                                   " (same count, different codes)"))
+                        return _code_difference(k, list(va or []), list(vb or []))
                     return f"{key} {k}: {va!r} here, {vb!r} pinned"
         return f"{key}: {a[key]!r} here, {b[key]!r} pinned"
     return ""
+
+
+def _code_difference(kind: str, mine: list[str], pinned: list[str]) -> str:
+    """``vocabulary KIND: N codes here, M pinned (...)`` naming the first code that only one
+    side has (the vocabulary is shared with every site: naming a code reveals nothing new)."""
+    here, there = set(mine), set(pinned)
+    extra = [c for c in mine if c not in there]
+    lack = [c for c in pinned if c not in here]
+    notes = ([f"{len(extra)} not pinned, e.g. {extra[0]!r}"] if extra else []) + \
+            ([f"{len(lack)} pinned missing here, e.g. {lack[0]!r}"] if lack else [])
+    if not notes:
+        at = next((i for i, (a, b) in enumerate(zip(mine, pinned, strict=False)) if a != b),
+                  min(len(mine), len(pinned)))
+        notes = [f"the same codes, another order or repeats, from position {at}"]
+    return (f"vocabulary {kind}: {len(mine)} codes here, {len(pinned)} pinned "
+            f"({'; '.join(notes)})")
 
 
 def make_spec(settings: Mapping[str, Any], *, vocabulary: Any = None,

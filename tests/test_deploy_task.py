@@ -1,0 +1,519 @@
+"""Issue 13 acceptance, fast: every bad input or attack on a hospital-local deployment is
+mounted against the real code path a user hits (``fedrx node run``, ``fedrx aggregator
+serve``, ``fedrx data inspect``, the node's own load path) and must end as ONE
+``fedrx: error: ...`` line with exit 2, before any training and with nothing half written.
+
+* a node's own ``task.json`` that differs from the pinned one (hidden size, vocabulary, a
+  hand edit) -> refused before the node reads its export, naming the first difference;
+* a ``federation.json`` whose pinned task was edited after pinning -> node and aggregator
+  refuse;
+* an aggregator config with a ``[task]``/``[data]`` table or a data key -> refused, and the
+  config ``write_setup`` writes has no data path at all;
+* ``[data]`` errors: another layout than ``format`` says, a ``site`` the export lacks, an
+  OMOP export without ``drug_exposure``, an export where no drug maps to ATC-3, a missing
+  path;
+* a node DP policy beyond the task's ``max_epsilon`` -> refused naming the bound;
+* no demo data at all (``FEDRX_DATA_ROOT`` empty): the demo makes a synthetic federation,
+  each node gets only its own export folder, the aggregator none;
+* a hospital whose federation file pins ANOTHER task is refused by the aggregator at Hello
+  (the Hello carries the pinned task's SHA-256).
+
+No process federation here (in-thread or config level; ``tests/test_deploy_formats.py``
+runs the slow ones).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from test_cli import assert_one_line_error, run
+
+from fedrx.config import load_toml
+from fedrx.errors import ConfigError, DataError, ProtocolError
+from fedrx.nodes.config import AggregatorConfig, load_aggregator_config, load_node_config
+from fedrx.nodes.launcher import DemoSpec, Setup, prepare_exports, write_setup, write_toml
+from fedrx.nodes.taskspec import TaskSpec, make_spec
+
+QUICK = {"give_up_seconds": 5.0, "backoff_max": 0.5}
+"""Node settings that keep a node that (wrongly) got past its checks from waiting long."""
+
+
+def demo_spec(out: Path, **kw) -> DemoSpec:
+    hs = ("hosp01", "hosp02")
+    return DemoSpec(out=out, data="synthetic", hospitals=2, patients=120, protection="none",
+                    hidden=16, rounds=1, node_extra={h: dict(QUICK) for h in hs}, **kw)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Setup:
+    """A 2-hospital synthetic deployment (needs no shared data)."""
+    return write_setup(demo_spec(tmp_path_factory.mktemp("deploy") / "fed"))
+
+
+def node_toml(setup: Setup, h: str, dest: Path, *, node: dict | None = None,
+              data: dict | None = None, privacy: dict | None = None,
+              drop: tuple[str, ...] = ()) -> Path:
+    """A copy of ``h``'s node config with [node]/[data]/[privacy] keys replaced (a value of
+    None removes the key), tables in ``drop`` left out, ``out`` under ``dest``."""
+    doc = load_toml(setup.node_configs[h])
+    doc["node"]["out"] = str(dest / "node-out")
+    for name, extra in (("node", node), ("data", data), ("privacy", privacy)):
+        if extra:
+            tab = doc.setdefault(name, {})
+            tab.update(extra)
+            for k in [k for k, v in tab.items() if v is None]:
+                del tab[k]
+    for name in drop:
+        doc.pop(name, None)
+    path = dest / f"{h}.toml"
+    write_toml(path, doc)
+    return path
+
+
+def assert_refused(proc, fragment: str) -> None:
+    assert_one_line_error(proc, fragment)
+    assert proc.returncode == 2, proc.stderr
+
+
+def assert_nothing_written(dest: Path) -> None:
+    """No file in the node's out folder (the node may create the empty folder up front, to
+    prove it is writable before reading any data)."""
+    out = dest / "node-out"
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def pinned_json(setup: Setup) -> dict:
+    return json.loads((setup.out / "certs" / "task.json").read_text())
+
+
+# ------------------------------------------------------------------ 1. own task.json
+
+
+def _hidden_32(t: dict) -> None:
+    t["settings"]["hidden"] = 32
+
+
+def _one_label_fewer(t: dict) -> None:
+    t["vocabulary"]["labels"].pop()
+
+
+def _one_label_replaced(t: dict) -> None:
+    t["vocabulary"]["labels"][0] = "Z99Z"
+
+
+def _public_to_exact(t: dict) -> None:
+    t["encoding"] = "exact-codes/1"
+
+
+def _lr_by_hand(t: dict) -> None:
+    t["settings"]["lr"] = t["settings"]["lr"] * 10
+
+
+def _looser_dp_bound(t: dict) -> None:
+    t["dp_bounds"]["max_epsilon"] = 100.0
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (_hidden_32, "settings hidden: 32 here, 16 pinned"),
+    (_one_label_fewer, "vocabulary labels: "),
+    (_one_label_replaced, "1 not pinned, e.g. 'Z99Z'"),
+    (_public_to_exact, "encoding: 'exact-codes/1' here, 'public-categories/1' pinned"),
+    (_lr_by_hand, "settings lr: "),
+    (_looser_dp_bound, "dp_bounds max_epsilon: 100.0 here, None pinned"),
+])
+def test_node_refuses_own_task_that_differs_before_training(setup, tmp_path, edit, fragment):
+    """The hospital's own copy of the task (``[node] task``) must be the pinned one; the
+    refusal comes before the node reads its export (no "own export read" log line: stderr
+    holds the one error line only) and names the difference."""
+    mine = pinned_json(setup)
+    edit(mine)
+    (tmp_path / "task.json").write_text(json.dumps(mine, indent=1))
+    cfg = node_toml(setup, "hosp01", tmp_path, node={"task": str(tmp_path / "task.json")})
+    proc = run("node", "run", "--config", str(cfg))
+    assert_refused(proc, "this hospital's task spec differs from the one pinned")
+    assert fragment in proc.stderr, proc.stderr
+    assert_nothing_written(tmp_path)
+
+
+def test_node_names_the_vocabulary_code_that_differs(setup, tmp_path):
+    mine = pinned_json(setup)
+    dropped = mine["vocabulary"]["labels"].pop(3)
+    (tmp_path / "task.json").write_text(json.dumps(mine))
+    cfg = node_toml(setup, "hosp01", tmp_path, node={"task": str(tmp_path / "task.json")})
+    n = len(mine["vocabulary"]["labels"])
+    assert_refused(run("node", "run", "--config", str(cfg)),
+                   f"vocabulary labels: {n} codes here, {n + 1} pinned (1 pinned missing "
+                   f"here, e.g. {dropped!r})")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{not json", "is not JSON"),
+    (None, "settings must hold exactly"),          # a setting deleted by hand
+    ("[]", "not a fedrx-task/1 task specification"),
+])
+def test_node_refuses_a_broken_task_file(setup, tmp_path, text, fragment):
+    if text is None:
+        t = pinned_json(setup)
+        del t["settings"]["hidden"]
+        text = json.dumps(t)
+    (tmp_path / "task.json").write_text(text)
+    cfg = node_toml(setup, "hosp01", tmp_path, node={"task": str(tmp_path / "task.json")})
+    assert_refused(run("node", "run", "--config", str(cfg)), fragment)
+    assert_nothing_written(tmp_path)
+
+
+def test_node_with_the_pinned_task_gets_past_the_check(setup, tmp_path):
+    """Control: the same config with the pinned task.json passes every check and builds its
+    party from its own export (in-process load path)."""
+    from fedrx.nodes.hospital import HospitalNode
+
+    cfg, data, privacy = load_node_config(node_toml(setup, "hosp01", tmp_path))
+    node = HospitalNode(cfg, data, privacy)
+    party = node.build_party()
+    assert party is not None and data.path == str(setup.out / "exports" / "hosp01")
+
+
+# ------------------------------------------------------- 2. pinned task edited
+
+
+def _edited_federation(setup: Setup, dest: Path, edit) -> Path:
+    fed = json.loads((setup.out / "certs" / "federation.json").read_text())
+    edit(fed)
+    p = dest / "federation.json"
+    p.write_text(json.dumps(fed, indent=1))
+    return p
+
+
+@pytest.mark.parametrize("what", ["vocabulary", "settings", "digest"])
+def test_pinned_task_edited_after_pinning_is_refused_by_node_and_aggregator(setup, tmp_path,
+                                                                          what):
+    def edit(fed: dict) -> None:
+        if what == "vocabulary":
+            fed["task"]["vocabulary"]["diagnoses"][0] = "999"
+        elif what == "settings":
+            fed["task"]["settings"]["rounds"] = 50
+        else:
+            fed["task_sha256"] = "0" * 64
+
+    fed = _edited_federation(setup, tmp_path, edit)
+    cfg = node_toml(setup, "hosp01", tmp_path, node={"federation": str(fed), "task": None})
+    assert_refused(run("node", "run", "--config", str(cfg)), "edited after pinning")
+    assert_nothing_written(tmp_path)
+    agg = load_toml(setup.aggregator_config)
+    agg["aggregator"].update(federation=str(fed), out=str(tmp_path / "agg-out"),
+                             address_file=str(tmp_path / "agg.addr"))
+    write_toml(tmp_path / "aggregator.toml", agg)
+    assert_refused(run("aggregator", "serve", "--config", str(tmp_path / "aggregator.toml")),
+                   "edited after pinning")
+    assert not (tmp_path / "agg-out").exists() and not (tmp_path / "agg.addr").exists()
+
+
+# ---------------------------------------------------------- 3. aggregator: no data
+
+
+def test_aggregator_config_written_by_the_demo_has_no_data(setup):
+    doc = load_toml(setup.aggregator_config)
+    assert set(doc) == {"aggregator"}
+    exports = str(setup.out / "exports")
+    assert not [(k, v) for k, v in doc["aggregator"].items() if exports in str(v)]
+    cfg = load_aggregator_config(setup.aggregator_config)
+    fields = set(vars(cfg))
+    assert not fields & {"data", "path", "mappings", "hospitals", "vocabulary", "site"}
+    assert fields == set(AggregatorConfig.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ('\n[task]\ndata = "mimic3-demo"\nhospitals = 3\n', "no [task] table here"),
+    ('\n[data]\npath = "exports/hosp01"\n', "no [data] table here"),
+    ('\n[privacy]\ndp = true\n', "no [privacy] table here"),
+])
+def test_aggregator_config_with_a_task_or_data_table_is_refused(setup, tmp_path, extra,
+                                                                fragment):
+    p = tmp_path / "aggregator.toml"
+    p.write_text(setup.aggregator_config.read_text() + extra)
+    proc = run("aggregator", "serve", "--config", str(p))
+    assert_refused(proc, fragment)
+    assert "patient data stays at the hospitals" in proc.stderr
+
+
+def test_aggregator_config_with_a_data_key_is_refused(setup, tmp_path):
+    p = tmp_path / "aggregator.toml"
+    p.write_text(setup.aggregator_config.read_text().replace(
+        "[aggregator]\n", '[aggregator]\ndata = "mimic3-demo"\n'))
+    assert_refused(run("aggregator", "serve", "--config", str(p)),
+                   "unknown config key 'data'")
+
+
+# ---------------------------------------------------------------- 4. [data] errors
+
+
+def _build_party(cfg_path: Path):
+    from fedrx.nodes.hospital import HospitalNode
+
+    cfg, data, privacy = load_node_config(cfg_path)
+    return HospitalNode(cfg, data, privacy).build_party()
+
+
+def _data_refused(setup: Setup, dest: Path, data: dict, fragment: str) -> None:
+    """The node's load path (in process) and ``fedrx node run`` refuse ``data``."""
+    cfg = node_toml(setup, "hosp01", dest, data=data)
+    with pytest.raises(DataError, match=None) as ei:
+        _build_party(cfg)
+    assert fragment in str(ei.value) and "\n" not in str(ei.value)
+    assert_refused(run("node", "run", "--config", str(cfg)), fragment)
+    assert_nothing_written(dest)
+
+
+@pytest.mark.parametrize("fmt", ["eicu", "omop", "mimic4", "jsonl"])
+def test_export_of_another_layout_than_format_says(setup, tmp_path, fmt):
+    _data_refused(setup, tmp_path, {"format": fmt},
+                  f"[data] format is {fmt!r} but the export is in the mimic3 layout")
+
+
+def test_format_not_known(setup, tmp_path):
+    cfg = node_toml(setup, "hosp01", tmp_path, data={"format": "fhir"})
+    assert_refused(run("node", "run", "--config", str(cfg)), "[data] format must be one of")
+
+
+def test_site_on_a_single_site_export(setup, tmp_path):
+    _data_refused(setup, tmp_path, {"site": "73"}, "[data] site is only for multi-site")
+
+
+@pytest.fixture(scope="module")
+def eicu_demo(data_root: Path) -> Path:
+    p = data_root / "eicu-demo"
+    if not p.is_dir():
+        pytest.skip("eicu-demo not found")
+    return p
+
+
+def test_site_that_the_eicu_export_does_not_hold(setup, tmp_path, eicu_demo):
+    _data_refused(setup, tmp_path, {"path": str(eicu_demo), "format": "eicu", "site": "99999",
+                                    "mappings": None}, "no site '99999' in this eICU export")
+
+
+def test_multi_site_eicu_export_without_site(setup, tmp_path, eicu_demo):
+    _data_refused(setup, tmp_path, {"path": str(eicu_demo), "mappings": None},
+                  "set [data] site to this hospital's hospitalid")
+
+
+@pytest.fixture(scope="module")
+def omop_without_drugs(data_root: Path, tmp_path_factory) -> Path:
+    src = data_root / "omop-demo"
+    if not src.is_dir():
+        pytest.skip("omop-demo not found")
+    dest = tmp_path_factory.mktemp("omop") / "omop-no-drug"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("drug_exposure*"))
+    return dest
+
+
+def test_omop_export_without_drug_exposure(setup, tmp_path, omop_without_drugs, mappings_dir):
+    fragment = "OMOP export without drug_exposure"
+    _data_refused(setup, tmp_path, {"path": str(omop_without_drugs), "format": "omop",
+                                    "mappings": str(mappings_dir)}, fragment)
+    assert_refused(run("data", "inspect", str(omop_without_drugs)), fragment)
+
+
+def _replace_ndcs(table: Path, column: str) -> None:
+    """Every NDC of ``table`` (.csv or .csv.gz) replaced by one no mapping file holds."""
+    opener = gzip.open if table.suffix == ".gz" else open
+    with opener(table, "rt", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and column in rows[0]
+    with opener(table, "wt", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, column: "99999999999"})
+
+
+@pytest.fixture(scope="module")
+def export_without_mapped_drugs(setup, tmp_path_factory) -> Path:
+    """hosp01's (MIMIC-III layout) export with every NDC unmappable."""
+    dest = tmp_path_factory.mktemp("nomap") / "hosp01"
+    shutil.copytree(setup.out / "exports" / "hosp01", dest)
+    _replace_ndcs(dest / "PRESCRIPTIONS.csv", "ndc")
+    return dest
+
+
+def test_export_where_no_drug_maps_to_atc3(setup, tmp_path, export_without_mapped_drugs):
+    _data_refused(setup, tmp_path, {"path": str(export_without_mapped_drugs)},
+                  "no admission has diagnoses and mappable prescriptions")
+
+
+def test_inspect_export_where_no_drug_maps_to_atc3(setup, export_without_mapped_drugs):
+    proc = run("data", "inspect", str(export_without_mapped_drugs), "--mappings",
+               str(setup.out / "exports" / "mappings"))
+    assert_refused(proc, "no admission has diagnoses and mappable prescriptions")
+
+
+@pytest.mark.parametrize("name, table, column, fragment", [
+    ("mimic4-demo", "hosp/prescriptions.csv.gz", "ndc", "none of 18087 NDC rows maps to ATC-3"),
+    ("omop-demo", "drug_exposure.csv", "drug_source_value",
+     "no drug maps to ATC-3 (18229 rows, 18229 with an unmapped NDC"),
+])
+def test_mimic4_or_omop_export_where_no_drug_maps_to_atc3(setup, tmp_path, data_root,
+                                                          mappings_dir, name, table, column,
+                                                          fragment):
+    if not (data_root / name).is_dir():
+        pytest.skip(f"{name} not found")
+    src = tmp_path / name
+    shutil.copytree(data_root / name, src)
+    _replace_ndcs(src / table, column)
+    _data_refused(setup, tmp_path, {"path": str(src), "mappings": str(mappings_dir)}, fragment)
+    assert_refused(run("data", "inspect", str(src), "--mappings", str(mappings_dir)), fragment)
+
+
+def test_mappings_folder_without_the_mapping_files(setup, tmp_path):
+    (tmp_path / "maps").mkdir()
+    fragment = "drug mapping ndc2rxnorm_mapping.txt not found"
+    _data_refused(setup, tmp_path, {"mappings": str(tmp_path / "maps")}, fragment)
+    assert_refused(run("data", "inspect", str(setup.out / "exports" / "hosp01"), "--mappings",
+                       str(tmp_path / "maps")), fragment)
+
+
+@pytest.mark.parametrize("data, drop, fragment", [
+    ({"path": None}, (), "[data] path (this hospital's own export) is required"),
+    ({}, ("data",), "missing [data] table"),
+])
+def test_missing_data_path(setup, tmp_path, data, drop, fragment):
+    cfg = node_toml(setup, "hosp01", tmp_path, data=data, drop=drop)
+    with pytest.raises(ConfigError, match=None) as ei:
+        load_node_config(cfg)
+    assert fragment in str(ei.value)
+    assert_refused(run("node", "run", "--config", str(cfg)), fragment)
+    assert_nothing_written(tmp_path)
+
+
+def test_data_path_that_does_not_exist(setup, tmp_path):
+    _data_refused(setup, tmp_path, {"path": str(tmp_path / "nowhere")}, "export not found")
+    assert_refused(run("data", "inspect", str(tmp_path / "nowhere")), "dataset not found")
+
+
+# ------------------------------------------------------------------- 5. DP bounds
+
+
+def test_node_dp_policy_beyond_the_task_bound_is_refused(setup, tmp_path):
+    """``fedrx task init --max-epsilon 4`` + ``fedrx certs init --task``: a node whose own
+    ``[privacy]`` asks for epsilon 8 is refused naming the bound; epsilon 4 passes."""
+    task = tmp_path / "task.json"
+    proc = run("task", "init", "--out", str(task), "--hidden", "16", "--rounds", "1",
+               "--protection", "none", "--max-epsilon", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert TaskSpec.load(task).dp_bounds == {"max_epsilon": 4.0}
+    certs = tmp_path / "certs"
+    proc = run("certs", "init", "--out", str(certs), "--hospitals", "hosp01,hosp02",
+               "--task", str(task))
+    assert proc.returncode == 0, proc.stderr
+    d = certs / "hospitals" / "hosp01"
+    node = {"federation": str(certs / "federation.json"), "ca": str(certs / "ca.pem"),
+            "cert": str(d / "tls.pem"), "key": str(d / "tls.key"),
+            "identity": str(d / "identity.json"), "task": str(certs / "task.json")}
+    cfg = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": True, "epsilon": 8.0})
+    assert_refused(run("node", "run", "--config", str(cfg)),
+                   "[privacy] epsilon 8 exceeds the federation's bound max_epsilon 4")
+    assert_nothing_written(tmp_path)
+    from fedrx.nodes.hospital import HospitalNode
+
+    ok = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": True, "epsilon": 4.0})
+    HospitalNode(*load_node_config(ok))  # within the bound: accepted
+
+
+# -------------------------------------------------------------- 6. no demo data
+
+
+def test_no_demo_data_makes_a_synthetic_federation_one_folder_per_node(tmp_path, monkeypatch):
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("FEDRX_DATA_ROOT", str(empty))
+    spec = DemoSpec(out=tmp_path / "demo", data="auto", hospitals=3, patients=150,
+                    protection="none", hidden=16, rounds=1)
+    root = tmp_path / "demo" / "exports"
+    ex = prepare_exports(spec, root)
+    assert "no demo data found" in ex.note and "builtin" in ex.note, ex.note
+    assert len(ex.hospitals) == 3
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(ex.hospitals) + \
+        ["mappings"]
+    assert ex.mappings == root / "mappings"
+    summary = json.loads((root / "SYNTH.json").read_text())
+    assert summary["generator"] == "fedrx.medrx.synth"
+    s = write_setup(spec)
+    assert s.hospitals == ex.hospitals
+    agg = load_toml(s.aggregator_config)
+    assert set(agg) == {"aggregator"}
+    assert not [v for v in agg["aggregator"].values() if str(root) in str(v)]
+    for h in s.hospitals:
+        doc = load_toml(s.node_configs[h])
+        assert Path(doc["data"]["path"]) == root.resolve() / h
+        assert doc["data"]["mappings"] == str(root.resolve() / "mappings")  # public tables
+        text = json.dumps(doc)
+        assert not [g for g in s.hospitals if g != h and str(root.resolve() / g) in text]
+        cfg, data, _ = load_node_config(s.node_configs[h])
+        assert data.path == str(root.resolve() / h)
+    assert not list(empty.iterdir())
+
+
+# ------------------------------------------------- 7. another task at Hello
+
+
+def test_hospital_pinning_another_task_is_refused_at_hello(setup, tmp_path):
+    """The aggregator serves the pinned task; a hospital whose federation file was made for
+    another task (hidden 32; internally consistent, so the hospital itself sees nothing
+    wrong) sends that task's SHA-256 in its Hello and is refused (FAILED_PRECONDITION: the
+    node stops with one error, it does not retry). Control: the pinned file connects."""
+    from fedrx.nodes.aggregator import AggregatorNode
+    from fedrx.nodes.hospital import HospitalNode
+
+    agg_doc = load_toml(setup.aggregator_config)
+    addr = tmp_path / "agg.addr"
+    agg_doc["aggregator"].update(out=str(tmp_path / "agg-out"), address_file=str(addr),
+                                 wait_seconds=60.0)
+    write_toml(tmp_path / "aggregator.toml", agg_doc)
+    agg = AggregatorNode(load_aggregator_config(tmp_path / "aggregator.toml"))
+    other = make_spec({**pinned_json(setup)["settings"], "hidden": 32})
+
+    def edit(fed: dict) -> None:
+        fed["task"], fed["task_sha256"] = other.to_json(), other.sha256
+
+    fed = _edited_federation(setup, tmp_path, edit)
+    done: dict = {}
+    t = threading.Thread(target=lambda: done.update(doc=agg.run()), daemon=True)
+    t.start()
+    try:
+        end = time.monotonic() + 60
+        while not (addr.exists() and addr.read_text().strip()):
+            assert time.monotonic() < end and t.is_alive()
+            time.sleep(0.05)
+        bad = node_toml(setup, "hosp01", tmp_path, node={
+            "federation": str(fed), "task": None, "aggregator_file": str(addr),
+            "give_up_seconds": 30.0})
+        node = HospitalNode(*load_node_config(bad))
+        assert node.spec.sha256 == other.sha256 != agg.spec.sha256
+        with pytest.raises(ProtocolError, match="task configuration differs") as ei:
+            node.run()
+        assert "FAILED_PRECONDITION" in str(ei.value)
+        assert "hosp01" not in agg.registry.connected()
+        # control: the same hospital with the pinned federation file gets a session
+        good = node_toml(setup, "hosp01", tmp_path / "good", node={
+            "aggregator_file": str(addr), "give_up_seconds": 30.0})
+        node = HospitalNode(*load_node_config(good))
+        nt = threading.Thread(target=node.run, daemon=True)
+        nt.start()
+        end = time.monotonic() + 60
+        while "hosp01" not in agg.registry.connected():
+            assert time.monotonic() < end and nt.is_alive()
+            time.sleep(0.05)
+        node.stop.set()
+        nt.join(15)
+    finally:
+        agg.stop.set()
+        t.join(30)
+    assert not t.is_alive()
+
