@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,16 @@ class TaskSpec:
         return cfg
 
     def check_policy(self, cfg: Any) -> None:
-        """Refuse a hospital DP policy outside ``dp_bounds``."""
+        """Refuse a hospital DP policy outside ``dp_bounds``: with ``max_epsilon`` set, DP
+        must be on (DP off is an unbounded epsilon) with ``epsilon <= max_epsilon``."""
         bound = self.dp_bounds.get("max_epsilon")
-        if cfg.dp and bound is not None and cfg.epsilon > bound:
+        if bound is None:
+            return
+        if not cfg.dp:
+            raise ConfigError(f"[privacy] dp is off, but the federation's task bounds every "
+                              f"hospital's epsilon at max_epsilon {bound:g} (task spec): set "
+                              f"dp = true and epsilon <= {bound:g}")
+        if cfg.epsilon > bound:
             raise ConfigError(f"[privacy] epsilon {cfg.epsilon:g} exceeds the federation's "
                               f"bound max_epsilon {bound:g} (task spec)")
 
@@ -114,6 +122,11 @@ class TaskSpec:
         bounds = obj.get("dp_bounds")
         if not isinstance(bounds, dict) or set(bounds) - {"max_epsilon"}:
             raise ConfigError(f"{where}: dp_bounds may only hold max_epsilon")
+        eps = bounds.get("max_epsilon")
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                                or not math.isfinite(eps) or eps <= 0):
+            raise ConfigError(f"{where}: dp_bounds max_epsilon must be a number > 0 (or null "
+                              f"for no bound), got {eps!r}")
         spec = TaskSpec(settings, obj["encoding"],
                         {k: tuple(v) for k, v in vocab.items()}, bounds)
         spec.task_config()  # the settings must be valid ones

@@ -12,7 +12,10 @@ serve``, ``fedrx data inspect``, the node's own load path) and must end as ONE
 * ``[data]`` errors: another layout than ``format`` says, a ``site`` the export lacks, an
   OMOP export without ``drug_exposure``, an export where no drug maps to ATC-3, a missing
   path;
-* a node DP policy beyond the task's ``max_epsilon`` -> refused naming the bound;
+* a node DP policy beyond the task's ``max_epsilon`` (or DP off under a bound) -> refused
+  naming the bound; a bound that bounds nothing (<= 0, NaN, inf, not a number) -> refused
+  when the task is written or pinned;
+* a node pointed at the folder of every hospital's exports -> refused;
 * no demo data at all (``FEDRX_DATA_ROOT`` empty): the demo makes a synthetic federation,
   each node gets only its own export folder, the aggregator none;
 * a hospital whose federation file pins ANOTHER task is refused by the aggregator at Hello
@@ -286,14 +289,6 @@ def test_site_on_a_single_site_export(setup, tmp_path):
     _data_refused(setup, tmp_path, {"site": "73"}, "[data] site is only for multi-site")
 
 
-@pytest.fixture(scope="module")
-def eicu_demo(data_root: Path) -> Path:
-    p = data_root / "eicu-demo"
-    if not p.is_dir():
-        pytest.skip("eicu-demo not found")
-    return p
-
-
 def test_site_that_the_eicu_export_does_not_hold(setup, tmp_path, eicu_demo):
     _data_refused(setup, tmp_path, {"path": str(eicu_demo), "format": "eicu", "site": "99999",
                                     "mappings": None}, "no site '99999' in this eICU export")
@@ -305,12 +300,9 @@ def test_multi_site_eicu_export_without_site(setup, tmp_path, eicu_demo):
 
 
 @pytest.fixture(scope="module")
-def omop_without_drugs(data_root: Path, tmp_path_factory) -> Path:
-    src = data_root / "omop-demo"
-    if not src.is_dir():
-        pytest.skip("omop-demo not found")
+def omop_without_drugs(omop_demo: Path, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("omop") / "omop-no-drug"
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("drug_exposure*"))
+    shutil.copytree(omop_demo, dest, ignore=shutil.ignore_patterns("drug_exposure*"))
     return dest
 
 
@@ -354,18 +346,16 @@ def test_inspect_export_where_no_drug_maps_to_atc3(setup, export_without_mapped_
     assert_refused(proc, "no admission has diagnoses and mappable prescriptions")
 
 
-@pytest.mark.parametrize("name, table, column, fragment", [
-    ("mimic4-demo", "hosp/prescriptions.csv.gz", "ndc", "none of 18087 NDC rows maps to ATC-3"),
-    ("omop-demo", "drug_exposure.csv", "drug_source_value",
+@pytest.mark.parametrize("demo, table, column, fragment", [
+    ("mimic4_demo", "hosp/prescriptions.csv.gz", "ndc", "none of 18087 NDC rows maps to ATC-3"),
+    ("omop_demo", "drug_exposure.csv", "drug_source_value",
      "no drug maps to ATC-3 (18229 rows, 18229 with an unmapped NDC"),
 ])
-def test_mimic4_or_omop_export_where_no_drug_maps_to_atc3(setup, tmp_path, data_root,
-                                                          mappings_dir, name, table, column,
+def test_mimic4_or_omop_export_where_no_drug_maps_to_atc3(setup, tmp_path, request,
+                                                          mappings_dir, demo, table, column,
                                                           fragment):
-    if not (data_root / name).is_dir():
-        pytest.skip(f"{name} not found")
-    src = tmp_path / name
-    shutil.copytree(data_root / name, src)
+    src = tmp_path / demo
+    shutil.copytree(request.getfixturevalue(demo), src)
     _replace_ndcs(src / table, column)
     _data_refused(setup, tmp_path, {"path": str(src), "mappings": str(mappings_dir)}, fragment)
     assert_refused(run("data", "inspect", str(src), "--mappings", str(mappings_dir)), fragment)
@@ -390,6 +380,12 @@ def test_missing_data_path(setup, tmp_path, data, drop, fragment):
     assert fragment in str(ei.value)
     assert_refused(run("node", "run", "--config", str(cfg)), fragment)
     assert_nothing_written(tmp_path)
+
+
+def test_data_path_at_the_whole_federations_exports_is_refused(setup, tmp_path):
+    """A node pointed at the folder holding EVERY hospital's export reads none of them."""
+    _data_refused(setup, tmp_path, {"path": str(setup.out / "exports")},
+                  "not an export fedrx can read")
 
 
 def test_data_path_that_does_not_exist(setup, tmp_path):
@@ -422,8 +418,34 @@ def test_node_dp_policy_beyond_the_task_bound_is_refused(setup, tmp_path):
     assert_nothing_written(tmp_path)
     from fedrx.nodes.hospital import HospitalNode
 
+    off = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": False})
+    assert_refused(run("node", "run", "--config", str(off)),
+                   "[privacy] dp is off, but the federation's task bounds every hospital's "
+                   "epsilon at max_epsilon 4")
     ok = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": True, "epsilon": 4.0})
     HospitalNode(*load_node_config(ok))  # within the bound: accepted
+
+
+@pytest.mark.parametrize("bound", ["-1", "0", "nan", "inf"])
+def test_task_init_refuses_a_bound_that_bounds_nothing(tmp_path, bound):
+    task = tmp_path / "task.json"
+    assert_refused(run("task", "init", "--out", str(task), "--max-epsilon", bound),
+                   "dp_bounds max_epsilon must be a number > 0")
+    assert not task.exists()
+
+
+@pytest.mark.parametrize("bound", ["4", True, -2])
+def test_certs_init_refuses_a_hand_edited_bound(setup, tmp_path, bound):
+    """A task.json whose max_epsilon was edited into a non-number is refused when pinned
+    (before it crashed every node with a TypeError), and nothing is written."""
+    t = pinned_json(setup)
+    t["dp_bounds"]["max_epsilon"] = bound
+    (tmp_path / "task.json").write_text(json.dumps(t))
+    certs = tmp_path / "certs"
+    assert_refused(run("certs", "init", "--out", str(certs), "--hospitals", "hosp01",
+                       "--task", str(tmp_path / "task.json")),
+                   "dp_bounds max_epsilon must be a number > 0")
+    assert not certs.exists()
 
 
 # -------------------------------------------------------------- 6. no demo data
