@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,12 @@ class Pending:
 class HospitalSession:
     """One authenticated hospital stream. Thread-safe; frames go out via ``outbox``."""
 
-    def __init__(self, hospital: str, limits: Limits):
+    def __init__(self, hospital: str, limits: Limits,
+                 alive: Callable[[], bool] = lambda: True):
         self.hospital = hospital
+        self.alive = alive
+        """False once the stream under this session has ended (the RPC is no longer
+        active), even before the servicer noticed and closed the session."""
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.inbox = wire.Inbox(limits)
         self.lock = threading.Lock()
@@ -154,10 +159,12 @@ class HospitalSession:
         p.done.set()
 
     def close(self, why: str) -> None:
-        """Fail every pending request with ``why`` and stop the sending side."""
+        """Fail every pending request with ``why`` and stop the sending side; a reply to
+        one of them that is still in flight is then late (ignored), not a violation."""
         with self.lock:
             self.open = False
             pend, self.pending = list(self.pending.values()), {}
+            self.expired.update(p.seq for p in pend)
         for p in pend:
             p.error = why
             p.done.set()

@@ -39,22 +39,39 @@ log = logging.getLogger("fedrx.nodes.aggregator")
 
 
 class Registry:
-    """Connected hospitals by id (a reconnect replaces the older session)."""
+    """Connected hospitals by id: at most ONE live session per hospital.
+
+    A second session for a hospital whose session is still live is refused (:meth:`attach`
+    returns False): a stolen certificate cannot push the real hospital off, and the real
+    hospital, refused while an impostor holds the identity, retries. A session whose stream
+    has ended (``alive()`` false) or that was closed is replaced at once.
+    """
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.sessions: dict[str, HospitalSession] = {}
         self.hello_rounds: dict[str, int] = {}
 
-    def attach(self, s: HospitalSession) -> None:
+    def attach(self, s: HospitalSession, wait: float = 1.0) -> bool:
+        """Register ``s`` unless another live session of its hospital is still registered
+        after ``wait`` seconds (a reconnect may race the old stream's teardown)."""
+        end = time.monotonic() + wait
         with self.cond:
-            old = self.sessions.get(s.hospital)
+            while True:
+                old = self.sessions.get(s.hospital)
+                if old is None or not old.open or not old.alive():
+                    break
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 0.05))
             self.sessions[s.hospital] = s
             self.hello_rounds[s.hospital] = max(self.hello_rounds.get(s.hospital, 0),
                                                 s.last_round)
             self.cond.notify_all()
         if old is not None:
-            old.close("superseded by a new session")
+            old.close("replaced: its stream had ended")
+        return True
 
     def detach(self, s: HospitalSession) -> None:
         with self.cond:
@@ -92,7 +109,14 @@ class Registry:
 
 @dataclass
 class ServiceSettings:
-    """What the servicer checks a Hello against."""
+    """What the servicer checks a stream against.
+
+    ``rounds``: the federation's last round number (a Hello's ``last_round`` above it is
+    refused); ``hello_timeout``: seconds a new stream may take to send its Hello before it
+    is closed (DEADLINE_EXCEEDED); ``streams_per_identity``: streams one identity may hold
+    open at once (its session plus reconnects awaiting their Hello), beyond which a new
+    stream is refused at once (RESOURCE_EXHAUSTED); ``next_round``: the round number a
+    Welcome announces."""
 
     deployment: Deployment
     task_digest: str
@@ -100,7 +124,8 @@ class ServiceSettings:
     rounds: int
     limits: Limits
     insecure: bool = False
-    hello_timeout: float = 10.0
+    hello_timeout: float = 5.0
+    streams_per_identity: int = 3
     next_round: Callable[[], int] = lambda: 1
 
 
@@ -173,14 +198,42 @@ class GrpcTransport(Transport):
         return out
 
 
+HEALTH_WORKERS = 8
+"""Pool threads left for health checks and refusals above what every identity's streams
+can hold (``streams_per_identity`` each)."""
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 hosts in brackets) -> (host, port); ConfigError for anything
+    else, a port outside 0..65535 included (0: an ephemeral port)."""
+    host, sep, port = str(listen).rpartition(":")
+    bad = (not sep or not host or not port.isdigit() or int(port) > 65535
+           or (":" in host and not (host.startswith("[") and host.endswith("]")))
+           or any(c.isspace() for c in host))
+    if bad:
+        raise ConfigError(f"listen {listen!r} is not host:port with a port in 0..65535 "
+                          "(IPv6 hosts in brackets)")
+    return host, int(port)
+
+
 def serve(settings: ServiceSettings, listen: str, tls: Any, registry: Registry,
           stop: threading.Event, max_workers: int) -> tuple[grpc.Server, int,
                                                             Callable[[str, bool], None]]:
     """Start the gRPC server (mTLS unless ``settings.insecure``) with the Aggregator and the
-    standard health service; returns (server, port, ``set_health(service, serving)``)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
+    standard health service; returns (server, port, ``set_health(service, serving)``).
+
+    ``listen`` is checked first (:func:`parse_listen`); port sharing is off
+    (``grpc.so_reuseport`` 0), so a port already in use is a ConfigError naming the address,
+    never a second server silently sharing it. The pool has at least
+    ``streams_per_identity`` threads per member plus :data:`HEALTH_WORKERS`, and the
+    server sets no concurrent-call limit: the servicer bounds the streams per identity, so
+    sessions can never occupy every thread and health checks are always served."""
+    parse_listen(listen)
+    members = len(settings.deployment.federation.members)
+    workers = max(max_workers, settings.streams_per_identity * members + HEALTH_WORKERS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers,
                                                     thread_name_prefix="grpc"),
-                         options=wire.grpc_options(), maximum_concurrent_rpcs=max_workers - 2)
+                         options=[*wire.grpc_options(), ("grpc.so_reuseport", 0)])
     pb_grpc.add_AggregatorServicer_to_server(AggregatorService(settings, registry, stop),
                                              server)
     checker = health.HealthServicer()
@@ -190,14 +243,20 @@ def serve(settings: ServiceSettings, listen: str, tls: Any, registry: Registry,
         checker.set(service, health_pb2.HealthCheckResponse.SERVING if serving
                     else health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    if settings.insecure:
-        port = server.add_insecure_port(listen)
-    else:
-        creds = grpc.ssl_server_credentials([(tls.key, tls.cert)], root_certificates=tls.ca,
-                                            require_client_auth=True)
-        port = server.add_secure_port(listen, creds)
+    try:
+        if settings.insecure:
+            port = server.add_insecure_port(listen)
+        else:
+            creds = grpc.ssl_server_credentials([(tls.key, tls.cert)],
+                                                root_certificates=tls.ca,
+                                                require_client_auth=True)
+            port = server.add_secure_port(listen, creds)
+    except RuntimeError:  # grpc: "Failed to bind to address ..."
+        port = 0
     if port == 0:
-        raise ConfigError(f"cannot listen on {listen}")
+        server.stop(0)
+        raise ConfigError(f"cannot listen on {listen}: the address is in use or not "
+                          "available here")
     server.start()
     set_health("", True)
     set_health(wire.SERVICE, True)

@@ -149,7 +149,9 @@ class Inbox:
     """Turns a stream's ``message``/``chunk`` frames into validated messages.
 
     ``accept`` returns an :class:`Incoming` when a message is complete, None while a chunked
-    one is in progress, and raises CodecError/OversizeError on hostile input.
+    one is in progress, and raises CodecError/OversizeError on hostile input (the wire
+    rules of :func:`~fedrx.nodes.codec.decode_message`, then
+    :func:`~fedrx.nodes.codec.check_received`).
     """
 
     def __init__(self, limits: Limits):
@@ -174,5 +176,6 @@ class Inbox:
             msg = codec.from_bytes(data, self.limits)
         else:
             raise CodecError(f"unexpected frame body {body!r}")
+        codec.check_received(msg)
         n, self._bytes = self._bytes, 0
         return Incoming(hdr, msg, n)

@@ -29,9 +29,10 @@ from fedrx.nodes.codec.fields import (
     to_pb,
 )
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
+from fedrx.protocol.messages import EvalReport
 
 __all__ = ["DEFAULT_LIMITS", "ENVELOPE_FIELDS", "CodecError", "Limits", "OversizeError",
-           "decode_message", "encode_message", "from_bytes", "to_bytes"]
+           "check_received", "decode_message", "encode_message", "from_bytes", "to_bytes"]
 
 ENVELOPE_FIELDS: dict[type, str] = {**control.ENVELOPE_FIELDS, **plain.ENVELOPE_FIELDS,
                                     **mask.ENVELOPE_FIELDS, **ckks.ENVELOPE_FIELDS}
@@ -60,6 +61,13 @@ def decode_message(env: pb.Envelope, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise
     except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"{field}: {type(exc).__name__}") from None
+
+
+def check_received(msg: Any) -> None:
+    """Checks a receiver makes on a decoded message beyond its wire rules (CodecError):
+    an EvalReport must be poolable (:func:`~.control.check_poolable`)."""
+    if isinstance(msg, EvalReport):
+        control.check_poolable(msg.sums)
 
 
 def to_bytes(msg: Any) -> bytes:

@@ -4,6 +4,7 @@ JSON text, metric sums as a map of numbers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fedrx.medrx.metrics import MetricSums
 from fedrx.nodes.codec.fields import (
     ROUND,
     Array,
@@ -90,10 +92,51 @@ class Json(Rule):
         return d
 
 
+METRIC_GROUPS = ("global", "val", "personal")
+"""An EvalReport's groups: the global model on test patients (required), on validation
+patients, the personalised model on test patients."""
+COUNT_METRICS = tuple(f.name for f in dataclasses.fields(MetricSums)
+                      if f.type in (int, "int"))
+"""Metric sums that are counts: integers >= 0."""
+MEAN_METRICS = tuple(f.name for f in dataclasses.fields(MetricSums)
+                     if f.name not in COUNT_METRICS)
+"""Metric sums that add per-patient means in [0, 1]: numbers in [0, patients]."""
+MAX_COUNT = 2**53
+"""Largest count (exact in a float64, so pooled sums stay exact)."""
+
+
+def check_group(kind: str, d: dict[str, float | int]) -> None:
+    """One group of metric sums as the task pools them (MetricSums fields only): counts
+    are integers in [0, 2**53], means numbers in [0, patients], ``ddi_hits <= ddi_pairs``
+    and, when there are patients, at least one visit each. Raises CodecError."""
+    for k, v in d.items():
+        if k in COUNT_METRICS:
+            if not isinstance(v, int) or not 0 <= v <= MAX_COUNT:
+                raise CodecError(f"metric {kind}.{k} must be an integer count")
+        elif k not in MEAN_METRICS:
+            raise CodecError(f"unknown metric {k[:32]!r} in group {kind!r}")
+        elif not 0 <= v <= d.get("patients", 0) * (1 + 1e-9):
+            raise CodecError(f"metric {kind}.{k} out of range [0, patients]")
+    if d.get("ddi_hits", 0) > d.get("ddi_pairs", 0):
+        raise CodecError(f"metric {kind}.ddi_hits exceeds ddi_pairs")
+
+
+def check_poolable(sums: dict[str, dict[str, float | int]]) -> None:
+    """What the aggregator divides by is non-zero: a group with patients reports at least
+    one visit per patient (pooling computes meds per visit). Checked by the receiving
+    :class:`~fedrx.nodes.wire.Inbox`, not by :func:`Sums.decode`, so that a partial group
+    (the golden wire sample has one) still decodes. Raises CodecError."""
+    for kind, d in sums.items():
+        if d.get("patients", 0) and d.get("visits", 0) < d["patients"]:
+            raise CodecError(f"metric {kind}.visits below patients")
+
+
 @dataclass(frozen=True)
 class Sums(Rule):
-    """``{group: {metric: int | float}}`` as ``map<string, MetricSums>``: at most
-    :data:`MAX_METRIC_GROUPS` groups of :data:`MAX_METRICS` finite numbers each."""
+    """``{group: {metric: int | float}}`` as ``map<string, MetricSums>``: the groups of
+    :data:`METRIC_GROUPS`, ``global`` required, each at most :data:`MAX_METRICS` finite
+    numbers named as the fields of :class:`~fedrx.medrx.metrics.MetricSums` and within
+    their ranges (:func:`check_group`)."""
 
     def encode(self, value: Any) -> dict[str, pb.MetricSums]:
         out = {}
@@ -117,6 +160,8 @@ class Sums(Rule):
         out: dict[str, dict[str, float | int]] = {}
         for kind, m in sums.items():
             check_id(kind, "metric group")
+            if kind not in METRIC_GROUPS:
+                raise CodecError(f"unknown metric group {kind[:32]!r}")
             check_count(m.values, MAX_METRICS, "metric sums")
             d: dict[str, float | int] = {}
             for k, num in m.values.items():
@@ -128,7 +173,10 @@ class Sums(Rule):
                     d[k] = float(num.real)
                 else:
                     raise CodecError(f"metric {k[:32]!r} is missing or not finite")
+            check_group(kind, d)
             out[kind] = d
+        if "global" not in out:
+            raise CodecError("evaluation report without its global group")
         return out
 
 
