@@ -294,6 +294,12 @@ def test_site_that_the_eicu_export_does_not_hold(setup, tmp_path, eicu_demo):
                                     "mappings": None}, "no site '99999' in this eICU export")
 
 
+def test_site_that_the_omop_export_does_not_hold(setup, tmp_path, omop_demo, mappings_dir):
+    _data_refused(setup, tmp_path, {"path": str(omop_demo), "format": "omop", "site": "999",
+                                    "mappings": str(mappings_dir)},
+                  "OMOP site '999' not found in")
+
+
 def test_multi_site_eicu_export_without_site(setup, tmp_path, eicu_demo):
     _data_refused(setup, tmp_path, {"path": str(eicu_demo), "mappings": None},
                   "set [data] site to this hospital's hospitalid")
@@ -522,6 +528,12 @@ def test_hospital_pinning_another_task_is_refused_at_hello(setup, tmp_path):
             node.run()
         assert "FAILED_PRECONDITION" in str(ei.value)
         assert "hosp01" not in agg.registry.connected()
+        # the same through `fedrx node run` (its log lines come first, the error last)
+        proc = run("node", "run", "--config", str(bad))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("fedrx: error: aggregator refused hosp01: task configuration "
+                               "differs from the aggregator's"), last
         # control: the same hospital with the pinned federation file gets a session
         good = node_toml(setup, "hosp01", tmp_path / "good", node={
             "aggregator_file": str(addr), "give_up_seconds": 30.0})
