@@ -6,7 +6,8 @@ serve``, ``fedrx data inspect``, the node's own load path) and must end as ONE
 * a node's own ``task.json`` that differs from the pinned one (hidden size, vocabulary, a
   hand edit) -> refused before the node reads its export, naming the first difference;
 * a ``federation.json`` whose pinned task was edited after pinning -> node and aggregator
-  refuse;
+  refuse (one pinning no task: refused too); a node file that carries task settings (the old
+  ``[task] data = ...`` table, shared keys in ``[node]``/``[data]``/``[privacy]``) -> refused;
 * an aggregator config with a ``[task]``/``[data]`` table or a data key -> refused, and the
   config ``write_setup`` writes has no data path at all;
 * ``[data]`` errors: another layout than ``format`` says, a ``site`` the export lacks, an
@@ -216,6 +217,32 @@ def test_pinned_task_edited_after_pinning_is_refused_by_node_and_aggregator(setu
     assert_refused(run("aggregator", "serve", "--config", str(tmp_path / "aggregator.toml")),
                    "edited after pinning")
     assert not (tmp_path / "agg-out").exists() and not (tmp_path / "agg.addr").exists()
+
+
+def test_federation_file_pinning_no_task_is_refused(setup, tmp_path):
+    def edit(fed: dict) -> None:
+        del fed["task"], fed["task_sha256"]
+
+    fed = _edited_federation(setup, tmp_path, edit)
+    cfg = node_toml(setup, "hosp01", tmp_path, node={"federation": str(fed), "task": None})
+    assert_refused(run("node", "run", "--config", str(cfg)), "pins no task spec")
+
+
+@pytest.mark.parametrize("table, extra, fragment", [
+    # the pre-issue-13 node file: the task and the WHOLE dataset named in [task]
+    ("task", {"data": "mimic3-demo", "hospitals": 3}, "no [task] table here"),
+    # a hospital trying to change a shared setting from its own file
+    ("privacy", {"hidden": 128}, "unknown [privacy] key(s) hidden"),
+    ("node", {"rounds": 99}, "unknown config key 'rounds'"),
+    ("data", {"hospitals": 3}, "unknown config key 'hospitals'"),
+])
+def test_node_file_cannot_carry_task_settings(setup, tmp_path, table, extra, fragment):
+    doc = load_toml(setup.node_configs["hosp01"])
+    doc["node"]["out"] = str(tmp_path / "node-out")
+    doc.setdefault(table, {}).update(extra)
+    write_toml(tmp_path / "h.toml", doc)
+    assert_refused(run("node", "run", "--config", str(tmp_path / "h.toml")), fragment)
+    assert_nothing_written(tmp_path)
 
 
 # ---------------------------------------------------------- 3. aggregator: no data
