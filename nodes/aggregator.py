@@ -47,6 +47,7 @@ from fedrx.errors import ConfigError, FedrxError, ProtocolError
 from fedrx.medrx.task import MedicationTask
 from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.checkpoint import (
+    check_writable,
     load_blobs,
     load_checkpoint,
     read_started,
@@ -59,6 +60,7 @@ from fedrx.nodes.codec import Limits
 from fedrx.nodes.config import AggregatorConfig, event
 from fedrx.nodes.party import protection_params
 from fedrx.nodes.receipt_store import write_receipts
+from fedrx.nodes.tls_check import check_key_pair
 from fedrx.nodes.transport import GrpcTransport, Registry, ServiceSettings, serve
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.protocol.aggregator import ServerState
@@ -122,7 +124,8 @@ class DeploymentHooks(RunHooks):
         node, rec = self.node, rounds[-1]
         self.last_round = state.round
         blobs = {PROTECTION_BLOB + k: v for k, v in self.protection.checkpoint().items()}
-        save_checkpoint(self.ckpt, state, rounds, self.meta, blobs | selected_blob(selected))
+        save_checkpoint(self.ckpt, state, rounds, self.meta, blobs | selected_blob(selected),
+                        signer=node.identity)
         write_receipts(node.out, rounds, node.dep.federation_id, state.session_id,
                        node.identity)
         node.notify(rec, state.session_id)
@@ -157,6 +160,7 @@ class AggregatorNode:
                                   "plaintext needs --insecure explicitly")
             self.tls = load_tls(Path(cfg.ca), Path(cfg.cert), Path(cfg.key), self.dep,
                                 expect_hospital=None)
+            check_key_pair(self.tls.cert, self.tls.key, Path(cfg.cert), Path(cfg.key))
         ident_path = Path(cfg.identity) if cfg.identity else \
             Path(cfg.federation).parent / "aggregator.identity.json"
         self.identity = Identity.load(ident_path)
@@ -188,15 +192,18 @@ class AggregatorNode:
         digest = self.spec.sha256
         meta = {"task_digest": digest, "federation_id": self.dep.federation_id}
         ckpt_dir = self.out / "checkpoint"
-        loaded = load_checkpoint(ckpt_dir)
+        check_writable(self.out, "[aggregator] out")
+        check_writable(ckpt_dir, "[aggregator] out")
+        key = self.dep.aggregator_sign_public
+        loaded = load_checkpoint(ckpt_dir, key)
         if loaded is not None:
             state, rounds, old_meta = loaded
             if old_meta != meta:
                 raise ConfigError(f"checkpoint in {ckpt_dir} belongs to another task or "
                                   "federation; use a new out folder")
             event(log, logging.INFO, "resuming from checkpoint", round=state.round)
-            selected = restore_selected(ckpt_dir, select_round(rounds))
-            protection.restore(load_blobs(ckpt_dir, PROTECTION_BLOB))
+            selected = restore_selected(ckpt_dir, select_round(rounds), key)
+            protection.restore(load_blobs(ckpt_dir, PROTECTION_BLOB, key))
         else:
             state = initial_state(model, task.seed,
                                   ServerOptimizer(task.server_optimizer, lr=task.server_lr))
@@ -237,6 +244,8 @@ class AggregatorNode:
 
         reason = "federation finished"
         try:
+            if state.round >= task.rounds:  # nothing left: let the hospitals hear Goodbye
+                self.registry.wait_for(need, min(self.cfg.wait_seconds, 30.0), self.stop)
             res = runner.run(state, rounds, selected, progress=progress)
             describe = {"dataset": "hospitals' own exports (none at the aggregator)",
                         "hospitals": {h: {} for h in members},
@@ -253,6 +262,10 @@ class AggregatorNode:
             write_results(self.out, doc, res.state.weights, res.selected,
                           model.metric_names)
             return doc
+        except OSError as exc:  # full disk, out folder removed, ...: one line, not a bug
+            where = f" ({exc.filename})" if exc.filename else ""
+            reason = f"failed: {exc.strerror or type(exc).__name__}{where}"
+            raise ConfigError(f"aggregator {reason}") from None
         except BaseException as exc:
             reason = f"failed: {exc}" if isinstance(exc, FedrxError) else \
                 f"failed: {type(exc).__name__}"

@@ -208,9 +208,19 @@ def init_certs(out: Path, hospitals: Sequence[str], *, days: int = 825,
                           f"at most 64 characters)")
     if len(set(hs)) != len(hs):
         raise ConfigError("--hospitals lists a hospital twice")
+    if not 1 <= days <= 36500:
+        raise ConfigError(f"--days must be between 1 and 36500, got {days}")
     if (out / "federation.json").exists() and not force:
         raise ConfigError(f"{out}/federation.json exists; refusing to overwrite keys "
                           "(use a new folder)")
+    try:  # before any key is generated: the folder must be one we can write into
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write there "
+                          f"({exc.strerror or type(exc).__name__})") from None
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedrx federation CA")])
     ca_cert = _cert("fedrx federation CA", ca_key, ca_name, ca_key, ca=True, sans=(),

@@ -119,6 +119,10 @@ class AggregatorConfig:
             raise ConfigError("[aggregator] min_hospitals >= 0 and max_message_mb >= 1")
         if not self.federation:
             raise ConfigError("[aggregator] federation (the federation.json path) is required")
+        host, sep, port = self.listen.rpartition(":")
+        if not (sep and host and port.isascii() and port.isdigit() and int(port) <= 65535):
+            raise ConfigError(f"[aggregator] listen must be host:port with a port in 0-65535, "
+                              f"got {self.listen!r}")
         self.crash_point()
 
 

@@ -47,11 +47,14 @@ from fedrx.medrx.mimic import DDI_FILE
 from fedrx.medrx.prepare import prepare_hospital
 from fedrx.nodes import wire
 from fedrx.nodes.certs import Deployment, load_tls
+from fedrx.nodes.checkpoint import check_writable
 from fedrx.nodes.codec import CodecError, Limits
 from fedrx.nodes.config import DataConfig, NodeConfig, event
+from fedrx.nodes.kept import load_kept, save_kept
 from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
 from fedrx.nodes.receipt_check import ReceiptRejected, check_round_result
 from fedrx.nodes.taskspec import PUBLIC, TaskSpec, first_difference
+from fedrx.nodes.tls_check import check_key_pair
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.hospital import HospitalParty
@@ -102,10 +105,14 @@ class HospitalNode:
                                   "plaintext needs --insecure explicitly")
             self.tls = load_tls(Path(cfg.ca), Path(cfg.cert), Path(cfg.key), self.dep,
                                 expect_hospital=h)
+            check_key_pair(self.tls.cert, self.tls.key, Path(cfg.cert), Path(cfg.key))
         self.limits = Limits(max_message_bytes=cfg.max_message_mb << 20)
         self.stop = threading.Event()
         self.faults = cfg.fault_plan()
         self.out = Path(cfg.out) if cfg.out else None
+        if self.out is not None:  # before any data is read or any round trained
+            check_writable(self.out, "[node] out")
+        self._kept_hash = ""
         self.receipts: list[dict[str, Any]] = []
         self.signed_receipts: list[dict[str, Any]] = []
         self.party: HospitalParty | None = None
@@ -141,6 +148,8 @@ class HospitalNode:
                            seed=t.seed, dp=dp)
         saved = self._load_state()
         party.last_round = int(saved.get("last_round", 0))
+        if dp is not None and self.out is not None:
+            party.kept = load_kept(self.out, saved.get("kept"), dp.ledger.entries)
         self.receipts = list(saved.get("receipts", []))
         self.signed_receipts = self._load_signed_receipts()
         self.party = party
@@ -168,6 +177,9 @@ class HospitalNode:
         dp = self.party.dp if self.party is not None else None
         if dp is None:
             return ""
+        reused = self.party.head_of(rnd) if self.party is not None else None
+        if reused is not None:  # the round re-sent a kept, already-charged result
+            return reused
         for e in dp.ledger.entries:
             if int(e["round"]) == rnd:
                 return str(e["entry_hash"])
@@ -198,12 +210,14 @@ class HospitalNode:
     def _save_state(self) -> None:
         if self.out is None or self.party is None:
             return
+        kept, self._kept_hash = save_kept(self.out, self.party.kept, self._kept_hash)
         atomic_write_text(self.out / "state.json", json.dumps({
             "format": "fedrx-node/1", "hospital": self.cfg.hospital,
             "last_round": self.party.last_round, "receipts": self.receipts,
             "rounds": [{"round": e.round, "state": e.state.value, "loss": e.loss,
-                        "examples": e.n_examples, "reason": e.reason}
-                       for e in self.party.log]}, indent=1) + "\n")
+                        "examples": e.n_examples, "reason": e.reason,
+                        "reused_from": e.reused_from} for e in self.party.log],
+            "kept": kept}, indent=1) + "\n")
 
     # -- signals -------------------------------------------------------------------
     def _handle_signal(self, signum: int, frame: Any) -> None:
@@ -344,6 +358,7 @@ class HospitalNode:
             if body == "result":
                 r = frame.result
                 self._store_receipt(self.verify_result(r))
+                party.receipted(r.round)
                 self.receipts.append({"round": r.round, "status": r.status,
                                       "model_hash": r.model_hash, "ledger_head": r.ledger_head,
                                       "contributed": h in r.contributors})

@@ -76,6 +76,18 @@ class DemoSpec:
         """A hospital's ``[privacy]``: its own DP policy."""
         return {"dp": True, "epsilon": self.epsilon, **self.dp_task} if self.dp else {}
 
+    def check(self) -> None:
+        """Every argument, before anything is written: the task settings and the DP policy
+        validate, and ``out`` is a folder this process can write into."""
+        from fedrx.nodes.checkpoint import check_writable
+        from fedrx.nodes.simulate import SimulationConfig
+
+        SimulationConfig(**self.task_table(), hospitals=self.hospitals, dp=self.dp,
+                         epsilon=self.epsilon).validate()
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ConfigError(f"--out {self.out} is a file; give a folder")
+        check_writable(Path(self.out), "--out")
+
     def task_table(self) -> dict[str, Any]:
         """The shared task settings (:data:`~fedrx.nodes.taskspec.SHARED`)."""
         from fedrx.nodes.simulate import SimulationConfig
@@ -171,6 +183,7 @@ def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
     from fedrx.nodes.certs import init_certs
     from fedrx.nodes.taskspec import make_spec
 
+    spec.check()
     out = Path(spec.out).resolve()
     ex = prepare_exports(spec, out / "exports")
     hs = hospitals or ex.hospitals

@@ -8,6 +8,17 @@ on: the round must be newer than any round seen before (replay protection), the 
 hash must match the weights, the protection level must be the one this hospital was
 configured with (no downgrade by the aggregator), and protection stages must come in
 order.
+
+Re-use after an aggregator restart: with DP, the hospital keeps its last charged round's
+protected input (:class:`KeptResult`: the vector ``[n * (w_local - w_global), n]`` computed
+from the DP-SGD output, its round, model hash, participants and ledger head). A TrainRequest
+for a NEWER round with the SAME model hash and the same participants, arriving before any
+receipt of the charged round (the aggregator abandoned it: it restarted from the checkpoint
+before that round), re-sends that vector instead of training again. The re-sent vector is
+post-processing of an already-charged DP output: no new ledger entry, no new epsilon; the
+TrainAck names the charged entry's ledger head. A kept result is re-used at most ONCE (so it
+enters at most two aggregations, the abandoned one and its retry) and is dropped as soon as
+a receipt arrives for either round (:meth:`HospitalParty.receipted`).
 """
 
 from __future__ import annotations
@@ -43,6 +54,41 @@ class RoundLog:
     n_examples: int = 0
     dp: dict[str, Any] | None = None
     reason: str = ""
+    reused_from: int = 0
+    """The charged round whose protected input this round re-sent (0: trained here)."""
+
+
+@dataclass
+class KeptResult:
+    """A charged round's protected input, kept for ONE retry of that round (see module doc).
+
+    ``vector``: float64 ``[n * (w_local - w_global), n]``; ``participants``: sorted;
+    ``ledger_head``: ``entry_hash`` of the ledger entry that charged it; ``reused_in``: the
+    round that re-sent it (0: not yet)."""
+
+    round: int
+    model_hash: str
+    participants: tuple[str, ...]
+    vector: np.ndarray
+    n_examples: int
+    loss: float | None
+    ledger_head: str
+    reused_in: int = 0
+
+    def usable_for(self, req: TrainRequest) -> bool:
+        """True if ``req`` retries the abandoned round: same model, same participants,
+        newer round, not re-used before."""
+        return (self.reused_in == 0 and req.round > self.round
+                and req.model_hash == self.model_hash
+                and tuple(sorted(req.participants)) == self.participants
+                and self.vector.shape == (req.vector_length,))
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the vector (JSON-able)."""
+        return {"round": self.round, "model_hash": self.model_hash,
+                "participants": list(self.participants), "n_examples": self.n_examples,
+                "loss": self.loss, "ledger_head": self.ledger_head,
+                "reused_in": self.reused_in}
 
 
 class HospitalParty:
@@ -67,6 +113,8 @@ class HospitalParty:
         self.stage_index = -1
         self.client: ClientProtection | None = None
         self.log: list[RoundLog] = []
+        self.kept: KeptResult | None = None
+        """The last charged round's protected input, while a retry may re-use it."""
 
     # -- helpers ----------------------------------------------------------------------
     def _abort(self, reason: str) -> ProtocolError:
@@ -108,25 +156,54 @@ class HospitalParty:
         self.client = None
         entry = RoundLog(req.round, HospitalState.IDLE)
         self.log.append(entry)
-        if self.dp is not None:
-            refusal = self.dp.begin_round(req.round, req.model_hash)
-            if refusal:
-                self.state = entry.state = HospitalState.REFUSED
-                entry.reason = refusal
-                return TrainAck(req.round, self.hospital, "refused", refusal)
+        kept = self.kept
+        if self.dp is not None and kept is not None and kept.usable_for(req):
+            entry.reused_from, kept.reused_in = kept.round, req.round
+            vector, head = kept.vector, kept.ledger_head
+            entry.loss, entry.n_examples = kept.loss, kept.n_examples
+        else:
+            self.kept = None
+            if self.dp is not None:
+                refusal = self.dp.begin_round(req.round, req.model_hash)
+                if refusal:
+                    self.state = entry.state = HospitalState.REFUSED
+                    entry.reason = refusal
+                    return TrainAck(req.round, self.hospital, "refused", refusal)
+            vector, head = self._train(req, entry)
+        ctx = RoundContext(req.session_id, req.round, tuple(req.participants),
+                           req.vector_length, dict(req.params))
+        self.client = self.protection.new_client(ctx, self.hospital)
+        self.client.set_input(vector)
+        self.state = entry.state = HospitalState.TRAINED
+        return TrainAck(req.round, self.hospital, "trained", ledger_head=head)
+
+    def _train(self, req: TrainRequest, entry: RoundLog) -> tuple[np.ndarray, str]:
+        """Local training (DP-SGD when configured: the ledger entry is written first) ->
+        (protected input, ledger head); with DP the input is kept for one retry."""
         round_seed = derive_seed(self.seed, self.hospital, req.round)
         result = self.task.local_train(req.weights, self.data, self.opt, round_seed, dp=self.dp)
         delta = result.weights.astype(np.float64) - req.weights.astype(np.float64)
         n = float(result.n_examples)
         vector = np.concatenate([delta * n, [n]])
-        ctx = RoundContext(req.session_id, req.round, tuple(req.participants),
-                           req.vector_length, dict(req.params))
-        self.client = self.protection.new_client(ctx, self.hospital)
-        self.client.set_input(vector)
         entry.loss, entry.n_examples, entry.dp = result.loss, result.n_examples, result.dp
-        self.state = entry.state = HospitalState.TRAINED
-        head = self.dp.ledger_head() if self.dp is not None else ""
-        return TrainAck(req.round, self.hospital, "trained", ledger_head=head)
+        if self.dp is None:
+            return vector, ""
+        head = self.dp.ledger_head()
+        self.kept = KeptResult(req.round, req.model_hash, tuple(sorted(req.participants)),
+                               vector, result.n_examples, result.loss, head)
+        return vector, head
+
+    def receipted(self, rnd: int) -> None:
+        """A receipt of round ``rnd`` arrived: a kept result used in that round is spent."""
+        if self.kept is not None and rnd in (self.kept.round, self.kept.reused_in):
+            self.kept = None
+
+    def head_of(self, rnd: int) -> str | None:
+        """The ledger head this hospital named for round ``rnd`` if that round re-used a
+        kept result (None otherwise: the ledger entry of that round is the head)."""
+        if self.kept is not None and self.kept.reused_in == rnd:
+            return self.kept.ledger_head
+        return None
 
     # -- protection stages ----------------------------------------------------------------
     def _on_protection_stage(self, stage: str, request: Any) -> Any:
