@@ -23,10 +23,15 @@ checkpointed round. A round that was in flight is abandoned and its round NUMBER
 (``OUT/checkpoint/STARTED`` and the hospitals' Hello ``last_round`` tell how far rounds
 went): the retry gets a newer round number, since hospitals refuse any round not newer
 than one they have seen (their ledgers are never rolled back). The model is the
-checkpointed one. SIGINT/SIGTERM: stop waiting, abandon the round in flight (not
-checkpointed), write results, tell hospitals Goodbye, stop the server. A failure (an
-exception) is reported to hospitals as Goodbye ``"failed: ..."`` (they exit non-zero) and
-re-raised to the operator.
+checkpointed one, the SAME as the abandoned round's, so DP hospitals re-send the result they
+were already charged for instead of training again (docs/ledger.md, "What is charged
+when"). The checkpoint is signed with the receipt-signing identity and checked whole on
+resume (:mod:`fedrx.nodes.checkpoint`). ``out`` is checked writable before listening; a
+restart with no round left waits for the hospitals so they hear Goodbye. SIGINT/SIGTERM:
+stop waiting, abandon the round in flight (not checkpointed), write results, tell hospitals
+Goodbye, stop the server. A failure (an exception) is reported to hospitals as Goodbye
+``"failed: ..."`` (they exit non-zero) and re-raised to the operator (an ``OSError``, e.g.
+a full disk, as one ConfigError line).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """``fedrx node run``: one hospital site.
 
-Loads its own data (``[task]`` -> :func:`fedrx.medrx.prepare.prepare`, keeping only the
-partition named by ``[node] hospital``; see :mod:`fedrx.nodes.config`), builds its
+Reads only its own export (``[data]``, under the pinned task), builds its
 :class:`~fedrx.protocol.hospital.HospitalParty` with its long-term identity and its own
 protection instance, dials the aggregator over mutual TLS and answers requests until the
 aggregator says Goodbye. Connection loss -> reconnect with exponential backoff and jitter.
@@ -14,14 +13,16 @@ back as an Error frame; the node keeps serving. The newest round seen is persist
 ``OUT/state.json`` so a restarted node never accepts an older round again; round receipts
 (RoundResult, with the ledger head the aggregator recorded) are appended there too.
 
-Every RoundResult must carry the round receipt signed by the aggregator's Ed25519 key pinned
-in the federation file (:mod:`fedrx.receipts`). The node verifies the signature, that the
-receipt matches the RoundResult and this federation, and that the ledger head it names for
-THIS hospital is this hospital's own ledger entry of that round (no ledger / no entry: it
-must name none; a receipt naming no head for this hospital, e.g. it dropped out before its
-TrainAck arrived, is accepted). On any mismatch it logs an error and stops
-(:class:`~fedrx.errors.ProtocolError`). Verified receipts go to ``OUT/receipts.jsonl`` (one
-signed receipt per line, rewritten atomically).
+Every RoundResult must carry the round receipt signed by the aggregator's pinned Ed25519
+key; :func:`fedrx.nodes.receipt_check.check_round_result` verifies it (signature, this
+federation, the RoundResult's fields, this hospital's ledger head for that round). On any
+mismatch the node logs an error and stops (:class:`~fedrx.errors.ProtocolError`). Verified
+receipts go to ``OUT/receipts.jsonl`` (one signed receipt per line, rewritten atomically).
+
+With DP the party's kept result (:class:`~fedrx.protocol.hospital.KeptResult`: the last
+charged round's protected input, re-sent once if the aggregator retries that round with the
+same model) is persisted by :mod:`fedrx.nodes.node_state`; a round that re-sent it names the
+charged ledger entry as its head. ``out`` is checked writable before any data is read.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from fedrx.nodes.certs import Deployment, load_tls
 from fedrx.nodes.checkpoint import check_writable
 from fedrx.nodes.codec import CodecError, Limits
 from fedrx.nodes.config import DataConfig, NodeConfig, event
-from fedrx.nodes.kept import load_kept, save_kept
+from fedrx.nodes.node_state import load_kept, read_node_state, read_signed_receipts, save_kept
 from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
 from fedrx.nodes.receipt_check import ReceiptRejected, check_round_result
 from fedrx.nodes.taskspec import PUBLIC, TaskSpec, first_difference
@@ -146,31 +147,14 @@ class HospitalNode:
                            federation=self.dep.federation, identity=self.identity,
                            params=protection_params(t), client_optimizer=client_optimizer(t),
                            seed=t.seed, dp=dp)
-        saved = self._load_state()
+        saved = read_node_state(self.out)
         party.last_round = int(saved.get("last_round", 0))
         if dp is not None and self.out is not None:
             party.kept = load_kept(self.out, saved.get("kept"), dp.ledger.entries)
         self.receipts = list(saved.get("receipts", []))
-        self.signed_receipts = self._load_signed_receipts()
+        self.signed_receipts = read_signed_receipts(self.out)
         self.party = party
         return party
-
-    def _load_state(self) -> dict[str, Any]:
-        if self.out is None or not (self.out / "state.json").is_file():
-            return {}
-        try:
-            return dict(json.loads((self.out / "state.json").read_text()))
-        except (OSError, ValueError):
-            raise ConfigError(f"node state {self.out / 'state.json'} is unreadable") from None
-
-    def _load_signed_receipts(self) -> list[dict[str, Any]]:
-        p = self.out / "receipts.jsonl" if self.out is not None else None
-        if p is None or not p.is_file():
-            return []
-        try:
-            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        except (OSError, ValueError):
-            raise ConfigError(f"node receipts {p} are unreadable") from None
 
     def _own_head(self, rnd: int) -> str:
         """This hospital's ledger entry hash of round ``rnd`` ("" without one)."""

@@ -233,7 +233,7 @@ def test_without_dp_nothing_is_kept():
 
 
 def test_kept_result_survives_a_hospital_restart_only_if_charged(tmp_path):
-    from fedrx.nodes.kept import load_kept, save_kept
+    from fedrx.nodes.node_state import load_kept, save_kept
     from fedrx.protocol.hospital import KeptResult
 
     kept = KeptResult(1, "m", ("h1", "h2"), np.arange(4.0), 10, 0.5, "e1")

@@ -1,4 +1,6 @@
-"""A hospital's kept DP result on disk (:class:`fedrx.protocol.hospital.KeptResult`).
+"""A hospital node's state on disk: ``OUT/state.json`` (last round seen, receipts, round
+log, kept result), ``OUT/receipts.jsonl`` (verified signed receipts) and the kept DP result
+(:class:`fedrx.protocol.hospital.KeptResult`).
 
 ``OUT/kept_result.npy`` holds the vector (float64, written atomically, read with
 ``allow_pickle=False``); its round, model hash, participants, ledger head, re-use round and
@@ -12,15 +14,38 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedrx.atomic import atomic_write_bytes, npy_bytes
+from fedrx.errors import ConfigError
 from fedrx.protocol.hospital import KeptResult
 
 KEPT_FILE = "kept_result.npy"
+
+
+def read_node_state(out: Path | None) -> dict[str, Any]:
+    """``OUT/state.json`` ({} without ``out`` or before the first save)."""
+    if out is None or not (out / "state.json").is_file():
+        return {}
+    try:
+        return dict(json.loads((out / "state.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        raise ConfigError(f"node state {out / 'state.json'} is unreadable") from None
+
+
+def read_signed_receipts(out: Path | None) -> list[dict[str, Any]]:
+    """The verified receipts kept in ``OUT/receipts.jsonl`` (oldest first)."""
+    p = out / "receipts.jsonl" if out is not None else None
+    if p is None or not p.is_file():
+        return []
+    try:
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        raise ConfigError(f"node receipts {p} are unreadable") from None
 
 
 def save_kept(out: Path, kept: KeptResult | None, written: str) -> tuple[dict[str, Any] | None,
