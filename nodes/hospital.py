@@ -149,6 +149,7 @@ class HospitalNode:
                            seed=t.seed, dp=dp)
         saved = read_node_state(self.out)
         party.last_round = int(saved.get("last_round", 0))
+        party.keep_results = True  # rounds here get receipts (see HospitalParty.receipted)
         if dp is not None and self.out is not None:
             party.kept = load_kept(self.out, saved.get("kept"), dp.ledger.entries)
         self.receipts = list(saved.get("receipts", []))

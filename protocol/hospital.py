@@ -18,7 +18,8 @@ before that round), re-sends that vector instead of training again. The re-sent 
 post-processing of an already-charged DP output: no new ledger entry, no new epsilon; the
 TrainAck names the charged entry's ledger head. A kept result is re-used at most ONCE (so it
 enters at most two aggregations, the abandoned one and its retry) and is dropped as soon as
-a receipt arrives for either round (:meth:`HospitalParty.receipted`).
+a receipt arrives for either round (:meth:`HospitalParty.receipted`). Only parties with
+``keep_results`` (the deployment's hospital nodes, whose rounds get receipts) keep results.
 """
 
 from __future__ import annotations
@@ -115,6 +116,9 @@ class HospitalParty:
         self.log: list[RoundLog] = []
         self.kept: KeptResult | None = None
         """The last charged round's protected input, while a retry may re-use it."""
+        self.keep_results = False
+        """Keep charged results for a retry: only where rounds get receipts (a deployment
+        node calls :meth:`receipted`); the in-process simulation never abandons a round."""
 
     # -- helpers ----------------------------------------------------------------------
     def _abort(self, reason: str) -> ProtocolError:
@@ -189,8 +193,9 @@ class HospitalParty:
         if self.dp is None:
             return vector, ""
         head = self.dp.ledger_head()
-        self.kept = KeptResult(req.round, req.model_hash, tuple(sorted(req.participants)),
-                               vector, result.n_examples, result.loss, head)
+        if self.keep_results:
+            self.kept = KeptResult(req.round, req.model_hash, tuple(sorted(req.participants)),
+                                   vector, result.n_examples, result.loss, head)
         return vector, head
 
     def receipted(self, rnd: int) -> None:

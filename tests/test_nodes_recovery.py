@@ -171,7 +171,9 @@ def _party(dp):
     from fedrx.protocol.task import ClientOptimizer
 
     prot = make_protection("none")
-    return HospitalParty("h1", _Task(), None, prot, ClientOptimizer("sgd", 0.1), dp=dp)
+    party = HospitalParty("h1", _Task(), None, prot, ClientOptimizer("sgd", 0.1), dp=dp)
+    party.keep_results = True  # as a deployment node sets it
+    return party
 
 
 def _req(rnd, w, participants=("h1", "h2")):
@@ -222,14 +224,22 @@ def test_no_re_use_for_another_model_or_participant_set(change):
     assert dp.charged == [1, 2]
 
 
-def test_without_dp_nothing_is_kept():
+def test_without_dp_or_receipts_nothing_is_kept():
+    """No DP: nothing was charged. The in-process simulation (no receipts, keep_results
+    off): an aborted round's retry trains again, as before."""
     from fedrx.protocol.messages import TRAIN
 
-    party = _party(None)
     w = np.zeros(3, dtype=np.float32)
+    party = _party(None)
     party.handle(TRAIN, _req(1, w))
     party.handle(TRAIN, _req(2, w))
     assert party.task.calls == 2 and party.kept is None
+    dp = _DP()
+    party = _party(dp)
+    party.keep_results = False
+    party.handle(TRAIN, _req(1, w))
+    party.handle(TRAIN, _req(2, w))
+    assert dp.charged == [1, 2] and party.kept is None
 
 
 def test_kept_result_survives_a_hospital_restart_only_if_charged(tmp_path):
