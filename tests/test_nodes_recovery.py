@@ -336,20 +336,30 @@ def test_unwritable_aggregator_out_before_listening(fed, capsys):
     _one_line(capsys, _agg_toml(fed, out=fed / "afile" / "out"), "is not writable")
 
 
-def test_dp_hospital_with_unwritable_out(fed, capsys):
-    """Before: ``NotADirectoryError`` traceback from the ledger, after reading the export."""
+def _node_toml(fed, key=None, out=None):
     from fedrx.nodes.launcher import write_toml
 
     c, h = fed / "certs", fed / "certs" / "hospitals" / "h1"
     p = fed / "node.toml"
     write_toml(p, {"node": {"hospital": "h1", "aggregator": "127.0.0.1:1",
                             "ca": str(c / "ca.pem"), "cert": str(h / "tls.pem"),
-                            "key": str(h / "tls.key"), "identity": str(h / "identity.json"),
+                            "key": str(key or h / "tls.key"),
+                            "identity": str(h / "identity.json"),
                             "federation": str(c / "federation.json"),
-                            "out": str(fed / "afile" / "node")},
+                            "out": str(out or fed / "node")},
                    "data": {"path": str(fed / "no-export-needed")},
                    "privacy": {"dp": True}})
-    _one_line(capsys, ["node", "run", "--config", str(p)], "[node] out")
+    return ["node", "run", "--config", str(p)]
+
+
+def test_dp_hospital_with_unwritable_out(fed, capsys):
+    """Before: ``NotADirectoryError`` traceback from the ledger, after reading the export."""
+    _one_line(capsys, _node_toml(fed, out=fed / "afile" / "node"), "[node] out")
+
+
+def test_hospital_key_of_another_certificate(fed, capsys):
+    other = fed / "certs" / "aggregator.key"
+    _one_line(capsys, _node_toml(fed, key=other), f"private key {other} does not belong")
 
 
 # ------------------------------------------- item 2: an aggregator failure is a failure
