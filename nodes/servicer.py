@@ -175,12 +175,17 @@ class AggregatorService(pb_grpc.AggregatorServicer):
             except PeerViolation as exc:
                 failure.append(exc.with_traceback(None))
             except Exception as exc:  # noqa: BLE001 - stream torn down (cancel, reset)
+                # grpc keeps the RpcError it raised in the call's state: its traceback
+                # (this frame, the request iterator, the call) would be a reference cycle
+                # holding the whole stream until a full garbage collection
+                exc.__traceback__ = None
                 event(log, logging.DEBUG, "stream ended", why=type(exc).__name__)
                 first_q.put(None)
             finally:
                 if sess is not None:
                     sess.close("disconnected")
 
+        # a PeerViolation is stored without its traceback for the same reason
         threading.Thread(target=reader, name="rx-session", daemon=True).start()
         try:
             return first_q.get(timeout=self.s.hello_timeout)

@@ -47,15 +47,18 @@ class Registry:
     has ended (``alive()`` false) or that was closed is replaced at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, reconnect_wait: float = 1.0) -> None:
         self.cond = threading.Condition()
         self.sessions: dict[str, HospitalSession] = {}
         self.hello_rounds: dict[str, int] = {}
+        self.reconnect_wait = reconnect_wait
+        """Seconds :meth:`attach` waits for a hospital's old session to end (a reconnect
+        may race the old stream's teardown) before refusing the new one."""
 
-    def attach(self, s: HospitalSession, wait: float = 1.0) -> bool:
+    def attach(self, s: HospitalSession) -> bool:
         """Register ``s`` unless another live session of its hospital is still registered
-        after ``wait`` seconds (a reconnect may race the old stream's teardown)."""
-        end = time.monotonic() + wait
+        after :attr:`reconnect_wait` seconds."""
+        end = time.monotonic() + self.reconnect_wait
         with self.cond:
             while True:
                 old = self.sessions.get(s.hospital)
