@@ -337,12 +337,15 @@ def _rounds_done(agg) -> int:
 
 def test_live_federation_survives_a_fuzzing_member(tmp_path):
     """3 honest hospital nodes and the aggregator in threads (protection none, synthetic
-    exports, up to 400 rounds); a fourth enrolled member fuzzes with >= 5,000 envelopes
+    exports, at most 2,000 rounds); a fourth enrolled member fuzzes with >= 5,000 envelopes
     while the rounds run, then the federation is stopped (SIGTERM's path) and its rounds
     are compared with the in-process simulation of the same three exports for as many
     rounds. Bound: RSS of the whole process (aggregator, 3 nodes training, fuzzer) grows by
-    less than 64 MB from the end of round 1 to the end of the fuzzing (measured on the
-    fixed code: under 10 MB; torch's allocator and thread stacks dominate)."""
+    less than 128 MB from the end of round 1 to the end of the fuzzing. Measured on the
+    fixed code (2 busy cores): 5,000 envelopes in 257 s (229 of them replies to real
+    requests), 332 rounds completed meanwhile, all with the simulation's model hash, 1,012
+    health checks all SERVING, RSS growth 41 MB (the federation's own state grows with its
+    rounds: round records, results, checkpoints)."""
     from fedrx.nodes.aggregator import AggregatorNode
     from fedrx.nodes.certs import init_certs
     from fedrx.nodes.config import load_aggregator_config, load_node_config
@@ -353,7 +356,7 @@ def test_live_federation_survives_a_fuzzing_member(tmp_path):
 
     n_fuzz = int(os.environ.get("FEDRX_SOAK_MESSAGES", "5000"))
     spec = DemoSpec(out=tmp_path / "fed", data="synthetic", hospitals=3, patients=150,
-                    protection="none", hidden=16, rounds=400,
+                    protection="none", hidden=16, rounds=2000,
                     aggregator={"min_hospitals": 3, "wait_seconds": 120.0,
                                 "train_deadline": 60.0, "stage_deadline": 30.0,
                                 "eval_deadline": 60.0})
@@ -443,7 +446,7 @@ def test_live_federation_survives_a_fuzzing_member(tmp_path):
     assert r1 - r0 >= 3, "rounds did not keep completing while fuzzed"
     assert health and all(s == health_pb2.HealthCheckResponse.SERVING for s in health), \
         [s for s in health if s != health_pb2.HealthCheckResponse.SERVING][:5]
-    assert rss1 - rss0 < 64 * 2**20
+    assert rss1 - rss0 < 128 * 2**20
     doc = result["doc"]
     k = len(doc["rounds"])
     assert k >= r1 and [r["status"] for r in doc["rounds"]] == ["completed"] * k
