@@ -135,7 +135,8 @@ class MetricSums:
             jaccard=self.jaccard / n, prauc=self.prauc / n, f1=self.f1 / n,
             precision=self.precision / n, recall=self.recall / n,
             ddi_rate=self.ddi_hits / self.ddi_pairs if self.ddi_pairs else 0.0,
-            avg_meds=self.meds / self.visits, patients=n, visits=self.visits,
+            avg_meds=self.meds / self.visits if self.visits else 0.0, patients=n,
+            visits=self.visits,
         )
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fedrx.errors import ConfigError, DataError
+from fedrx.errors import ConfigError, DataError, ProtocolError
 from fedrx.medrx.features import VisitTensors, encode, input_width
 from fedrx.medrx.metrics import MetricSums
 from fedrx.medrx.model import build_model
@@ -137,6 +137,11 @@ class MedicationTask(FederatedTask):
         return LocalResult(self.flatten(model), len(data.train), loss, extra={"steps": steps})
 
     metric_names = METRIC_NAMES
+
+    def check_weights(self, weights: np.ndarray) -> None:
+        if weights.dtype != np.float32 or weights.shape != (self.spec.size,):
+            raise ProtocolError(f"received model has {weights.size} {weights.dtype} values, "
+                                f"this task's model has {self.spec.size} float32 parameters")
 
     def pool_metrics(self, reports: list[dict[str, Any]]) -> dict[str, float]:
         """Hospitals' ``global`` metric sums pooled (= evaluating all patients together)."""

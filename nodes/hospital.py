@@ -13,16 +13,10 @@ back as an Error frame; the node keeps serving. The newest round seen is persist
 ``OUT/state.json`` so a restarted node never accepts an older round again; round receipts
 (RoundResult, with the ledger head the aggregator recorded) are appended there too.
 
-Every RoundResult must carry the round receipt signed by the aggregator's pinned Ed25519
-key; :func:`fedrx.nodes.receipt_check.check_round_result` verifies it (signature, this
-federation, the RoundResult's fields, this hospital's ledger head for that round). On any
-mismatch the node logs an error and stops (:class:`~fedrx.errors.ProtocolError`). Verified
-receipts go to ``OUT/receipts.jsonl`` (one signed receipt per line, rewritten atomically).
-
-With DP the party's kept result (:class:`~fedrx.protocol.hospital.KeptResult`: the last
-charged round's protected input, re-sent once if the aggregator retries that round with the
-same model) is persisted by :mod:`fedrx.nodes.node_state`; a round that re-sent it names the
-charged ledger entry as its head. ``out`` is checked writable before any data is read.
+Every RoundResult must carry the round receipt signed by the aggregator's pinned Ed25519 key;
+:mod:`fedrx.nodes.receipt_check` says what is checked. On any mismatch the node logs an error
+and stops (:class:`~fedrx.errors.ProtocolError`). Verified receipts go to
+``OUT/receipts.jsonl``.
 """
 
 from __future__ import annotations
@@ -260,6 +254,12 @@ class HospitalNode:
                         raise ProtocolError(f"aggregator refused {self.cfg.hospital}: "
                                             f"{details} ({code.name})") from None
                     outcome = f"{code.name if code else 'error'}: {details}"
+                    if code == grpc.StatusCode.ALREADY_EXISTS:
+                        # another session holds this identity (a copied certificate?): an
+                        # impostor must not make the real hospital give up
+                        event(log, logging.WARNING, "another session holds this identity; "
+                              "copied certificate?", hospital=self.cfg.hospital)
+                        last_ok = time.monotonic()
             if outcome == "goodbye":
                 return 0
             if outcome == "connected" or self._welcomed_at > last_ok:

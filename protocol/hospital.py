@@ -151,6 +151,7 @@ class HospitalParty:
                                 f"{self.protection.name!r}")
         if model_hash(req.weights) != req.model_hash:
             raise ProtocolError(f"{self.hospital}: global model does not match its hash")
+        self.task.check_weights(req.weights)  # before any budget is charged
         n_params = req.weights.size
         if req.vector_length != n_params + 1:
             raise ProtocolError(f"{self.hospital}: vector length {req.vector_length} != "
@@ -241,6 +242,7 @@ class HospitalParty:
             raise ProtocolError(f"{self.hospital}: expected an EvalRequest")
         if model_hash(req.weights) != req.model_hash:
             raise ProtocolError(f"{self.hospital}: model does not match its hash")
+        self.task.check_weights(req.weights)
         sums = self.task.evaluate(req.weights, self.data, req.part).as_dict()
         out: dict[str, Any] = {"global": sums}
         if req.part == "test":  # the held-out validation patients, for model selection

@@ -61,6 +61,11 @@ class FederatedTask(ABC):
 
     metric_names: tuple[str, ...] = ()
 
+    def check_weights(self, weights: np.ndarray) -> None:  # noqa: B027
+        """Raise :class:`~fedrx.errors.ProtocolError` unless ``weights`` fits this task's
+        model (a hospital checks every received model before it trains or evaluates).
+        Default: any flat vector."""
+
     def pool_metrics(self, reports: list[dict[str, Any]]) -> dict[str, float]:
         """Pool hospitals' evaluation reports (``{"global": metric sums, ...}`` each, as
         :meth:`evaluate` returns them ``.as_dict()``) into metrics equal to evaluating all

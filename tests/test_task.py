@@ -160,3 +160,33 @@ def test_task_hands_dp_its_model_loss_and_patient_grouping():
     assert per_visit_loss(logits, torch.tensor([[1.0, 0.0]])).shape == (1,)
     assert per_visit_loss(logits, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(
         (np.log(2) + np.log1p(np.exp(2.0))) / 2)
+
+
+def test_hospital_refuses_a_model_that_does_not_fit_its_task_before_training():
+    """A malicious aggregator sends weights of the wrong size with a CONSISTENT hash and
+    vector length: the hospital refuses with a ProtocolError (no crash, nothing trained,
+    no budget charged), for training and for evaluation requests alike."""
+    from fedrx.errors import ProtocolError
+    from fedrx.medrx.task import MedicationTask, make_hospital_data
+    from fedrx.protocol.hospital import HospitalParty, HospitalState
+    from fedrx.protocol.messages import EvalRequest, TrainRequest
+    from fedrx.protocol.protection import NoProtection
+    from fedrx.protocol.task import ClientOptimizer, model_hash
+
+    patients = [pt(f"p{i}", "h", [(["401"], ["38"], ["B01A"]), (["250"], [], ["A10A"])])
+                for i in range(6)]
+    vocab = build_vocabulary(patients)
+    task = MedicationTask(vocab, hidden=4)
+    data = make_hospital_data("h", patients[:4], patients[4:5], patients[5:], vocab)
+    party = HospitalParty("h", task, data, NoProtection(), ClientOptimizer())
+    for bad in (np.zeros(task.spec.size + 3, np.float32), np.zeros(task.spec.size)):
+        req = TrainRequest(b"s" * 32, 1, ("h",), bad, model_hash(bad), "none", bad.size + 1)
+        with pytest.raises(ProtocolError, match="model has"):
+            party.handle("train", req)
+        assert party.log == [] and party.state is HospitalState.IDLE
+        with pytest.raises(ProtocolError, match="model has"):
+            party.handle("evaluate", EvalRequest(1, bad, model_hash(bad), "test", False))
+    good = task.initial_weights(0)
+    ack = party.handle("train", TrainRequest(b"s" * 32, 1, ("h",), good, model_hash(good),
+                                             "none", good.size + 1))
+    assert ack.status == "trained"
