@@ -35,7 +35,7 @@ import grpc
 
 from fedrx.atomic import atomic_write_bytes, atomic_write_text
 from fedrx.canonical import canonical_json
-from fedrx.errors import ConfigError, ProtocolError
+from fedrx.errors import ConfigError, FedrxError, ProtocolError
 from fedrx.medrx.exports import load_export
 from fedrx.medrx.metrics import load_ddi_pairs
 from fedrx.medrx.mimic import DDI_FILE
@@ -386,7 +386,7 @@ class HospitalNode:
         t0 = time.perf_counter()
         try:
             reply = party.handle(stage, msg)
-        except ProtocolError as exc:
+        except FedrxError as exc:  # any refusal is clean: an Error frame, state kept
             self._refuse(outq, hdr, "refused", str(exc))
             if stage == TRAIN:
                 self._save_state()

@@ -145,6 +145,8 @@ class HospitalParty:
                                 f"{self.last_round} (replay?)")
         if self.hospital not in req.participants:
             raise ProtocolError(f"{self.hospital}: not listed as a participant")
+        if list(req.participants) != sorted(set(req.participants)):
+            raise ProtocolError(f"{self.hospital}: participants must be sorted and distinct")
         if req.protection != self.protection.name:
             raise ProtocolError(f"{self.hospital}: aggregator asked for protection "
                                 f"{req.protection!r}, this hospital requires "

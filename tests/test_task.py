@@ -190,3 +190,28 @@ def test_hospital_refuses_a_model_that_does_not_fit_its_task_before_training():
     ack = party.handle("train", TrainRequest(b"s" * 32, 1, ("h",), good, model_hash(good),
                                              "none", good.size + 1))
     assert ack.status == "trained"
+
+
+def test_hospital_refuses_unsorted_or_repeated_participants_before_training():
+    """A crafted TrainRequest whose participant list is unsorted or repeats a hospital is
+    refused before local training (the protection would otherwise fail after the hospital
+    trained and paid for the round)."""
+    from fedrx.errors import ProtocolError
+    from fedrx.medrx.task import MedicationTask, make_hospital_data
+    from fedrx.protocol.hospital import HospitalParty
+    from fedrx.protocol.messages import TrainRequest
+    from fedrx.protocol.protection import NoProtection
+    from fedrx.protocol.task import ClientOptimizer, model_hash
+
+    patients = [pt(f"p{i}", "h", [(["401"], ["38"], ["B01A"])]) for i in range(6)]
+    vocab = build_vocabulary(patients)
+    task = MedicationTask(vocab, hidden=4)
+    party = HospitalParty("h", task, make_hospital_data("h", patients[:4], patients[4:5],
+                                                        patients[5:], vocab),
+                          NoProtection(), ClientOptimizer())
+    w = task.initial_weights(0)
+    for parts in (("z", "h"), ("h", "h", "z")):
+        with pytest.raises(ProtocolError, match="sorted and distinct"):
+            party.handle("train", TrainRequest(b"s" * 32, 1, parts, w, model_hash(w), "none",
+                                               w.size + 1))
+        assert party.log == []
