@@ -170,9 +170,9 @@ def read_mimic3(
     if min_visits < 1:
         raise DataError(f"min_visits must be >= 1, got {min_visits}")
     hospital = hospital or root.resolve().name
-    mapping = load_drug_mapping(mappings_dir or default_mappings_dir(root))
     stats: dict[str, int] = defaultdict(int)
 
+    # the layout first (a missing table or column is the more basic mistake), then mappings
     adm_path = find_table(root, "ADMISSIONS")
     assert adm_path is not None
     admissions: dict[str, tuple[str, str]] = {}
@@ -184,6 +184,7 @@ def read_mimic3(
     stats["admissions"] = len(admissions)
     if not admissions:
         raise DataError(f"{adm_path.name}: no admissions (empty hospital)")
+    mapping = load_drug_mapping(mappings_dir or default_mappings_dir(root))
 
     def codes(table: str, required: bool) -> dict[str, list[str]]:
         path = find_table(root, table, required=required)

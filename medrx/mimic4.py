@@ -219,9 +219,9 @@ def read_mimic4(
     if min_visits < 1:
         raise DataError(f"min_visits must be >= 1, got {min_visits}")
     hosp = _hosp_dir(Path(path))
-    mappings = Path(mappings_dir) if mappings_dir else default_mappings_dir(hosp)
     stats: dict[str, int] = defaultdict(int)
-    admissions = _read_admissions(hosp, stats)
+    admissions = _read_admissions(hosp, stats)  # the layout first, then the mappings
+    mappings = Path(mappings_dir) if mappings_dir else default_mappings_dir(hosp)
     _check_patients(hosp, admissions, stats)
     versions: dict[str, set[str]] = defaultdict(set)
     diagnoses = _read_codes(hosp, "diagnoses_icd", admissions, stats, versions, required=True)

@@ -130,6 +130,9 @@ def prepare_exports(spec: DemoSpec, root: Path) -> Exports:
             summary = generate(SynthConfig(hospitals=spec.hospitals, patients=spec.patients,
                                            seed=spec.seed), root)
             cat = getattr(summary, "catalogue", "")
+            # hospitals h1..hN, as in a split of a demo (folder name = hospital id)
+            for i, name in enumerate(summary.hospitals, start=1):
+                (root / name).rename(root / f"h{i}")
         else:
             cat = "reused"
         note = (f"no demo data found: generated a synthetic federation with `fedrx data synth` "

@@ -54,7 +54,7 @@ def _build_party(cfg_path: Path):
 
 def _data_refused(setup: Setup, dest: Path, data: dict, fragment: str) -> None:
     """The node's load path (in process) and ``fedrx node run`` refuse ``data``."""
-    cfg = node_toml(setup, "hosp01", dest, data=data)
+    cfg = node_toml(setup, "h1", dest, data=data)
     with pytest.raises(DataError, match=None) as ei:
         _build_party(cfg)
     assert fragment in str(ei.value) and "\n" not in str(ei.value)
@@ -69,7 +69,7 @@ def test_export_of_another_layout_than_format_says(setup, tmp_path, fmt):
 
 
 def test_format_not_known(setup, tmp_path):
-    cfg = node_toml(setup, "hosp01", tmp_path, data={"format": "fhir"})
+    cfg = node_toml(setup, "h1", tmp_path, data={"format": "fhir"})
     assert_refused(run("node", "run", "--config", str(cfg)), "[data] format must be one of")
 
 
@@ -122,9 +122,9 @@ def _replace_ndcs(table: Path, column: str) -> None:
 
 @pytest.fixture(scope="module")
 def export_without_mapped_drugs(setup, tmp_path_factory) -> Path:
-    """hosp01's (MIMIC-III layout) export with every NDC unmappable."""
-    dest = tmp_path_factory.mktemp("nomap") / "hosp01"
-    shutil.copytree(setup.out / "exports" / "hosp01", dest)
+    """h1's (MIMIC-III layout) export with every NDC unmappable."""
+    dest = tmp_path_factory.mktemp("nomap") / "h1"
+    shutil.copytree(setup.out / "exports" / "h1", dest)
     _replace_ndcs(dest / "PRESCRIPTIONS.csv", "ndc")
     return dest
 
@@ -159,7 +159,7 @@ def test_mappings_folder_without_the_mapping_files(setup, tmp_path):
     (tmp_path / "maps").mkdir()
     fragment = "drug mapping ndc2rxnorm_mapping.txt not found"
     _data_refused(setup, tmp_path, {"mappings": str(tmp_path / "maps")}, fragment)
-    assert_refused(run("data", "inspect", str(setup.out / "exports" / "hosp01"), "--mappings",
+    assert_refused(run("data", "inspect", str(setup.out / "exports" / "h1"), "--mappings",
                        str(tmp_path / "maps")), fragment)
 
 
@@ -168,7 +168,7 @@ def test_mappings_folder_without_the_mapping_files(setup, tmp_path):
     ({}, ("data",), "missing [data] table"),
 ])
 def test_missing_data_path(setup, tmp_path, data, drop, fragment):
-    cfg = node_toml(setup, "hosp01", tmp_path, data=data, drop=drop)
+    cfg = node_toml(setup, "h1", tmp_path, data=data, drop=drop)
     with pytest.raises(ConfigError, match=None) as ei:
         load_node_config(cfg)
     assert fragment in str(ei.value)

@@ -42,7 +42,7 @@ QUICK = {"give_up_seconds": 5.0, "backoff_max": 0.5}
 
 
 def demo_spec(out: Path, **kw) -> DemoSpec:
-    hs = ("hosp01", "hosp02")
+    hs = ("h1", "h2")
     return DemoSpec(out=out, data="synthetic", hospitals=2, patients=120, protection="none",
                     hidden=16, rounds=1, node_extra={h: dict(QUICK) for h in hs}, **kw)
 
@@ -131,7 +131,7 @@ def test_node_refuses_own_task_that_differs_before_training(setup, tmp_path, edi
     mine = pinned_json(setup)
     edit(mine)
     (tmp_path / "task.json").write_text(json.dumps(mine, indent=1))
-    cfg = node_toml(setup, "hosp01", tmp_path, node={"task": str(tmp_path / "task.json")})
+    cfg = node_toml(setup, "h1", tmp_path, node={"task": str(tmp_path / "task.json")})
     proc = run("node", "run", "--config", str(cfg))
     assert_refused(proc, "this hospital's task spec differs from the one pinned")
     assert fragment in proc.stderr, proc.stderr
@@ -142,7 +142,7 @@ def test_node_names_the_vocabulary_code_that_differs(setup, tmp_path):
     mine = pinned_json(setup)
     dropped = mine["vocabulary"]["labels"].pop(3)
     (tmp_path / "task.json").write_text(json.dumps(mine))
-    cfg = node_toml(setup, "hosp01", tmp_path, node={"task": str(tmp_path / "task.json")})
+    cfg = node_toml(setup, "h1", tmp_path, node={"task": str(tmp_path / "task.json")})
     n = len(mine["vocabulary"]["labels"])
     assert_refused(run("node", "run", "--config", str(cfg)),
                    f"vocabulary labels: {n} codes here, {n + 1} pinned (1 pinned missing "
@@ -160,7 +160,7 @@ def test_node_refuses_a_broken_task_file(setup, tmp_path, text, fragment):
         del t["settings"]["hidden"]
         text = json.dumps(t)
     (tmp_path / "task.json").write_text(text)
-    cfg = node_toml(setup, "hosp01", tmp_path, node={"task": str(tmp_path / "task.json")})
+    cfg = node_toml(setup, "h1", tmp_path, node={"task": str(tmp_path / "task.json")})
     assert_refused(run("node", "run", "--config", str(cfg)), fragment)
     assert_nothing_written(tmp_path)
 
@@ -170,10 +170,10 @@ def test_node_with_the_pinned_task_gets_past_the_check(setup, tmp_path):
     party from its own export (in-process load path)."""
     from fedrx.nodes.hospital import HospitalNode
 
-    cfg, data, privacy = load_node_config(node_toml(setup, "hosp01", tmp_path))
+    cfg, data, privacy = load_node_config(node_toml(setup, "h1", tmp_path))
     node = HospitalNode(cfg, data, privacy)
     party = node.build_party()
-    assert party is not None and data.path == str(setup.out / "exports" / "hosp01")
+    assert party is not None and data.path == str(setup.out / "exports" / "h1")
 
 
 # ------------------------------------------------------- 2. pinned task edited
@@ -199,7 +199,7 @@ def test_pinned_task_edited_after_pinning_is_refused_by_node_and_aggregator(setu
             fed["task_sha256"] = "0" * 64
 
     fed = _edited_federation(setup, tmp_path, edit)
-    cfg = node_toml(setup, "hosp01", tmp_path, node={"federation": str(fed), "task": None})
+    cfg = node_toml(setup, "h1", tmp_path, node={"federation": str(fed), "task": None})
     assert_refused(run("node", "run", "--config", str(cfg)), "edited after pinning")
     assert_nothing_written(tmp_path)
     agg = load_toml(setup.aggregator_config)
@@ -216,7 +216,7 @@ def test_federation_file_pinning_no_task_is_refused(setup, tmp_path):
         del fed["task"], fed["task_sha256"]
 
     fed = _edited_federation(setup, tmp_path, edit)
-    cfg = node_toml(setup, "hosp01", tmp_path, node={"federation": str(fed), "task": None})
+    cfg = node_toml(setup, "h1", tmp_path, node={"federation": str(fed), "task": None})
     assert_refused(run("node", "run", "--config", str(cfg)), "pins no task spec")
 
 
@@ -229,7 +229,7 @@ def test_federation_file_pinning_no_task_is_refused(setup, tmp_path):
     ("data", {"hospitals": 3}, "unknown config key 'hospitals'"),
 ])
 def test_node_file_cannot_carry_task_settings(setup, tmp_path, table, extra, fragment):
-    doc = load_toml(setup.node_configs["hosp01"])
+    doc = load_toml(setup.node_configs["h1"])
     doc["node"]["out"] = str(tmp_path / "node-out")
     doc.setdefault(table, {}).update(extra)
     write_toml(tmp_path / "h.toml", doc)
@@ -253,7 +253,7 @@ def test_aggregator_config_written_by_the_demo_has_no_data(setup):
 
 @pytest.mark.parametrize("extra, fragment", [
     ('\n[task]\ndata = "mimic3-demo"\nhospitals = 3\n', "no [task] table here"),
-    ('\n[data]\npath = "exports/hosp01"\n', "no [data] table here"),
+    ('\n[data]\npath = "exports/h1"\n', "no [data] table here"),
     ('\n[privacy]\ndp = true\n', "no [privacy] table here"),
 ])
 def test_aggregator_config_with_a_task_or_data_table_is_refused(setup, tmp_path, extra,
@@ -285,24 +285,24 @@ def test_node_dp_policy_beyond_the_task_bound_is_refused(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert TaskSpec.load(task).dp_bounds == {"max_epsilon": 4.0}
     certs = tmp_path / "certs"
-    proc = run("certs", "init", "--out", str(certs), "--hospitals", "hosp01,hosp02",
+    proc = run("certs", "init", "--out", str(certs), "--hospitals", "h1,h2",
                "--task", str(task))
     assert proc.returncode == 0, proc.stderr
-    d = certs / "hospitals" / "hosp01"
+    d = certs / "hospitals" / "h1"
     node = {"federation": str(certs / "federation.json"), "ca": str(certs / "ca.pem"),
             "cert": str(d / "tls.pem"), "key": str(d / "tls.key"),
             "identity": str(d / "identity.json"), "task": str(certs / "task.json")}
-    cfg = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": True, "epsilon": 8.0})
+    cfg = node_toml(setup, "h1", tmp_path, node=node, privacy={"dp": True, "epsilon": 8.0})
     assert_refused(run("node", "run", "--config", str(cfg)),
                    "[privacy] epsilon 8 exceeds the federation's bound max_epsilon 4")
     assert_nothing_written(tmp_path)
     from fedrx.nodes.hospital import HospitalNode
 
-    off = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": False})
+    off = node_toml(setup, "h1", tmp_path, node=node, privacy={"dp": False})
     assert_refused(run("node", "run", "--config", str(off)),
                    "[privacy] dp is off, but the federation's task bounds every hospital's "
                    "epsilon at max_epsilon 4")
-    ok = node_toml(setup, "hosp01", tmp_path, node=node, privacy={"dp": True, "epsilon": 4.0})
+    ok = node_toml(setup, "h1", tmp_path, node=node, privacy={"dp": True, "epsilon": 4.0})
     HospitalNode(*load_node_config(ok))  # within the bound: accepted
 
 
@@ -322,7 +322,7 @@ def test_certs_init_refuses_a_hand_edited_bound(setup, tmp_path, bound):
     t["dp_bounds"]["max_epsilon"] = bound
     (tmp_path / "task.json").write_text(json.dumps(t))
     certs = tmp_path / "certs"
-    assert_refused(run("certs", "init", "--out", str(certs), "--hospitals", "hosp01",
+    assert_refused(run("certs", "init", "--out", str(certs), "--hospitals", "h1",
                        "--task", str(tmp_path / "task.json")),
                    "dp_bounds max_epsilon must be a number > 0")
     assert not certs.exists()
@@ -359,7 +359,7 @@ def test_hospital_pinning_another_task_is_refused_at_hello(setup, tmp_path):
         while not (addr.exists() and addr.read_text().strip()):
             assert time.monotonic() < end and t.is_alive()
             time.sleep(0.05)
-        bad = node_toml(setup, "hosp01", tmp_path, node={
+        bad = node_toml(setup, "h1", tmp_path, node={
             "federation": str(fed), "task": None, "aggregator_file": str(addr),
             "give_up_seconds": 30.0})
         node = HospitalNode(*load_node_config(bad))
@@ -367,21 +367,21 @@ def test_hospital_pinning_another_task_is_refused_at_hello(setup, tmp_path):
         with pytest.raises(ProtocolError, match="task configuration differs") as ei:
             node.run()
         assert "FAILED_PRECONDITION" in str(ei.value)
-        assert "hosp01" not in agg.registry.connected()
+        assert "h1" not in agg.registry.connected()
         # the same through `fedrx node run` (its log lines come first, the error last)
         proc = run("node", "run", "--config", str(bad))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith("fedrx: error: aggregator refused hosp01: task configuration "
+        assert last.startswith("fedrx: error: aggregator refused h1: task configuration "
                                "differs from the aggregator's"), last
         # control: the same hospital with the pinned federation file gets a session
-        good = node_toml(setup, "hosp01", tmp_path / "good", node={
+        good = node_toml(setup, "h1", tmp_path / "good", node={
             "aggregator_file": str(addr), "give_up_seconds": 30.0})
         node = HospitalNode(*load_node_config(good))
         nt = threading.Thread(target=node.run, daemon=True)
         nt.start()
         end = time.monotonic() + 60
-        while "hosp01" not in agg.registry.connected():
+        while "h1" not in agg.registry.connected():
             assert time.monotonic() < end and nt.is_alive()
             time.sleep(0.05)
         node.stop.set()
