@@ -97,12 +97,13 @@ def prepare(cfg: DataSettings) -> Prepared:
 def public_labels(data: str, mappings: Path | None) -> set[str]:
     """ATC-3 classes for a public vocabulary: the eICU lexicon's and those of the NDC -> ATC
     mapping table found for ``data`` (``mappings``, DATA/mappings, the shared demo's)."""
+    from fedrx.medrx.datasets import named_dataset_path
     from fedrx.medrx.mimic import default_mappings_dir
 
     labels = lexicon_atc3()
-    root = Path(data)
     try:
-        mdir = mappings or default_mappings_dir(root if root.is_dir() else Path("."))
+        root = Path(data) if Path(data).is_dir() else named_dataset_path(data)
+        mdir = mappings or default_mappings_dir(root)
     except DataError:
         return labels
     return labels | mapping_atc3(mdir)

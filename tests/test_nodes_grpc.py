@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from inthread import inthread_nodes
 
 from fedrx.cli.main import main
 from fedrx.errors import ConfigError
@@ -70,26 +71,11 @@ def _run_inthread(spec: DemoSpec) -> tuple[dict, object, list]:
     returns (aggregator results doc, the aggregator's task settings on the same exports, i.e.
     its in-process twin, nodes). Every wait is bounded."""
     from fedrx.nodes.aggregator import AggregatorNode
-    from fedrx.nodes.hospital import HospitalNode
 
     setup = write_setup(spec, HS)
     agg_cfg = load_aggregator_config(setup.aggregator_config)
     agg_cfg.wait_seconds = 60
-    train_lock = threading.Lock()  # torch's global RNG is per process: train one at a time
-    nodes = []
-    for h in HS:
-        cfg, data, privacy = load_node_config(setup.node_configs[h])
-        cfg.give_up_seconds = 60
-        node = HospitalNode(cfg, data, privacy)
-        party = node.build_party()
-        inner = party.handle
-
-        def handle(stage, req, inner=inner):
-            with train_lock:
-                return inner(stage, req)
-
-        party.handle = handle
-        nodes.append(node)
+    nodes = inthread_nodes(setup.node_configs, HS, give_up_seconds=60)
     agg = AggregatorNode(agg_cfg)
     # the aggregator's task (pinned; no DP policy) on the same exports: its in-process twin
     twin = simulation_twin(setup, spec, spec.out / "twin")

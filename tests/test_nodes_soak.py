@@ -30,6 +30,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
+from inthread import inthread_nodes
 
 from fedrx.nodes import codec
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
@@ -348,8 +349,7 @@ def test_live_federation_survives_a_fuzzing_member(tmp_path):
     rounds: round records, results, checkpoints)."""
     from fedrx.nodes.aggregator import AggregatorNode
     from fedrx.nodes.certs import init_certs
-    from fedrx.nodes.config import load_aggregator_config, load_node_config
-    from fedrx.nodes.hospital import HospitalNode
+    from fedrx.nodes.config import load_aggregator_config
     from fedrx.nodes.launcher import DemoSpec, prepare_exports, simulation_twin, write_setup
     from fedrx.nodes.simulate import run_simulation
     from fedrx.nodes.taskspec import make_spec
@@ -367,21 +367,7 @@ def test_live_federation_survives_a_fuzzing_member(tmp_path):
     init_certs(spec.out.resolve() / "certs", [*honest, fuzz_member], task=task_spec)
     setup = write_setup(spec, honest)
     agg_cfg = load_aggregator_config(setup.aggregator_config)
-    train_lock = threading.Lock()  # torch's global RNG is per process: train one at a time
-    nodes = []
-    for h in honest:
-        cfg, data, privacy = load_node_config(setup.node_configs[h])
-        cfg.give_up_seconds = 120
-        node = HospitalNode(cfg, data, privacy)
-        party = node.build_party()
-        inner = party.handle
-
-        def handle(stage, req, inner=inner):
-            with train_lock:
-                return inner(stage, req)
-
-        party.handle = handle
-        nodes.append(node)
+    nodes = inthread_nodes(setup.node_configs, honest, give_up_seconds=120)
     agg = AggregatorNode(agg_cfg)
     result: dict = {}
     errors: list = []
