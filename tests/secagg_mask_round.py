@@ -4,6 +4,7 @@ n clients and an honest server, with hooks for a scripted malicious aggregator."
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -22,6 +23,7 @@ IDS = [Identity.generate(f"h{i:02d}") for i in range(12)]
 FED = Federation.of(IDS)
 BY_NAME = {i.hospital: i for i in IDS}
 STAGES = STAGES_ACTIVE
+CONTEXT = hashlib.sha256(b"test round context").digest()
 
 
 class Round:
@@ -29,14 +31,18 @@ class Round:
 
     def __init__(self, n: int, t: int, *, active: bool = True, d: int = 16, m: int = 32,
                  graph: str = "complete", k: int = 0, sid: bytes | None = None, rnd: int = 1,
-                 inputs: dict[str, np.ndarray] | None = None):
+                 inputs: dict[str, np.ndarray] | None = None, context: bytes = CONTEXT,
+                 contexts: dict[str, bytes] | None = None, min_contributors: int = 0):
         parts = tuple(f"h{i:02d}" for i in range(n))
         sid = sid or os.urandom(32)
         g = graphs.complete_graph(parts) if graph == "complete" else \
             graphs.harary_graph(parts, k, sid, rnd)
-        self.params = MaskingParams(sid, rnd, parts, d, m, t, g, active, b"model-hash")
+        self.params = MaskingParams(sid, rnd, parts, d, m, t, g, context, active,
+                                    min_contributors)
         self.server = MaskingServer(self.params, FED)
-        self.clients = {h: MaskingClient(self.params, BY_NAME[h], FED) for h in parts}
+        contexts = contexts or {}  # per-hospital context (a lying aggregator), else ``context``
+        self.clients = {h: MaskingClient(dataclasses.replace(
+            self.params, context=contexts.get(h, context)), BY_NAME[h], FED) for h in parts}
         rng = np.random.default_rng(n * 1000 + t)  # test data only, not key material
         self.inputs = inputs or {h: rng.integers(0, 1 << m, d, dtype=np.uint64) for h in parts}
         for h, c in self.clients.items():
@@ -104,7 +110,7 @@ def forged_ad(ad: AdvertiseKeys) -> AdvertiseKeys:
     evil = IDS[-1]  # signs with the wrong (but pinned) identity
     from fedrx.secagg import kex
     _, pk = kex.generate_keypair()
-    msg = advertise_message(b"", ad.round, ad.hospital, ad.enc_public, pk)
+    msg = advertise_message(b"", ad.round, CONTEXT, ad.hospital, ad.enc_public, pk)
     return dataclasses.replace(ad, mask_public=pk, signature=evil.sign(msg))
 
 

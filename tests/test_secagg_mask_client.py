@@ -63,7 +63,7 @@ def test_each_state_holds_only_the_secrets_it_still_needs():
     assert held[3] == {"ctx", "ads", "sid_r", "held", "u2"}
     assert held[4] == {"ctx", "ads", "sid_r", "held", "u2", "signed", "name"}
     assert held[5] == {"ctx"}
-    assert set(vars(c._ctx)) == {"params", "signer", "federation", "revealed", "excluded"}
+    assert set(vars(c._ctx)) == {"params", "signer", "federation", "revealed"}
 
 
 def test_abort_carries_the_stage_and_drops_every_secret():

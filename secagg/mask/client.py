@@ -26,8 +26,7 @@ from fedrx.secagg.mask.params import MaskingParams, Signer
 
 class MaskingClient:
     """Drives one hospital's states. ``revealed`` maps each peer to the kind of share
-    released for it and ``excluded`` lists peers whose advertisement failed verification
-    (for audit/tests; neither contains a secret)."""
+    released for it (for audit/tests; no secret)."""
 
     def __init__(self, params: MaskingParams, signer: Signer, federation: Federation):
         if signer.hospital not in params.participants:
@@ -40,10 +39,6 @@ class MaskingClient:
     @property
     def revealed(self) -> dict[str, str]:
         return self._ctx.revealed
-
-    @property
-    def excluded(self) -> list[str]:
-        return self._ctx.excluded
 
     @property
     def abort_reason(self) -> str | None:

@@ -1,6 +1,6 @@
 """Client state ``consistency_check`` (active mode): sign the survivor list U3.
 
-Each hospital signs ``(sid_r, round, U3, model_hash)``; before unmasking it requires at
+Each hospital signs ``(sid_r, round, U3, context)``; before unmasking it requires at
 least t valid signatures from members of U3 on exactly the list it signed
 (:mod:`fedrx.secagg.mask.client_unmask`).
 """
@@ -37,6 +37,6 @@ class ConsistencyState(ClientState):
         surv = check_survivors(self.ctx, self.ads, self.u2, request.survivors, CONSISTENCY)
         p = self.ctx.params
         sig = self.ctx.signer.sign(consistency_message(self.sid_r, p.round, sorted(surv),
-                                                         p.model_hash))
+                                                         p.context))
         nxt = UnmaskState(self.ctx, self.ads, self.sid_r, self.held, self.u2, surv)
         return ConsistencySignature(self.ctx.hospital, p.round, sig), nxt

@@ -19,7 +19,7 @@ class AdvertiseKeysState(InputState):
 
     Answers :class:`AdvertiseRequest` with fresh ``enc`` (share encryption) and ``mask``
     (pairwise masks) public keys, signed with the long-term Ed25519 key over
-    ``(session_id, round, hospital, enc_pk, mask_pk)``; moves to :class:`ShareKeysState`.
+    ``(session_id, round, context, hospital, enc_pk, mask_pk)``; moves to :class:`ShareKeysState`.
     """
 
     name = "init"
@@ -34,7 +34,7 @@ class AdvertiseKeysState(InputState):
         enc_sk, enc_pk = kex.generate_keypair()
         mask_sk, mask_pk = kex.generate_keypair()
         p, h = self.ctx.params, self.ctx.hospital
-        sig = self.ctx.signer.sign(advertise_message(p.session_id, p.round, h, enc_pk,
-                                                       mask_pk))
+        sig = self.ctx.signer.sign(advertise_message(p.session_id, p.round, p.context, h,
+                                                       enc_pk, mask_pk))
         own = AdvertiseKeys(h, p.round, enc_pk, mask_pk, sig)
         return own, ShareKeysState(self.ctx, self.x, enc_sk, mask_sk, own)

@@ -18,15 +18,17 @@ from fedrx.secagg.mask.messages import (
     ShareKeysRequest,
 )
 from fedrx.secagg.mask.params import SHARE_KEYS
-from fedrx.secagg.mask.transcript import round_session_id, valid_ad
+from fedrx.secagg.mask.transcript import repeated_key, round_session_id, valid_ad
 
 
 class ShareKeysState(InputState):
     """Holds the input ``x``, both per-round private keys and the own advertisement.
 
-    Every relayed advertisement is checked against the federation's pinned keys; a peer
-    whose signature fails (or which advertises for another round) is EXCLUDED (listed in
-    ``ClientContext.excluded``). The round session id ``sid_r`` binds every accepted key. A
+    Every relayed advertisement is checked against the federation's pinned keys and this
+    hospital's own round context; ANY advertisement that fails (forged, for another round,
+    or signed over another context: the aggregator sent its author another model,
+    participant list, threshold or graph seed) aborts the round, as does a public key
+    advertised twice. The round session id ``sid_r`` binds every accepted key. A
     fresh 32-byte seed ``b`` (os.urandom) and the raw mask secret key are shared
     t-of-|holders| (holders: graph neighbours that advertised, plus self), each holder's
     pair AES-GCM-encrypted to it (plaintext ``b_share || mask_key_share``, 66 bytes; key from
@@ -56,17 +58,24 @@ class ShareKeysState(InputState):
             raise self.abort("advertisement list names a hospital twice")
         ads: dict[str, AdvertiseKeys] = {}
         for ad in request.advertised:
-            if valid_ad(ad, p, self.ctx.federation):
-                ads[ad.hospital] = ad
-            else:
-                self.ctx.excluded.append(str(getattr(ad, "hospital", "?")))
+            # Not signed over MY round context (another model, participant list, threshold
+            # or graph seed; or forged, or for another round): an honest aggregator relays
+            # only advertisements it verified under the same context, so refuse the round
+            # before any share leaves this hospital.
+            if not valid_ad(ad, p, self.ctx.federation):
+                raise self.abort(f"advertisement of {str(getattr(ad, 'hospital', '?'))[:64]} "
+                                 "is not signed over this hospital's round context")
+            ads[ad.hospital] = ad
         if ads.get(me) != self._own_ad:
             raise self.abort("own advertised keys missing or altered by the aggregator")
+        dup = repeated_key(list(request.advertised))
+        if dup is not None:
+            raise self.abort(f"{dup} advertised a public key another hospital advertised")
         holders = sorted(p.graph.holders(me) & ads.keys())
         if len(ads) < p.threshold or len(holders) < p.threshold:
             raise self.abort(f"only {len(holders)} share holders advertised keys; need "
                              f"t={p.threshold}")
-        sid_r = round_session_id(p.session_id, p.round, ads)
+        sid_r = round_session_id(p.session_id, p.round, p.context, ads)
         seed = os.urandom(shamir.SECRET_BYTES)
         xs = [p.index(h) for h in holders]
         b_sh = shamir.split(seed, p.threshold, xs)

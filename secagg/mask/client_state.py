@@ -26,15 +26,13 @@ from fedrx.secagg.mask.params import MaskingParams, Signer
 class ClientContext:
     """What every state of one hospital's round shares; nothing here is a per-round secret.
 
-    ``revealed`` maps each peer to the kind of share released for it and ``excluded`` lists
-    the peers whose advertisement failed verification (both for audit and tests).
+    ``revealed`` maps each peer to the kind of share released for it (for audit and tests).
     """
 
     params: MaskingParams
     signer: Signer
     federation: Federation
     revealed: dict[str, str] = field(default_factory=dict)
-    excluded: list[str] = field(default_factory=list)
 
     @property
     def hospital(self) -> str:

@@ -3,7 +3,8 @@
 
 It aborts, revealing nothing, when the alive and dropped lists overlap, name itself as
 dropped, disagree with what it saw or signed, carry fewer than t valid consistency
-signatures (active mode), or hold fewer than t survivors.
+signatures (active mode), or hold fewer than t survivors (or fewer than
+``min_contributors``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class UnmaskState(ClientState):
     def _count_signers(self, req: UnmaskRequest, surv: tuple[str, ...]) -> int:
         """Distinct members of ``surv`` with a valid signature on ``surv`` (stops at t)."""
         p = self.ctx.params
-        msg = consistency_message(self.sid_r, p.round, sorted(surv), p.model_hash)
+        msg = consistency_message(self.sid_r, p.round, sorted(surv), p.context)
         ok: set[str] = set()
         for s in req.signatures:  # stop at t distinct valid signers: that is the rule
             if len(ok) >= p.threshold:
@@ -92,6 +93,9 @@ class UnmaskState(ClientState):
         if me in request.dropped:
             raise self.abort("the aggregator lists me as dropped")
         surv = check_survivors(self.ctx, self.ads, self.u2, request.survivors, UNMASK)
+        if len(surv) < p.min_contributors:
+            raise self.abort(f"only {len(surv)} contributors; this round needs at least "
+                             f"{p.min_contributors}")
         if p.active:
             if self.signed is None or sorted(surv) != sorted(self.signed):
                 raise self.abort("survivor list changed between consistency_check and unmask")

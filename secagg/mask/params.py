@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from fedrx.errors import ConfigError
 from fedrx.secagg.graph import Graph
+
+CONTEXT_BYTES = 32
+"""Size of :attr:`MaskingParams.context` (a SHA-256 digest)."""
 
 ADVERTISE = "advertise_keys"
 SHARE_KEYS = "share_keys"
@@ -35,7 +39,13 @@ class MaskingParams:
 
     ``participants``: sorted hospital ids (Shamir index = position + 1). ``length``: entries
     of the encoded vector. ``modulus_bits``: m, with R = 2**m. ``threshold``: t (per
-    neighbourhood for SecAgg+). ``model_hash``: bound into consistency signatures.
+    neighbourhood for SecAgg+). ``context``: the 32-byte digest of the agreed round context
+    (session, round, model hash, participants, threshold, graph seed; computed by the
+    protocol layer): every advertisement and consistency signature is made over it, and a
+    hospital aborts on any relayed advertisement not signed over ITS OWN context, before it
+    sends a share. ``min_contributors``: a hospital refuses to reveal any unmasking share
+    when fewer hospitals than this contributed (|U3|); 0 disables the check (distributed DP
+    sets it to the number of noise shares it relies on).
     """
 
     session_id: bytes
@@ -45,8 +55,15 @@ class MaskingParams:
     modulus_bits: int
     threshold: int
     graph: Graph
+    context: bytes
     active: bool = True
-    model_hash: bytes = b""
+    min_contributors: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.context, bytes) or len(self.context) != CONTEXT_BYTES:
+            raise ConfigError(f"round context must be a {CONTEXT_BYTES}-byte digest")
+        if not isinstance(self.min_contributors, int) or self.min_contributors < 0:
+            raise ConfigError("min_contributors must be a non-negative int")
 
     @property
     def stages(self) -> tuple[str, ...]:

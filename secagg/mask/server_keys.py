@@ -18,7 +18,7 @@ from fedrx.secagg.mask.params import ADVERTISE, SHARE_KEYS
 from fedrx.secagg.mask.server_masked_input import ServerMaskedInput
 from fedrx.secagg.mask.server_state import Advertised, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
-from fedrx.secagg.mask.transcript import round_session_id, valid_ad
+from fedrx.secagg.mask.transcript import repeated_key, round_session_id, valid_ad
 
 
 class ServerAdvertise(ServerState):
@@ -44,9 +44,12 @@ class ServerAdvertise(ServerState):
                 ads[h] = ad
             else:
                 v.rejected[h] = "invalid advertisement"
+        dup = repeated_key([ads[h] for h in sorted(ads)])
+        if dup is not None:
+            raise self.abort(f"{dup} advertised a public key another hospital advertised")
         v.advance(PeerStatus.INVITED, ads, PeerStatus.ADVERTISED)
         self.need(v.advertised, "advertised valid keys")
-        sid_r = round_session_id(p.session_id, p.round, ads)
+        sid_r = round_session_id(p.session_id, p.round, p.context, ads)
         return ServerShareKeys(self.ctx, self._acc, ads, sid_r)
 
 

@@ -76,7 +76,7 @@ class ServerConsistency(Advertised):
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         p, v = self.ctx.params, self.ctx.view
         u3 = v.masked
-        msg = consistency_message(self.sid_r, p.round, list(u3), p.model_hash)
+        msg = consistency_message(self.sid_r, p.round, list(u3), p.context)
         sigs: dict[str, ConsistencySignature] = {}
         for h in sorted(replies):
             s = replies[h]

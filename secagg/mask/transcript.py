@@ -15,24 +15,28 @@ from fedrx.secagg.mask.messages import AdvertiseKeys
 from fedrx.secagg.mask.params import MaskingParams
 
 
-def advertise_message(session_id: bytes, round_: int, hospital: str, enc_pk: bytes,
-                      mask_pk: bytes) -> bytes:
-    """The bytes ``hospital`` signs over its per-round public keys."""
-    return kex.encode_fields("fedrx/secagg/v1/advertise", session_id, round_, hospital,
-                             enc_pk, mask_pk)
+def advertise_message(session_id: bytes, round_: int, context: bytes, hospital: str,
+                      enc_pk: bytes, mask_pk: bytes) -> bytes:
+    """The bytes ``hospital`` signs over its per-round public keys, bound to the agreed round
+    ``context`` (:attr:`MaskingParams.context`): an advertisement made for another context
+    (another model, participant list, threshold or graph seed) fails verification."""
+    return kex.encode_fields("fedrx/secagg/v2/advertise", session_id, round_, context,
+                             hospital, enc_pk, mask_pk)
 
 
 def consistency_message(sid_r: bytes, round_: int, survivors: Sequence[str],
-                        model_hash: bytes) -> bytes:
+                        context: bytes) -> bytes:
     """The bytes a hospital signs in consistency_check (``survivors`` in sorted order)."""
-    return kex.encode_fields("fedrx/secagg/v1/consistency", sid_r, round_, model_hash,
+    return kex.encode_fields("fedrx/secagg/v2/consistency", sid_r, round_, context,
                              len(survivors), *survivors)
 
 
-def round_session_id(session_id: bytes, round_: int,
+def round_session_id(session_id: bytes, round_: int, context: bytes,
                      ads: Mapping[str, AdvertiseKeys]) -> bytes:
-    """sid_r: hash of the session id, round and every accepted advertisement (sorted)."""
-    fields: list[bytes | str | int] = ["fedrx/secagg/v1/round-sid", session_id, round_]
+    """sid_r: hash of the session id, round, context and every accepted advertisement
+    (sorted)."""
+    fields: list[bytes | str | int] = ["fedrx/secagg/v2/round-sid", session_id, round_,
+                                       context]
     for h in sorted(ads):
         fields += [h, ads[h].enc_public, ads[h].mask_public]
     return hashlib.sha256(kex.encode_fields(*fields)).digest()
@@ -62,7 +66,24 @@ def valid_ad(ad: Any, params: MaskingParams, federation: Federation) -> bool:
             and isinstance(ad.mask_public, bytes) and len(ad.mask_public) == 32
             and ad.enc_public != ad.mask_public
             and signed_by(federation, ad.hospital, ad.signature, advertise_message(
-                params.session_id, params.round, ad.hospital, ad.enc_public, ad.mask_public)))
+                params.session_id, params.round, params.context, ad.hospital, ad.enc_public,
+                ad.mask_public)))
+
+
+def repeated_key(ads: Sequence[AdvertiseKeys]) -> str | None:
+    """The first hospital (in the given order) whose ``enc`` or ``mask`` public key was
+    already advertised by another hospital (or by itself as its other key), else None.
+
+    A hospital that advertises another's public key as its own could not use the matching
+    secret, but it would make two parties' pairwise keys and share encryptions collide;
+    the round is refused instead (issue 14 item 8)."""
+    seen: set[bytes] = set()
+    for ad in ads:
+        keys = {ad.enc_public, ad.mask_public}
+        if len(keys) != 2 or keys & seen:
+            return ad.hospital
+        seen |= keys
+    return None
 
 
 def distinct(names: Any) -> bool:
