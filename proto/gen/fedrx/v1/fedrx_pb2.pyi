@@ -427,14 +427,16 @@ class KeyDelivery(_message.Message):
     def __init__(self, manifest: _Optional[_Union[EpochManifest, _Mapping]] = ..., public_context: _Optional[bytes] = ..., package: _Optional[_Union[SealedKeyPackage, _Mapping]] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("hospital", "digests", "signature")
+    __slots__ = ("hospital", "digests", "signature", "tags")
     HOSPITAL_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     hospital: str
     digests: _containers.RepeatedScalarFieldContainer[bytes]
     signature: bytes
-    def __init__(self, hospital: _Optional[str] = ..., digests: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, hospital: _Optional[str] = ..., digests: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ..., tags: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CkksKeyringRequest(_message.Message):
     __slots__ = ("session_id", "round", "epoch")
