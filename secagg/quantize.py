@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrx.csprng import bernoulli
-from fedrx.errors import ConfigError
+from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.secagg.prg import prg_words
 
 MAX_MODULUS_BITS = 64
@@ -190,6 +190,54 @@ def encode(vector: np.ndarray, cfg: QuantConfig, m: int,
     return out, ClipStats(norm, clipped, n_clip)
 
 
+@dataclass(frozen=True)
+class PreQuantised:
+    """An input already in the integer ring's units (distributed DP: the hospital rounded its
+    sum and added integer noise itself, so :func:`encode`'s clipping, which would act on the
+    noisy share, must not run).
+
+    ``values``: int64 weighted coordinates at scale ``2**frac_bits``; ``count``: the exact
+    count entry; ``bound``: the sender's guarantee ``max |values| <= bound``.
+    """
+
+    values: np.ndarray
+    count: int
+    bound: int
+    frac_bits: int
+
+
+def encode_prequantised(x: PreQuantised, cfg: QuantConfig, m: int) -> np.ndarray:
+    """``[values..., count, 0]`` mod ``2**m`` (uint64, length d + 2; no clipped coordinates).
+
+    ConfigError unless ``frac_bits`` matches the round's, ``bound`` is within the per-hospital
+    bound the modulus was sized for (so the n-hospital sum cannot wrap), every value is
+    within ``bound`` and the count is in ``[0, max_count]``.
+    """
+    cfg.check()
+    v = np.asarray(x.values)
+    if v.ndim != 1 or v.dtype != np.int64:
+        raise ConfigError("pre-quantised values must be a 1-D int64 vector")
+    if x.frac_bits != cfg.frac_bits:
+        raise ConfigError(f"pre-quantised input at {x.frac_bits} fractional bits, the round "
+                          f"uses {cfg.frac_bits}")
+    if not 0 <= x.count <= cfg.max_count:
+        raise ConfigError(f"count must be an integer in [0, max_count={cfg.max_count}]")
+    limit = per_hospital_bound(cfg, v.size)
+    if not 0 <= x.bound <= limit:
+        raise ConfigError(f"pre-quantised bound {x.bound} exceeds the per-hospital bound "
+                          f"{limit} the modulus is sized for; raise max_count or clip_norm")
+    if v.size and int(np.max(np.abs(v))) > x.bound:
+        raise ConfigError("a pre-quantised value exceeds its stated bound")
+    out = np.empty(v.size + 2, dtype=np.int64)
+    out[:-2] = v
+    out[-2] = int(x.count)
+    out[-1] = 0
+    enc = out.view(np.uint64)
+    if m < 64:
+        enc &= np.uint64((1 << m) - 1)
+    return enc
+
+
 def centred_lift(total: np.ndarray, m: int) -> np.ndarray:
     """Map uint64 values mod 2**m to signed integers in [-2**(m-1), 2**(m-1)) as int64.
 
@@ -207,9 +255,58 @@ def centred_lift(total: np.ndarray, m: int) -> np.ndarray:
     return s.view(np.int64)
 
 
-def decode(total: np.ndarray, cfg: QuantConfig, m: int) -> tuple[np.ndarray, int]:
-    """Decode a sum of encodings: (float64 ``[sum c*delta..., sum c]``, total clipped count)."""
+def sum_bounds(cfg: QuantConfig, contributors: int, model_length: int,
+               count: int) -> tuple[int, float]:
+    """(largest clipped-coordinate total, largest L2 norm of the scaled weighted sum) that
+    ``contributors`` honest encodings with total example count ``count`` can produce.
+
+    Each hospital's weighted delta ``c * delta`` has ``||c * delta||_2 <= c * B`` after
+    clipping, so the scaled sum has norm ``<= count * B * 2**f``; stochastic rounding moves
+    each coordinate of each encoding by less than 1, adding at most ``contributors *
+    sqrt(d)`` to the norm. One part in 2**-40 of slack absorbs float64 rounding of the norm.
+    """
+    rounding = contributors * math.sqrt(model_length)
+    norm = (count * cfg.clip_norm * float(2**cfg.frac_bits) + rounding) * (1 + 2.0**-40) + 1
+    return contributors * model_length, norm
+
+
+def check_sum(s: np.ndarray, cfg: QuantConfig, contributors: int) -> None:
+    """ProtocolAbort unless the centred integer sum ``s`` (``[weighted..., count,
+    clipped]``) is one that ``contributors`` honest encodings can produce: ``0 <= count <=
+    contributors * max_count``, ``0 <= clipped <= contributors * d`` and the L2 norm of the
+    weighted part within :func:`sum_bounds`. A sum outside these bounds (a wrong self-mask
+    share revealed with exactly t answers, so undetectable by share consistency, decodes to
+    garbage such as a count of -9e8) is refused instead of being used as an update."""
+    if not isinstance(contributors, int) or contributors < 1:
+        raise ProtocolAbort("a decoded sum needs at least one contributor")
+    d = s.size - 2
+    count, clipped = int(s[-2]), int(s[-1])
+    if not 0 <= count <= contributors * cfg.max_count:
+        raise ProtocolAbort(f"decoded example count {count} outside [0, {contributors} * "
+                            f"max_count={cfg.max_count}]: the unmasked sum is corrupt")
+    max_clipped, max_norm = sum_bounds(cfg, contributors, d, count)
+    if not 0 <= clipped <= max_clipped:
+        raise ProtocolAbort(f"decoded clipped-coordinate count {clipped} outside [0, "
+                            f"{max_clipped}]: the unmasked sum is corrupt")
+    w = s[:-2].astype(np.float64)
+    norm = math.sqrt(float(np.add.reduce(np.square(w))))
+    if not norm <= max_norm:
+        raise ProtocolAbort(f"decoded sum has L2 norm {norm / 2**cfg.frac_bits:.6g} above "
+                            f"the {count} examples' clip bound "
+                            f"{max_norm / 2**cfg.frac_bits:.6g}: the unmasked sum is corrupt")
+
+
+def decode(total: np.ndarray, cfg: QuantConfig, m: int,
+           contributors: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode a sum of encodings: (float64 ``[sum c*delta..., sum c]``, total clipped count).
+
+    With ``contributors`` (|U3|; the aggregator always passes it) the sum is first checked
+    against what that many honest encodings can produce (:func:`check_sum`, ProtocolAbort
+    otherwise); None skips the check (unit tests of the codec alone).
+    """
     s = centred_lift(total, m)
+    if contributors is not None:
+        check_sum(s, cfg, contributors)
     out = np.empty(s.size - 1, dtype=np.float64)
     # times 2**-frac_bits: a power of two, so exactly the division by 2**frac_bits
     np.multiply(s[:-2], 2.0 ** -cfg.frac_bits, out=out[:-1])
