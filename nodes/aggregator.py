@@ -192,8 +192,10 @@ class AggregatorNode:
         # ever opened here (evaluation is the hospitals' metric sums)
         model = MedicationTask(self.spec.vocab(), None, model=task.model, hidden=task.hidden)
         protection = make_server_protection(task.protection, self.dep.federation,
-                                            protection_params(task), len(members),
-                                            model.spec.size + 1)
+                                            protection_params(task)
+                                            | self.spec.protection_extra(), len(members),
+                                            model.spec.size + 1,
+                                            policy=self.spec.policy(self.dep.federation_id))
         digest = self.spec.sha256
         meta = {"task_digest": digest, "federation_id": self.dep.federation_id}
         ckpt_dir = self.out / "checkpoint"
@@ -221,6 +223,15 @@ class AggregatorNode:
         need = self.cfg.min_hospitals or len(members)
         if need > len(members):
             raise ConfigError(f"min_hospitals {need} > {len(members)} federation members")
+        pinned = protection.pinned
+        if pinned is not None and need < pinned.min_round_size:
+            raise ConfigError(f"min_hospitals {need} < the pinned min_round_size "
+                              f"{pinned.min_round_size}: hospitals would refuse such rounds")
+        try:
+            protection.min_survivors(need)
+        except ConfigError as exc:
+            raise ConfigError(f"min_hospitals {need}: a round that small is unsafe with the "
+                              f"pinned federation: {exc}") from None
         plan = self.cfg.fault_plan()
         hooks = DeploymentHooks(self, protection, need, meta, plan)
         hooks.last_round = state.round

@@ -137,10 +137,13 @@ class HospitalNode:
             # the hospital's OWN policy ([privacy] of its config) and its real long-term identity;
             # ledger in OUT/ledger/<h>.jsonl, public identity in OUT/identities/<h>.pub.json
             dp = dp_factory(t, self.out)(h, self.identity, own)
+        # the round policy (derived session, round bound, minimum round size, n_C) comes
+        # from the pinned federation file and task, never from the aggregator
         party = make_party(h, task, own, protection=t.protection,
                            federation=self.dep.federation, identity=self.identity,
-                           params=protection_params(t), client_optimizer=client_optimizer(t),
-                           seed=t.seed, dp=dp)
+                           params=protection_params(t) | self.spec.protection_extra(),
+                           client_optimizer=client_optimizer(t), seed=t.seed, dp=dp,
+                           policy=self.spec.policy(self.dep.federation_id))
         saved = read_node_state(self.out)
         party.last_round = int(saved.get("last_round", 0))
         party.keep_results = True  # rounds here get receipts (see HospitalParty.receipted)
@@ -196,6 +199,8 @@ class HospitalNode:
             "rounds": [{"round": e.round, "state": e.state.value, "loss": e.loss,
                         "examples": e.n_examples, "reason": e.reason,
                         "reused_from": e.reused_from} for e in self.party.log],
+            # the personalised model's metric sums: kept here only (never sent)
+            "personal": {str(r): v for r, v in sorted(self.party.personal.items())},
             "kept": kept}, indent=1) + "\n")
 
     # -- signals -------------------------------------------------------------------
@@ -386,12 +391,20 @@ class HospitalNode:
         t0 = time.perf_counter()
         try:
             reply = party.handle(stage, msg)
+            env, data = wire.encode(reply)
         except FedrxError as exc:  # any refusal is clean: an Error frame, state kept
             self._refuse(outq, hdr, "refused", str(exc))
             if stage == TRAIN:
                 self._save_state()
             return
-        env, data = wire.encode(reply)
+        except Exception as exc:  # noqa: BLE001 - no message may crash the node (a bug):
+            # refuse with the exception's type only (its text could hold local values)
+            event(log, logging.ERROR, "handler failed; request refused",
+                  hospital=self.cfg.hospital, round=rnd, stage=stage[:32],
+                  error=type(exc).__name__)
+            self._refuse(outq, hdr, "internal", f"internal error ({type(exc).__name__})")
+            self._save_state()
+            return
         for f in wire.frames(pb.HospitalFrame, hdr, env, data):
             outq.put(f)
         if stage == TRAIN:

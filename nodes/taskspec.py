@@ -39,6 +39,12 @@ SHARED = ("rounds", "protection", "seed", "model", "hidden", "client_optimizer",
           "local_epochs", "batch_size", "server_optimizer", "server_lr", "min_visits",
           "clip_norm", "threshold", "rounding_seed", "personalize", "on_budget_exhausted")
 """Task settings every site shares (fields of :class:`~fedrx.nodes.simulate.SimulationConfig`)."""
+ROUND_POLICY = ("min_round_size", "max_corrupt")
+"""Optional shared settings of the round policy every hospital pins (absent = the default
+rule; written into the spec only when set, so older specs keep their hash):
+``min_round_size`` (fewest participants a hospital accepts in a round, >= 2) and
+``max_corrupt`` (n_C of ``mask``: hospitals assumed to collude with the aggregator; None =
+floor((N-1)/3) of the FEDERATION's share-holder group). See fedrx.protocol.context."""
 PRIVACY = ("dp", "epsilon", "delta", "max_grad_norm", "dp_batch", "accountant", "secure_noise",
            "budget_epsilon")
 """A hospital's own DP policy (its node config's ``[privacy]`` table; within ``dp_bounds``)."""
@@ -77,12 +83,32 @@ class TaskSpec:
         return Vocabulary(self.vocabulary["diagnoses"], self.vocabulary["procedures"],
                           self.vocabulary["labels"])
 
+    def round_policy(self) -> dict[str, int]:
+        """The pinned :data:`ROUND_POLICY` settings that are set."""
+        return {k: int(self.settings[k]) for k in ROUND_POLICY
+                if self.settings.get(k) is not None}
+
+    def policy(self, deployment_id: str) -> dict[str, Any]:
+        """Keyword arguments of :func:`fedrx.protocol.context.pin` for a party of the
+        federation pinned with id ``deployment_id`` (hex SHA-256 of its file)."""
+        return {"pinned": deployment_id, "rounds": int(self.settings["rounds"]),
+                "min_round_size": self.round_policy().get("min_round_size")}
+
+    def protection_extra(self) -> dict[str, Any]:
+        """Protection parameters pinned here beyond ``protection_params`` (mask:
+        ``max_corrupt``)."""
+        pol = self.round_policy()
+        if self.settings.get("protection") == "mask" and "max_corrupt" in pol:
+            return {"max_corrupt": pol["max_corrupt"]}
+        return {}
+
     def task_config(self, privacy: Mapping[str, Any] | None = None, **extra: Any) -> Any:
         """A :class:`~fedrx.nodes.simulate.SimulationConfig` with these settings, a
         hospital's ``privacy`` policy and ``extra`` (e.g. ``data``), validated."""
         from fedrx.nodes.simulate import SimulationConfig
 
-        cfg = SimulationConfig(**dict(self.settings), **dict(privacy or {}), **extra,
+        shared = {k: v for k, v in self.settings.items() if k not in ROUND_POLICY}
+        cfg = SimulationConfig(**shared, **dict(privacy or {}), **extra,
                                vocabulary="public" if self.encoding == PUBLIC else "data")
         cfg.validate()
         return cfg
@@ -110,8 +136,15 @@ class TaskSpec:
                               f"{obj.get('version')!r}; this fedrx runs {TASK_NAME} "
                               f"version {TASK_VERSION}")
         settings, vocab = obj.get("settings"), obj.get("vocabulary")
-        if not isinstance(settings, dict) or set(settings) != set(SHARED):
-            raise ConfigError(f"{where}: settings must hold exactly {', '.join(SHARED)}")
+        if not isinstance(settings, dict) or not set(SHARED) <= set(settings) <= \
+                set(SHARED) | set(ROUND_POLICY):
+            raise ConfigError(f"{where}: settings must hold exactly {', '.join(SHARED)} "
+                              f"(and optionally {', '.join(ROUND_POLICY)})")
+        for k, low in (("min_round_size", 2), ("max_corrupt", 0)):
+            v = settings.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
+                raise ConfigError(f"{where}: settings {k} must be an integer >= {low} "
+                                  f"(or absent), got {v!r}")
         if obj.get("encoding") not in (PUBLIC, EXACT):
             raise ConfigError(f"{where}: unknown encoding {obj.get('encoding')!r}")
         if not isinstance(vocab, dict) or set(vocab) != {"diagnoses", "procedures", "labels"} \
@@ -195,7 +228,8 @@ def make_spec(settings: Mapping[str, Any], *, vocabulary: Any = None,
         vocabulary, encoding = public_vocabulary(labels), PUBLIC
     else:
         encoding = EXACT
-    spec = TaskSpec({k: src[k] for k in SHARED}, encoding,
+    pol = {k: src[k] for k in ROUND_POLICY if src.get(k) is not None}
+    spec = TaskSpec({k: src[k] for k in SHARED} | pol, encoding,
                     {"diagnoses": tuple(vocabulary.diagnoses),
                      "procedures": tuple(vocabulary.procedures),
                      "labels": tuple(vocabulary.labels)},

@@ -12,6 +12,7 @@ an aborted round leaves the global model unchanged and the federation continues.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ProtocolAbort, ProtocolError
+from fedrx.errors import ConfigError, ProtocolAbort, ProtocolError
 from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.optim import ServerOptimizer
 from fedrx.protocol.protection import Protection, RoundContext
@@ -114,6 +115,11 @@ class RoundMachine:
             ) -> tuple[ServerState, RoundOutcome]:
         rnd = state.round + 1
         t0 = time.perf_counter()
+        pinned = self.protection.pinned
+        if pinned is not None and state.session_id != pinned.session_id:
+            # the session is derived from the pinned federation, never chosen (hospitals
+            # refuse any other); a state made before the federation was known gets it here
+            state = dataclasses.replace(state, session_id=pinned.session_id)
         out = RoundOutcome(round=rnd, participants=sorted(participants))
         out.phases.append(Phase.SELECT.value)
         try:
@@ -143,6 +149,14 @@ class RoundMachine:
     def _train_and_aggregate(self, state: ServerState, rnd: int, out: RoundOutcome,
                              params: dict[str, Any]) -> ServerState:
         n_params = state.weights.size
+        pinned = self.protection.pinned
+        if pinned is not None and len(out.participants) < pinned.min_round_size:
+            raise ProtocolAbort(f"{len(out.participants)} participant(s), the pinned minimum "
+                                f"round size is {pinned.min_round_size}")
+        try:
+            need = self.protection.min_survivors(len(out.participants))
+        except ConfigError as exc:  # a round this configuration must not run
+            raise ProtocolAbort(f"round of {len(out.participants)} refused: {exc}") from None
         self._go(Phase.TRAIN, out)
         req = TrainRequest(state.session_id, rnd, tuple(out.participants), state.weights,
                            state.model_hash, self.protection.name, n_params + 1, dict(params))
@@ -160,12 +174,11 @@ class RoundMachine:
             else:
                 out.refused[h] = ack.reason or ack.status
         out.trained = list(alive)
-        need = self.protection.min_survivors(len(out.participants))
         if len(alive) < need:
             raise ProtocolAbort(f"only {len(alive)} hospital(s) trained, "
                                   f"{self.protection.name} needs {need}")
         ctx = RoundContext(state.session_id, rnd, tuple(out.participants), n_params + 1,
-                           dict(params))
+                           {}, model_hash=state.model_hash)
         server = self.protection.new_server(ctx)
         for stage in self.protection.stages:
             self._go(Phase.PROTECT, out)
@@ -180,6 +193,11 @@ class RoundMachine:
         examples = float(total[-1])
         if not examples > 0.5:
             raise ProtocolAbort(f"aggregate example count {examples:.3f} is not positive")
+        bound = pinned.max_examples if pinned is not None else None
+        if bound is not None and examples > len(result.contributors) * bound:
+            raise ProtocolAbort(f"aggregate example count {examples:.0f} exceeds "
+                                f"{len(result.contributors)} contributors x the pinned "
+                                f"bound {bound}")
         avg_delta = total[:-1] / examples
         if not np.all(np.isfinite(avg_delta)):
             raise ProtocolAbort("aggregate contains non-finite values")

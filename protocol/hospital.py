@@ -25,15 +25,30 @@ a receipt arrives for either round (:meth:`HospitalParty.receipted`). Only parti
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedrx.errors import ProtocolAbort, ProtocolError
+from fedrx.errors import FedrxError, ProtocolAbort, ProtocolError
 from fedrx.protocol.messages import EVALUATE, TRAIN, EvalReport, EvalRequest, TrainAck, TrainRequest
 from fedrx.protocol.protection import ClientProtection, Protection, RoundContext
 from fedrx.protocol.task import ClientOptimizer, FederatedTask, derive_seed, model_hash
+
+
+def check_request_types(req: TrainRequest, hospital: str) -> None:
+    """ProtocolError unless every field of ``req`` has its declared type (an in-process
+    caller is not bound by a wire codec)."""
+    ok = (isinstance(req.session_id, bytes) and isinstance(req.round, int)
+          and not isinstance(req.round, bool) and isinstance(req.participants, tuple | list)
+          and all(isinstance(p, str) for p in req.participants)
+          and isinstance(req.weights, np.ndarray) and req.weights.ndim == 1
+          and req.weights.dtype.kind == "f" and isinstance(req.model_hash, str)
+          and isinstance(req.protection, str) and isinstance(req.vector_length, int)
+          and not isinstance(req.vector_length, bool) and isinstance(req.params, Mapping))
+    if not ok:
+        raise ProtocolError(f"{hospital}: malformed TrainRequest")
 
 
 class HospitalState(enum.Enum):
@@ -116,6 +131,11 @@ class HospitalParty:
         self.log: list[RoundLog] = []
         self.kept: KeptResult | None = None
         """The last charged round's protected input, while a retry may re-use it."""
+        self.personal: dict[int, dict[str, Any]] = {}
+        """Metric sums of the personalised model per round: kept at the hospital, never
+        sent (the fine-tuning on training patients is not DP and not charged)."""
+        self.context: RoundContext | None = None
+        """The context of the newest round this hospital accepted (checked by itself)."""
         self.keep_results = False
         """Keep charged results for a retry: only where rounds get receipts (a deployment
         node calls :meth:`receipted`); the in-process simulation never abandons a round."""
@@ -138,29 +158,17 @@ class HospitalParty:
 
     # -- train --------------------------------------------------------------------------
     def _on_train(self, req: Any) -> TrainAck:
-        if not isinstance(req, TrainRequest):
-            raise ProtocolError(f"{self.hospital}: expected a TrainRequest")
-        if req.round <= self.last_round:
-            raise ProtocolError(f"{self.hospital}: round {req.round} is not newer than "
-                                f"{self.last_round} (replay?)")
-        if self.hospital not in req.participants:
-            raise ProtocolError(f"{self.hospital}: not listed as a participant")
-        if list(req.participants) != sorted(set(req.participants)):
-            raise ProtocolError(f"{self.hospital}: participants must be sorted and distinct")
-        if req.protection != self.protection.name:
-            raise ProtocolError(f"{self.hospital}: aggregator asked for protection "
-                                f"{req.protection!r}, this hospital requires "
-                                f"{self.protection.name!r}")
-        if model_hash(req.weights) != req.model_hash:
-            raise ProtocolError(f"{self.hospital}: global model does not match its hash")
-        self.task.check_weights(req.weights)  # before any budget is charged
-        n_params = req.weights.size
-        if req.vector_length != n_params + 1:
-            raise ProtocolError(f"{self.hospital}: vector length {req.vector_length} != "
-                                f"{n_params} parameters + 1")
+        ctx = self._check_train(req)
+        # everything below acts on a request checked whole: the protection's client exists
+        # (its round parameters derived and checked) before any training or ledger entry
+        try:
+            client = self.protection.new_client(ctx, self.hospital)
+        except FedrxError as exc:
+            raise ProtocolError(f"{self.hospital}: round refused: {exc}") from None
         self.last_round = self.current_round = req.round
         self.stage_index = -1
         self.client = None
+        self.context = ctx
         entry = RoundLog(req.round, HospitalState.IDLE)
         self.log.append(entry)
         kept = self.kept
@@ -177,12 +185,53 @@ class HospitalParty:
                     entry.reason = refusal
                     return TrainAck(req.round, self.hospital, "refused", refusal)
             vector, head = self._train(req, entry)
-        ctx = RoundContext(req.session_id, req.round, tuple(req.participants),
-                           req.vector_length, dict(req.params))
-        self.client = self.protection.new_client(ctx, self.hospital)
-        self.client.set_input(vector)
+        try:
+            client.set_input(vector)
+        except FedrxError as exc:
+            raise self._abort(f"protected input refused: {exc}") from None
+        self.client = client
         self.state = entry.state = HospitalState.TRAINED
         return TrainAck(req.round, self.hospital, "trained", ledger_head=head)
+
+    def _check_train(self, req: Any) -> RoundContext:
+        """Check a TrainRequest whole against what this hospital pinned and computes itself
+        (:mod:`fedrx.protocol.context`) -> the round context it will sign; ProtocolError
+        (a clean refusal, nothing changed) otherwise."""
+        h = self.hospital
+        if not isinstance(req, TrainRequest):
+            raise ProtocolError(f"{h}: expected a TrainRequest")
+        check_request_types(req, h)
+        if req.round <= self.last_round:
+            raise ProtocolError(f"{h}: round {req.round} is not newer than "
+                                f"{self.last_round} (replay?)")
+        if h not in req.participants:
+            raise ProtocolError(f"{h}: not listed as a participant")
+        if list(req.participants) != sorted(set(req.participants)):
+            raise ProtocolError(f"{h}: participants must be sorted and distinct")
+        pinned = self.protection.pinned
+        if pinned is not None:
+            pinned.check_round(h, req.session_id, req.round, req.participants)
+        if req.protection != self.protection.name:
+            raise ProtocolError(f"{h}: aggregator asked for protection "
+                                f"{req.protection!r}, this hospital requires "
+                                f"{self.protection.name!r}")
+        mh = model_hash(req.weights)
+        if mh != req.model_hash:
+            raise ProtocolError(f"{h}: global model does not match its hash")
+        self.task.check_weights(req.weights)  # before any budget is charged
+        n_params = req.weights.size
+        if req.vector_length != n_params + 1:
+            raise ProtocolError(f"{h}: vector length {req.vector_length} != "
+                                f"{n_params} parameters + 1")
+        if pinned is not None and pinned.max_examples is not None:
+            own = self.task.n_train_examples(self.data)
+            if own > pinned.max_examples:
+                raise ProtocolError(f"{h}: {own} training examples exceed the pinned "
+                                    f"bound {pinned.max_examples}")
+        # req.params is never read: every round parameter comes from the pinned
+        # configuration (test_dp_federation: hostile DP parameters are ignored)
+        return RoundContext(req.session_id, req.round, tuple(req.participants),
+                            req.vector_length, {}, model_hash=mh)
 
     def _train(self, req: TrainRequest, entry: RoundLog) -> tuple[np.ndarray, str]:
         """Local training (DP-SGD when configured: the ledger entry is written first) ->
@@ -231,7 +280,7 @@ class HospitalParty:
         self.state = HospitalState.PROTECTING
         try:
             reply = self.client.handle(stage, request)
-        except ProtocolError as exc:
+        except FedrxError as exc:
             raise self._abort(str(exc)) from None
         if idx == len(stages) - 1:
             self.state = HospitalState.DONE
@@ -242,6 +291,10 @@ class HospitalParty:
     def _on_evaluate(self, req: Any) -> EvalReport:
         if not isinstance(req, EvalRequest):
             raise ProtocolError(f"{self.hospital}: expected an EvalRequest")
+        if not (isinstance(req.weights, np.ndarray) and req.weights.ndim == 1
+                and isinstance(req.model_hash, str) and req.part in ("test", "val")
+                and isinstance(req.round, int) and isinstance(req.personalize, bool)):
+            raise ProtocolError(f"{self.hospital}: malformed EvalRequest")
         if model_hash(req.weights) != req.model_hash:
             raise ProtocolError(f"{self.hospital}: model does not match its hash")
         self.task.check_weights(req.weights)
@@ -249,8 +302,11 @@ class HospitalParty:
         out: dict[str, Any] = {"global": sums}
         if req.part == "test":  # the held-out validation patients, for model selection
             out["val"] = self.task.evaluate(req.weights, self.data, "val").as_dict()
-        if getattr(req, "personalize", False):
+        if req.personalize is True:
+            # fine-tuned on this hospital's TRAINING patients without DP: its metrics stay
+            # here (self.personal); releasing them would be an uncharged release
             seed = derive_seed(self.seed, self.hospital, "personal", req.round)
             personal = self.task.personalize(req.weights, self.data, self.personal_opt, seed)
-            out["personal"] = self.task.evaluate(personal, self.data, req.part).as_dict()
+            self.personal[req.round] = self.task.evaluate(personal, self.data,
+                                                          req.part).as_dict()
         return EvalReport(req.round, self.hospital, out)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from fedrx.errors import ProtocolAbort
+from fedrx.protocol.context import Pinned
 
 # A protection refuses or ends a round by raising :class:`fedrx.errors.ProtocolAbort`.
 
@@ -40,9 +41,15 @@ from fedrx.errors import ProtocolAbort
 class RoundContext:
     """What both sides agree on for one round.
 
-    ``session_id`` is 32 bytes fixed for a federation session; ``round`` counts from 1;
+    ``session_id`` is the federation's derived 32-byte session
+    (:func:`fedrx.protocol.context.derive_session_id`); ``round`` counts from 1;
     ``participants`` are the selected hospital ids in sorted order; ``vector_length`` is
-    the protected vector's length (model parameters + 1 for the example count).
+    the protected vector's length (model parameters + 1 for the example count);
+    ``model_hash`` is the hash of the round's model as THIS party computed it (a hospital:
+    from the weights it received and will train; the aggregator: from the weights it sent).
+    A hospital builds its context only from fields it checked itself
+    (:mod:`fedrx.protocol.context`); a protection binds a digest of it into what the
+    hospitals sign to each other before any protected input is sent.
     """
 
     session_id: bytes
@@ -50,6 +57,7 @@ class RoundContext:
     participants: tuple[str, ...]
     vector_length: int
     params: Mapping[str, Any] = field(default_factory=dict)
+    model_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,9 @@ class Protection(ABC):
 
     name: str
     stages: tuple[str, ...]
+    pinned: Pinned | None = None
+    """The party's pinned round policy (session, members, bounds; set by
+    :func:`fedrx.protocol.registry.make_protection`); None: nothing pinned (unit tests)."""
 
     def validate(self, n_hospitals: int, vector_length: int) -> None:  # noqa: B027
         """Reject an unsafe or impossible configuration before any round starts."""

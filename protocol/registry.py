@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fedrx.errors import ConfigError
+from fedrx.protocol.context import pin
 from fedrx.protocol.hospital import HospitalParty
 from fedrx.protocol.protection import NoProtection, Protection
 from fedrx.protocol.task import ClientOptimizer, FederatedTask
@@ -20,9 +21,20 @@ PROTECTIONS = ("none", "mask", "ckks")
 
 def make_protection(name: str, *, federation: Federation | None = None,
                     identity: Identity | None = None,
-                    params: Mapping[str, Any] | None = None) -> Protection:
-    """The protection ``name`` for one party (``identity`` None = the aggregator)."""
-    params = dict(params or {})
+                    params: Mapping[str, Any] | None = None,
+                    policy: Mapping[str, Any] | None = None) -> Protection:
+    """The protection ``name`` for one party (``identity`` None = the aggregator), with its
+    pinned round policy (:func:`fedrx.protocol.context.pin` of ``federation``; ``policy``:
+    its keyword arguments ``pinned``, ``rounds``, ``min_round_size``)."""
+    proto = _make(name, federation, identity, dict(params or {}))
+    if federation is not None:
+        max_examples = getattr(getattr(proto, "config", None), "max_count", None)
+        proto.pinned = pin(federation, max_examples=max_examples, **dict(policy or {}))
+    return proto
+
+
+def _make(name: str, federation: Federation | None, identity: Identity | None,
+          params: dict[str, Any]) -> Protection:
     if name == "none":
         if params:
             raise ConfigError(f"protection 'none' takes no parameters (got {sorted(params)})")
@@ -48,19 +60,22 @@ def make_protection(name: str, *, federation: Federation | None = None,
 
 
 def make_server_protection(name: str, federation: Federation, params: Mapping[str, Any],
-                           n_hospitals: int, vector_length: int) -> Protection:
+                           n_hospitals: int, vector_length: int,
+                           policy: Mapping[str, Any] | None = None) -> Protection:
     """The aggregator's protection, checked for ``n_hospitals`` and ``vector_length``
     (model parameters + 1) before any round starts."""
-    protection = make_protection(name, federation=federation, params=params)
+    protection = make_protection(name, federation=federation, params=params, policy=policy)
     protection.validate(n_hospitals, vector_length)
     return protection
 
 
 def make_party(hospital: str, task: FederatedTask, data: Any, *, protection: str,
                federation: Federation, identity: Identity, params: Mapping[str, Any],
-               client_optimizer: ClientOptimizer, seed: int, dp: Any = None) -> HospitalParty:
-    """One hospital's party: its own protection instance (holding its private identity),
-    the task, its private data and its DP state (None: no DP)."""
+               client_optimizer: ClientOptimizer, seed: int, dp: Any = None,
+               policy: Mapping[str, Any] | None = None) -> HospitalParty:
+    """One hospital's party: its own protection instance (holding its private identity and
+    its pinned round policy, see :func:`make_protection`), the task, its private data and
+    its DP state (None: no DP)."""
     proto = make_protection(protection, federation=federation, identity=identity,
-                            params=params)
+                            params=params, policy=policy)
     return HospitalParty(hospital, task, data, proto, client_optimizer, seed=seed, dp=dp)

@@ -121,10 +121,12 @@ def test_fault_spec_validation():
 def test_hospital_rejects_replay_wrong_hash_and_downgrade():
     p = build_federated_averaging_process(ToyTask(), evaluate=False)
     s0 = p.initialize()
-    p.next(s0, HOSPITALS)
+    s1, _ = p.next(s0, HOSPITALS)
     party = p.parties["a"]
     w = s0.weights
-    base = dict(session_id=s0.session_id, participants=("a", "b", "c"), weights=w,
+    # the round ran in the session derived from the pinned federation (issue 14 item 3)
+    assert s1.session_id == party.protection.pinned.session_id != s0.session_id
+    base = dict(session_id=s1.session_id, participants=("a", "b", "c"), weights=w,
                 vector_length=w.size + 1)
     with pytest.raises(ProtocolError, match="replay"):
         party.handle("train", TrainRequest(round=1, model_hash=model_hash(w),
@@ -135,6 +137,7 @@ def test_hospital_rejects_replay_wrong_hash_and_downgrade():
     # a protection downgrade or upgrade by the aggregator is refused
     p2 = build_federated_averaging_process(ToyTask(), evaluate=False)
     p2.enroll(HOSPITALS)
+    base["session_id"] = p2.parties["a"].protection.pinned.session_id
     with pytest.raises(ProtocolError, match="requires 'none'"):
         p2.parties["a"].handle("train", TrainRequest(round=1, model_hash=model_hash(w),
                                                      protection="mask", **base))

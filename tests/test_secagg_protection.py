@@ -105,7 +105,11 @@ def test_below_threshold_aborts_through_interface():
 
 def test_min_survivors_and_validate_rules():
     p = MaskProtection(None, FED)
-    assert p.min_survivors(7) == 5 and p.min_survivors(10) == 7 and p.min_survivors(3) == 3
+    assert p.min_survivors(7) == 5 and p.min_survivors(10) == 7
+    # n_C comes from the pinned federation (7 members: n_C = 2), not from the round: a
+    # round of 3 would need t - n_C >= 2, i.e. t = 4 > 3 holders (issue 14 item 2)
+    with pytest.raises(ConfigError, match="exceeds the 3 share holders"):
+        p.min_survivors(3)
     p.validate(7, 1001)
     with pytest.raises(ConfigError, match="exceeds"):
         MaskProtection(None, FED, MaskConfig(threshold=8)).validate(7, 10)

@@ -23,6 +23,7 @@ t must satisfy ``t <= N``, ``2t > N + n_C`` and ``t - n_C >= 2``; default t = fl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fedrx.errors import ConfigError, ProtocolAbort
+from fedrx.protocol.context import context_digest, graph_seed
 from fedrx.protocol.protection import (
     AggregateResult,
     ClientProtection,
@@ -80,11 +82,21 @@ class MaskConfig:
             return self.k if self.k is not None else graphs.default_k(n)
         raise ConfigError(f"unknown graph {self.graph!r}; use 'complete' or 'harary'")
 
-    def threshold_for(self, n: int) -> int:
-        """t for n participants; ConfigError naming the fix if unsafe."""
+    def corrupt_bound(self, n_federation: int) -> int:
+        """n_C: ``max_corrupt`` if pinned, else floor((N-1)/3) for the share-holder group
+        of the PINNED federation size (never of a round's participant count)."""
+        if self.max_corrupt is not None:
+            return self.max_corrupt
+        return graphs.default_corrupt(self.degree(n_federation) + 1)
+
+    def threshold_for(self, n: int, n_federation: int | None = None) -> int:
+        """t for a round of n participants in a federation of ``n_federation`` (default n);
+        ConfigError naming the fix if unsafe. n_C comes from the federation size; the
+        default t is floor(2N/3)+1 for the round's group, raised to n_C + 2."""
         group = self.degree(n) + 1
-        n_c = self.max_corrupt if self.max_corrupt is not None else graphs.default_corrupt(group)
-        t = self.threshold if self.threshold is not None else graphs.default_threshold(group)
+        n_c = self.corrupt_bound(n if n_federation is None else n_federation)
+        t = self.threshold if self.threshold is not None else \
+            max(graphs.default_threshold(group), n_c + 2)
         graphs.check_threshold(t, group, n_c)
         return t
 
@@ -170,25 +182,48 @@ class MaskProtection(Protection):
         self.config.threshold_for(n_hospitals)
         quantize.modulus_bits(self.config.quant, n_hospitals, vector_length - 1)
 
+    @property
+    def federation_size(self) -> int:
+        return len(self.federation.members)
+
     def min_survivors(self, n_participants: int) -> int:
-        return self.config.threshold_for(n_participants)
+        return self.config.threshold_for(n_participants, self.federation_size)
 
     def params(self, ctx: RoundContext) -> MaskingParams:
-        """The round parameters every party derives from ``ctx`` and the config."""
+        """The round parameters every party derives from ``ctx``, the pinned federation and
+        the config; ConfigError for a round this configuration must not run (fewer
+        participants than t, t - n_C < 2 with n_C fixed by the federation size, a hospital
+        outside the federation). ``context`` is the digest of everything both sides must
+        agree on (:func:`fedrx.protocol.context.context_digest`)."""
         parts = tuple(ctx.participants)
         if list(parts) != sorted(set(parts)):
             raise ConfigError("participants must be sorted and distinct")
-        n = len(parts)
-        self.validate(n, ctx.vector_length)
-        if self.config.graph == "complete":
+        if not set(parts) <= set(self.federation.members):
+            raise ConfigError("participants outside the pinned federation")
+        n, cfg = len(parts), self.config
+        if n < 2:
+            raise ConfigError("masking needs at least 2 participants")
+        if ctx.vector_length < 2:
+            raise ConfigError("vector_length must be >= 2 (parameters + example count)")
+        t = cfg.threshold_for(n, self.federation_size)
+        n_c = cfg.corrupt_bound(self.federation_size)
+        k = cfg.degree(n)
+        seed = b""
+        if cfg.graph == "complete":
             g = graphs.complete_graph(parts)
         else:
-            g = graphs.harary_graph(parts, self.config.degree(n), ctx.session_id, ctx.round)
-        m = quantize.modulus_bits(self.config.quant, n, ctx.vector_length - 1)
-        mh = ctx.params.get("model_hash", b"")
-        return MaskingParams(ctx.session_id, ctx.round, parts, ctx.vector_length + 1, m,
-                             self.config.threshold_for(n), g, self.config.active,
-                             mh if isinstance(mh, bytes) else str(mh).encode())
+            seed = graph_seed(ctx.session_id, ctx.round, parts)
+            g = graphs.harary_graph(parts, k, seed, ctx.round)
+        m = quantize.modulus_bits(cfg.quant, n, ctx.vector_length - 1)
+        context = context_digest({
+            "protection": self.name, "session": ctx.session_id, "round": ctx.round,
+            "model_hash": ctx.model_hash, "participants": list(parts),
+            "vector_length": ctx.vector_length, "modulus_bits": m, "threshold": t,
+            "max_corrupt": n_c, "federation_size": self.federation_size,
+            "graph": cfg.graph, "k": k, "graph_seed": seed,
+            "config": dataclasses.asdict(cfg)})
+        return MaskingParams(ctx.session_id, ctx.round, parts, ctx.vector_length + 1, m, t, g,
+                             context=context, active=cfg.active)
 
     def new_server(self, ctx: RoundContext) -> ServerProtection:
         return MaskServer(self.config, self.params(ctx), self.federation)
