@@ -238,6 +238,9 @@ class HospitalParty:
         (protected input, ledger head); with DP the input is kept for one retry."""
         round_seed = derive_seed(self.seed, self.hospital, req.round)
         result = self.task.local_train(req.weights, self.data, self.opt, round_seed, dp=self.dp)
+        if "protected_input" in result.extra:  # distributed DP: the noisy share itself
+            entry.loss, entry.n_examples, entry.dp = result.loss, result.n_examples, result.dp
+            return result.extra["protected_input"], self.dp.ledger_head()  # never kept
         delta = result.weights.astype(np.float64) - req.weights.astype(np.float64)
         n = float(result.n_examples)
         vector = np.concatenate([delta * n, [n]])
