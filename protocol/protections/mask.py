@@ -70,6 +70,9 @@ class MaskConfig:
     max_count: int = 100_000
     active: bool = True
     rounding_seed: int | None = None
+    min_contributors: int = 0
+    """Distributed DP: a hospital refuses to unmask a sum of fewer contributors (|U3|) than
+    the noise shares it relies on (``n - k``); 0: no such check."""
 
     @property
     def quant(self) -> quantize.QuantConfig:
@@ -112,7 +115,18 @@ class MaskClient(ClientProtection):
         self.machine = MaskingClient(params, identity, federation)
         self.clip_stats: quantize.ClipStats | None = None
 
-    def set_input(self, vector: np.ndarray) -> None:
+    def set_input(self, vector: np.ndarray | quantize.PreQuantised) -> None:
+        if isinstance(vector, quantize.PreQuantised):  # distributed DP: rounded and noised
+            if np.shape(vector.values) != (self.params.length - 2,):
+                raise ProtocolAbort(f"input length {np.shape(vector.values)} != "
+                                    f"{self.params.length - 2}")
+            try:
+                encoded = quantize.encode_prequantised(vector, self.cfg.quant,
+                                                       self.params.modulus_bits)
+            except ConfigError as exc:
+                raise ProtocolAbort(str(exc)) from None
+            self.machine.set_input(encoded)
+            return
         if np.shape(vector) != (self.params.length - 1,):
             raise ProtocolAbort(f"input length {np.shape(vector)} != "
                                   f"{self.params.length - 1}")
@@ -223,7 +237,8 @@ class MaskProtection(Protection):
             "graph": cfg.graph, "k": k, "graph_seed": seed,
             "config": dataclasses.asdict(cfg)})
         return MaskingParams(ctx.session_id, ctx.round, parts, ctx.vector_length + 1, m, t, g,
-                             context=context, active=cfg.active)
+                             context=context, active=cfg.active,
+                             min_contributors=cfg.min_contributors)
 
     def new_server(self, ctx: RoundContext) -> ServerProtection:
         return MaskServer(self.config, self.params(ctx), self.federation)
