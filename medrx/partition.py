@@ -5,7 +5,7 @@
   proportional to ``1/i``, like real consortia with one large and many small sites).
 * Multi-site data (eICU, ``fedrx data synth`` output) keeps its REAL hospitals. Sites
   with fewer than ``min_patients`` patients are too small to train on their own; they
-  are merged, smallest first, into groups named ``group-<first>+<k>``. If ``n`` is given
+  are merged, smallest first, into groups named ``group-<first>-and-<k>``. If ``n`` is given
   and smaller than the number of sites, the two smallest are merged repeatedly until
   ``n`` remain, so no patient is thrown away; ``n`` larger than the number of sites is
   an error.
@@ -14,11 +14,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
 from fedrx.errors import ConfigError
 from fedrx.medrx.records import Cohort, Patient
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _rng(seed: int, tag: str) -> np.random.Generator:
@@ -89,5 +92,9 @@ def _merge(parts: list[tuple[str, list[Patient]]]) -> tuple[str, list[Patient]]:
     if len(parts) == 1:
         return parts[0]
     names = sorted(p[0] for p in parts)
-    name = f"group-{names[0]}+{len(names) - 1}"
+    # a hospital id is a file name everywhere (ledger, identity, certificates): only
+    # [A-Za-z0-9._-], at most 64 characters
+    name = f"group-{names[0]}-and-{len(names) - 1}"
+    if not _SAFE_ID.match(name):  # a long or unusual site name: a stable digest instead
+        name = "group-" + hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
     return name, [pt for _, ps in parts for pt in ps]
