@@ -48,7 +48,7 @@ message(mk.MaskedInput, pb.MaskedInput, _masked_check, hospital=Id(), round=ROUN
         packed=Bytes())
 message(mk.ConsistencyRequest, pb.ConsistencyRequest, round=ROUND, survivors=Ids())
 message(mk.ConsistencySignature, pb.ConsistencySignature, hospital=Id(), round=ROUND,
-        signature=SIGNATURE)
+        signature=SIGNATURE, outside=Ids())
 message(mk.UnmaskRequest, pb.UnmaskRequest, round=ROUND, survivors=Ids(), dropped=Ids(),
         signatures=Many(mk.ConsistencySignature))
 message(mk.RevealedShare, pb.RevealedShare, owner=Id(), kind=Id(),

@@ -83,9 +83,18 @@ class ConsistencyRequest:
 
 @dataclass(frozen=True)
 class ConsistencySignature:
+    """``hospital``'s signature over its survivor list (its own neighbourhood's part of U3).
+
+    Relayed to a neighbour ``w`` in an :class:`UnmaskRequest`, ``outside`` carries the
+    signed names ``w`` cannot know (those outside ``w``'s neighbourhood); ``w`` rebuilds the
+    rest from its own list, so the signature verifies only if the signer agrees with ``w``
+    on every hospital they both neighbour. Empty on the complete graph and in the reply.
+    """
+
     hospital: str
     round: int
     signature: bytes
+    outside: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

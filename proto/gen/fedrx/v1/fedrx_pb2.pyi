@@ -317,14 +317,16 @@ class ConsistencyRequest(_message.Message):
     def __init__(self, round: _Optional[int] = ..., survivors: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConsistencySignature(_message.Message):
-    __slots__ = ("hospital", "round", "signature")
+    __slots__ = ("hospital", "round", "signature", "outside")
     HOSPITAL_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    OUTSIDE_FIELD_NUMBER: _ClassVar[int]
     hospital: str
     round: int
     signature: bytes
-    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    outside: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., signature: _Optional[bytes] = ..., outside: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UnmaskRequest(_message.Message):
     __slots__ = ("round", "survivors", "dropped", "signatures")
