@@ -43,7 +43,7 @@ from torch import nn
 
 from fedrx.dp.accountants.accountant import PrivacyAccountant
 from fedrx.dp.accountants.mechanism import Budget, Mechanism, default_delta
-from fedrx.dp.accountants.registry import ACCOUNTANTS
+from fedrx.dp.accountants.registry import ACCOUNTANTS, DEFAULT_ACCOUNTANT
 from fedrx.dp.clipping import CLIPPED_SUMS, METHODS, ClippedSum, choose_method
 from fedrx.dp.examples import GroupedExamples, PerExampleLoss
 from fedrx.dp.noise import NoiseSource, make_noise_source, snap_to_grid
@@ -69,7 +69,7 @@ class DPConfig:
     delta: float | None = None
     max_grad_norm: float = 1.0
     expected_batch_patients: int = 32
-    accountant: str = "prv"
+    accountant: str = DEFAULT_ACCOUNTANT
     secure_noise: bool = True
     budget_epsilon: float | None = None
     seed: int | None = None

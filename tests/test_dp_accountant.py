@@ -12,7 +12,7 @@ from fedrx.dp.accountants.accountant import PrivacyAccountant, would_exceed
 from fedrx.dp.accountants.calibrate import calibrate_noise_multiplier
 from fedrx.dp.accountants.independent import pld_epsilon, rdp_epsilon
 from fedrx.dp.accountants.mechanism import Budget, Mechanism, default_delta
-from fedrx.dp.accountants.registry import ACCOUNTANTS, compute_epsilon
+from fedrx.dp.accountants.registry import ACCOUNTANTS, DEFAULT_ACCOUNTANT, compute_epsilon
 from fedrx.errors import ConfigError
 
 # Abadi et al., "Deep Learning with Differential Privacy" (CCS 2016), Sec. 3.1/5: MNIST-like
@@ -116,12 +116,12 @@ def test_would_exceed():
     assert not would_exceed(hist, nxt, Budget(eps + 5.0, 1e-5))
 
 
-def test_each_method_is_built_by_opacus_registry():
+def test_prv_and_rdp_are_built_by_opacus_registry():
     from opacus.accountants import PRVAccountant, RDPAccountant, create_accountant
 
     from fedrx.dp.accountants import prv, rdp
 
-    assert ACCOUNTANTS == ("prv", "rdp")
+    assert ACCOUNTANTS == ("pld", "prv", "rdp") and DEFAULT_ACCOUNTANT == "pld"
     assert isinstance(create_accountant(prv.NAME), PRVAccountant)
     assert isinstance(create_accountant(rdp.NAME), RDPAccountant)
     hist = [Mechanism(0.05, 1.1, 25), Mechanism(0.02, 0.9, 13)]

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fedrx.dp.accountants.mechanism import Budget, Mechanism
-from fedrx.dp.accountants.registry import check_kind, compute_epsilon
+from fedrx.dp.accountants.registry import DEFAULT_ACCOUNTANT, check_kind, compute_epsilon
 
 
 def would_exceed(history: Sequence[Mechanism], next_mechanism: Mechanism, budget: Budget,
-                 kind: str = "prv") -> bool:
+                 kind: str = DEFAULT_ACCOUNTANT) -> bool:
     """True iff ``history + [next_mechanism]`` has epsilon above ``budget.epsilon``.
 
     Call BEFORE any data is sampled or noise drawn; it touches neither.
@@ -20,10 +20,14 @@ def would_exceed(history: Sequence[Mechanism], next_mechanism: Mechanism, budget
 
 @dataclass
 class PrivacyAccountant:
-    """One hospital's accountant (method ``kind``): epsilon is always recomputed from the
-    whole recorded ``history``, so replaying a ledger's history restores it exactly."""
+    """One hospital's accountant (method ``kind``): epsilon is always a function of the
+    whole recorded ``history``, so replaying a ledger's history restores it exactly.
 
-    kind: str = "prv"
+    The object holds only that list; with ``pld`` each epsilon extends the cached PLD of
+    the history one round shorter by one convolution (see :mod:`.pld`), so a round costs
+    milliseconds however long the history is."""
+
+    kind: str = DEFAULT_ACCOUNTANT
     history: list[Mechanism] = field(default_factory=list)
 
     def __post_init__(self) -> None:

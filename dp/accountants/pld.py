@@ -1,0 +1,241 @@
+"""The default method: Google dp_accounting's privacy loss distributions, composed incrementally.
+
+Each mechanism ``(q, sigma, steps)`` is the PLD of the Poisson-subsampled Gaussian
+(``dp_accounting.pld.privacy_loss_distribution.from_gaussian_mechanism(sigma,
+sampling_prob=q)``, add-or-remove-one neighbouring, connect-the-dots, PESSIMISTIC
+discretisation: the epsilon it returns is an upper bound on the true epsilon) self-composed
+``steps`` times; a history is the composition of its mechanisms (order does not matter).
+
+Cost. Nothing is recomputed from scratch on the hot path:
+
+* the self-composed PLD of every ``(q, sigma, steps)`` is cached (a federation charges the
+  same mechanism every round, so it is built once);
+* composed histories are cached by their merged multiset of mechanisms; a history that
+  extends a cached one (the usual case: one more round) is ONE convolution away from it;
+* epsilons are cached by (history, delta), so the ledger's recomputation right after the
+  accountant's is free.
+
+All caches are small bounded LRUs (a few MB each entry at most), shared by the threads of
+one process under a lock; they hold derived values only, the replayable truth stays the
+list of mechanisms. :func:`calibrate` finds sigma for a planned schedule with one composed
+history object: a root search (Illinois) on a coarse grid (``COARSE_DISCRETIZATION``, also
+pessimistic), then a few steps on the recording grid, so the returned sigma meets the target
+under exactly the accountant that will record the rounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from fedrx.dp.accountants.cache import LRU
+
+NAME = "pld"
+DISCRETIZATION = 1e-3  # value discretisation interval of the privacy loss (nats)
+COARSE_DISCRETIZATION = 1e-2  # the calibration's first stage
+_EMPTY: tuple[tuple[float, float, int], ...] = ()
+
+# merged history: sorted ((sample_rate, noise_multiplier, steps), ...), steps summed
+Key = tuple[tuple[float, float, int], ...]
+
+
+_BASES = LRU(32)  # (q, sigma, d) -> PLD of one step
+_SELF = LRU(32)  # (q, sigma, n, d) -> PLD of n steps
+_STATES = LRU(16)  # (Key, d) -> PLD of a whole merged history
+_EPS = LRU(1024)  # (Key, delta, d) -> epsilon
+
+
+def clear_caches() -> None:
+    """Forget every cached PLD and epsilon (tests and benchmarks of the cold path)."""
+    for c in (_BASES, _SELF, _STATES, _EPS):
+        c.clear()
+
+
+def merge(history: Iterable[tuple[float, float, int]]) -> Key:
+    """Canonical key of ``[(sample_rate, noise_multiplier, steps), ...]``: equal
+    ``(q, sigma)`` merged, zero-step entries dropped, sorted."""
+    merged: dict[tuple[float, float], int] = {}
+    for q, s, n in history:
+        if n:
+            k = (float(q), float(s))
+            merged[k] = merged.get(k, 0) + int(n)
+    return tuple(sorted((q, s, n) for (q, s), n in merged.items()))
+
+
+def _base(q: float, sigma: float, d: float) -> Any:
+    pld = _BASES.get((q, sigma, d))
+    if pld is None:
+        from dp_accounting.pld import privacy_loss_distribution as pl  # lazy: heavy import
+
+        pld = pl.from_gaussian_mechanism(sigma, sampling_prob=q, value_discretization_interval=d,
+                                         pessimistic_estimate=True, use_connect_dots=True)
+        _BASES.put((q, sigma, d), pld)
+    return pld
+
+
+def _self_composed(q: float, sigma: float, n: int, d: float) -> Any:
+    pld = _SELF.get((q, sigma, n, d))
+    if pld is None:
+        base = _base(q, sigma, d)
+        pld = base if n == 1 else base.self_compose(n)
+        _SELF.put((q, sigma, n, d), pld)
+    return pld
+
+
+def _compose(a: Any, b: Any) -> Any:
+    return b if a is None else a.compose(b)
+
+
+def _contains(big: Key, small: Key) -> int:
+    """Total steps of ``small`` if it is a sub-multiset of ``big``, else -1."""
+    have = {(q, s): n for q, s, n in big}
+    total = 0
+    for q, s, n in small:
+        if have.get((q, s), 0) < n:
+            return -1
+        total += n
+    return total
+
+
+def composed(key: Key, d: float = DISCRETIZATION) -> Any:
+    """The PLD of the merged history ``key`` (None when empty), extending the largest
+    cached sub-history instead of composing from scratch."""
+    if not key:
+        return None
+    hit = _STATES.get((key, d))
+    if hit is not None:
+        return hit
+    best: Key = _EMPTY
+    best_steps = 0
+    for (k, kd), _ in _STATES.items():
+        if kd == d:
+            steps = _contains(key, k)
+            if steps > best_steps:
+                best, best_steps = k, steps
+    pld = _STATES.get((best, d)) if best else None
+    have = {(q, s): n for q, s, n in best}
+    for q, s, n in key:
+        extra = n - have.get((q, s), 0)
+        if extra > 0:
+            pld = _compose(pld, _self_composed(q, s, extra, d))
+    _STATES.put((key, d), pld)
+    return pld
+
+
+def epsilon_of_key(key: Key, delta: float, d: float = DISCRETIZATION) -> float:
+    """Epsilon at ``delta`` of the merged history ``key`` (0.0 when empty), cached."""
+    if not key:
+        return 0.0
+    eps = _EPS.get((key, delta, d))
+    if eps is None:
+        eps = float(composed(key, d).get_epsilon_for_delta(delta))
+        _EPS.put((key, delta, d), eps)
+    return eps
+
+
+def epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """PLD epsilon at ``delta`` of Opacus-style ``[(sigma, q, steps), ...]`` (the registry's
+    calling convention)."""
+    return epsilon_of_key(merge((q, s, n) for s, q, n in history), delta)
+
+
+# -- calibration ------------------------------------------------------------------------
+
+
+def solve(eps: Callable[[float], float], target: float, tol: float, lo: float, hi: float,
+           e_lo: float, e_hi: float) -> tuple[float, float, float, float]:
+    """Illinois root search of ``log eps(sigma) = log target`` in ``log sigma`` on the
+    bracket ``eps(lo) > target >= eps(hi)``; stops when ``target - tol < eps(hi)``.
+
+    Returns the final bracket ``(lo, hi, eps(lo), eps(hi))``.
+    """
+    lt = math.log(target)
+    a, b = math.log(lo), math.log(hi)
+    fa, fb = math.log(e_lo) - lt, math.log(max(e_hi, 1e-300)) - lt
+    side = 0  # +1: the last step moved lo, -1: it moved hi
+    for _ in range(60):
+        if target - e_hi < tol or b - a < 1e-9:
+            break
+        x = b - fb * (b - a) / (fb - fa) if math.isfinite(fa) and fb != fa else 0.5 * (a + b)
+        if not (a < x < b):
+            x = 0.5 * (a + b)
+        e = eps(math.exp(x))
+        f = math.log(e) - lt if e > 0 else -math.inf
+        if e > target:
+            a, fa, e_lo = x, f, e
+            if side == 1:
+                fb *= 0.5  # Illinois: hi kept twice, halve its weight
+            side = 1
+        else:
+            b, fb, e_hi = x, f, e
+            if side == -1:
+                fa *= 0.5
+            side = -1
+    lo, hi = math.exp(a), math.exp(b)
+    return lo, hi, e_lo, e_hi
+
+
+def calibrate(target: float, delta: float, q: float, steps: int, history: Key, tol: float,
+              max_sigma: float, min_sigma: float = 0.05) -> float:
+    """Sigma with ``target - tol < eps <= target`` for ``history`` + ``steps`` steps of
+    ``(q, sigma)``, eps from this accountant (recording grid). The caller checks
+    inputs; raises ValueError when no sigma in ``[min_sigma, max_sigma]`` brackets the
+    target."""
+    from dp_accounting.pld import privacy_loss_distribution as pl
+
+    def make(d: float) -> Callable[[float], float]:
+        hist = composed(history, d)  # one composed object per grid, reused by every trial
+
+        def eps(sigma: float) -> float:
+            try:
+                trial = pl.from_gaussian_mechanism(
+                    sigma, sampling_prob=q, value_discretization_interval=d,
+                    pessimistic_estimate=True, use_connect_dots=True)
+                if steps > 1:
+                    trial = trial.self_compose(steps)
+                return float(_compose(hist, trial).get_epsilon_for_delta(delta))
+            except (ValueError, ArithmeticError, MemoryError):
+                return math.inf
+        return eps
+
+    coarse, fine = make(COARSE_DISCRETIZATION), make(DISCRETIZATION)
+    # a hair below the target: later rounds compose the same PLDs along another path,
+    # which may differ in the last few bits
+    target = target * (1.0 - 1e-9)
+    lo, hi = 0.5, 1.0
+    e_lo, e_hi = coarse(lo), coarse(hi)
+    while e_hi > target:
+        lo, e_lo, hi = hi, e_hi, 2.0 * hi
+        if hi > max_sigma:
+            raise ValueError("needs more noise than max_sigma")
+        e_hi = coarse(hi)
+    while e_lo <= target:
+        hi, e_hi, lo = lo, e_lo, 0.5 * lo
+        if lo < min_sigma:
+            raise ValueError("target looser than sigma = min_sigma gives")
+        e_lo = coarse(lo)
+    # stage 1, coarse grid: the coarse root is close above the fine root
+    lo, hi, e_lo, e_hi = solve(coarse, target, tol, lo, hi, e_lo, e_hi)
+    # stage 2, recording grid: bracket the fine root just below the coarse one
+    f_hi = fine(hi)
+    if f_hi > target:  # rare: the fine grid above the coarse one here
+        f_lo, lo = f_hi, hi
+        hi = lo * 1.01
+        f_hi = fine(hi)
+        while f_hi > target:
+            lo, f_lo, hi = hi, f_hi, hi * 1.05
+            if hi > max_sigma:
+                raise ValueError("needs more noise than max_sigma")
+            f_hi = fine(hi)
+    elif target - f_hi < tol:
+        return hi
+    else:
+        lo = hi * 0.98
+        f_lo = fine(lo)
+        while f_lo <= target:
+            hi, f_hi, lo = lo, f_lo, lo * 0.95
+            if lo < min_sigma:
+                raise ValueError("target looser than sigma = min_sigma gives")
+            f_lo = fine(lo)
+    return solve(fine, target, tol, lo, hi, f_lo, f_hi)[1]
