@@ -39,6 +39,8 @@ MAX_CKKS_SEALED_BYTES = (4 << 20) + 1024
 """A sealed key package: the secret context (<= 4 MiB) + seal framing."""
 MAX_CKKS_CHUNKS = 4096
 """Ciphertexts per upload/aggregate: 4096 x 4096 slots covers 16M parameters."""
+MAX_CKKS_TAGS = 4096 + 4
+"""Keyed linear tags per upload header (participants + a margin, secagg/ckks/sum_tag.py)."""
 
 HASH = Bytes(exact=32)
 SIGNATURE = Bytes(exact=64)
@@ -72,7 +74,8 @@ message(kr.CkksKeyring, pb.CkksKeyring, manifest=Nested(kr.EpochManifest),
 message(cm.KeyDelivery, pb.KeyDelivery, manifest=Nested(kr.EpochManifest),
         public_context=PUBLIC_CONTEXT, package=Nested(kr.SealedKeyPackage))
 message(cm.UploadHeader, pb.UploadHeader, hospital=Id(),
-        digests=Many(HASH, cap=MAX_CKKS_CHUNKS), signature=SIGNATURE)
+        digests=Many(HASH, cap=MAX_CKKS_CHUNKS), signature=SIGNATURE,
+        tags=Ints(cap=MAX_CKKS_TAGS, hi=2**64 - 1))
 message(cm.CkksKeyringRequest, pb.CkksKeyringRequest, session_id=HASH, round=ROUND,
         epoch=EPOCH)
 message(cm.CkksKeyringReply, pb.CkksKeyringReply, round=ROUND,

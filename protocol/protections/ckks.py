@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from fedrx.errors import ConfigError, ProtocolAbort
+from fedrx.protocol.context import context_digest
 from fedrx.protocol.protection import (
     AggregateResult,
     ClientProtection,
@@ -72,6 +73,7 @@ from fedrx.secagg.ckks.keyring import CkksKeyring
 from fedrx.secagg.ckks.messages import STAGES
 from fedrx.secagg.ckks.params import CkksConfig, CkksParams
 from fedrx.secagg.ckks.server import ServerDone, ServerKeys, ServerRound, ServerState
+from fedrx.secagg.ckks.sum_check import bounds_for
 from fedrx.secagg.identity import Federation, Identity
 
 #: Name of the aggregator's checkpointed key epoch (canonical JSON, see
@@ -88,22 +90,29 @@ class CkksClient(ClientProtection):
         self.ctx = ctx
         self.config = keys.config
         self._round = ClientRound(ctx.session_id, ctx.round, ctx.participants,
-                                  ctx.vector_length, keys)
+                                  ctx.vector_length, keys, round_context(ctx, keys.config))
         self.state: ClientState = ClientReady(self._round, None)
 
     def __repr__(self) -> str:
         return f"CkksClient(hospital={self._round.keys.hospital!r}, round={self.ctx.round})"
 
     def set_input(self, vector: np.ndarray) -> None:
-        x = np.asarray(vector, dtype=np.float64)
+        x = np.array(vector, dtype=np.float64)  # a copy: clipping must not touch the caller's
         if x.shape != (self.ctx.vector_length,):
             raise ProtocolAbort(f"input length {x.shape} != {self.ctx.vector_length}")
         if not np.all(np.isfinite(x)):
             raise ProtocolAbort("input has non-finite values")
-        limit = self.config.params.max_abs_input(len(self.ctx.participants))
-        if float(np.max(np.abs(x))) > limit:
-            raise ProtocolAbort(f"an input entry exceeds the CKKS range |x| <= {limit:.6g} "
-                                f"for {len(self.ctx.participants)} participants")
+        bounds = bounds_for(self.config, len(self.ctx.participants))
+        clip = self.config.clip_norm
+        if clip is not None and x.size > 1:
+            norm, cap = float(np.linalg.norm(x[:-1])), abs(float(x[-1])) * clip
+            if norm > cap:  # clip the unweighted delta to clip_norm (as mask does)
+                x[:-1] *= cap / norm
+        try:
+            bounds.check_input(x)
+        except ProtocolAbort as exc:
+            raise ProtocolAbort(f"{exc} for {len(self.ctx.participants)} participants"
+                                ) from None
         if not isinstance(self.state, ClientReady):
             raise ProtocolAbort("input given after the upload of this round")
         self.state = ClientReady(self._round, x.copy())
@@ -205,7 +214,7 @@ class CkksProtection(Protection):
     def new_server(self, ctx: RoundContext) -> ServerProtection:
         self.validate(len(ctx.participants), ctx.vector_length)
         rnd = ServerRound(ctx.session_id, ctx.round, ctx.participants, ctx.vector_length,
-                          self.aggregator)
+                          self.aggregator, context=round_context(ctx, self.config))
         return CkksServer(ServerKeys(rnd, self.aggregator.next_epoch(ctx.round)))
 
     def new_client(self, ctx: RoundContext, hospital: str) -> ClientProtection:
@@ -231,15 +240,34 @@ class CkksProtection(Protection):
         self.aggregator.reconnected(hospitals)
 
 
+def round_context(ctx: RoundContext, config: CkksConfig) -> bytes:
+    """Digest of everything a CKKS round means (:func:`fedrx.protocol.context.context_digest`):
+    session, round, the model hash THIS party computed, participants, vector length and the
+    configuration. Signed into every upload; a decryptor verifies each listed upload against
+    its OWN digest, so hospitals given different models or participant lists never have their
+    uploads decrypted together."""
+    return context_digest({
+        "protection": "ckks", "session": ctx.session_id, "round": ctx.round,
+        "model_hash": ctx.model_hash, "participants": list(ctx.participants),
+        "vector_length": ctx.vector_length,
+        "config": {"min_contributors": config.min_contributors,
+                   "flood_bits": config.flood_bits, "max_count": config.max_count,
+                   "clip_norm": config.clip_norm, "params": config.params.to_json()}})
+
+
 _CONFIG_KEYS = ("min_contributors", "decryptors", "flood_bits", "rotate_every",
-                "poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits")
+                "poly_modulus_degree", "coeff_mod_bit_sizes", "scale_bits", "max_count",
+                "clip_norm")
+
+
 def make_ckks_protection(*, federation: Federation | None, identity: Identity | None = None,
                          params: Mapping[str, Any] | None = None) -> CkksProtection:
     """The ``ckks`` protection for one party (``identity`` None: the aggregator).
 
     ``params`` may set ``min_contributors``, ``decryptors``, ``flood_bits``, ``rotate_every``
-    and the CKKS ``poly_modulus_degree``, ``coeff_mod_bit_sizes``, ``scale_bits``; and
-    ``keyring`` (a :class:`CkksKeyring`) to use a pre-distributed epoch.
+    ``max_count``, ``clip_norm`` (the bounds a decrypted sum is checked against), the CKKS
+    ``poly_modulus_degree``, ``coeff_mod_bit_sizes``, ``scale_bits``; and ``keyring`` (a
+    :class:`CkksKeyring`) to use a pre-distributed epoch.
     """
     params = dict(params or {})
     keyring = params.pop("keyring", None)

@@ -32,18 +32,43 @@ from fedrx.secagg.ckks.messages import (
     upload_statement,
 )
 from fedrx.secagg.ckks.secret import CkksSecretKey
+from fedrx.secagg.ckks.sum_check import (
+    RoundBinding,
+    bounds_for,
+    check_sum_range,
+    check_tagged_sum,
+    verify_headers,
+)
+from fedrx.secagg.ckks.sum_tag import SumTagKey, tag_count
 
 
 @dataclass(frozen=True)
 class ClientRound:
     """What a hospital's round states share: the round (session, number, participants,
-    vector length) and the hospital's long-lived key state."""
+    vector length), the digest of the round context this hospital verified itself (signed
+    into its upload; a decryptor accepts only uploads naming its own) and the hospital's
+    long-lived key state."""
 
     session_id: bytes
     round: int
     participants: tuple[str, ...]
     vector_length: int
     keys: HospitalKeyState
+    context: bytes = b""
+
+    @property
+    def n_tags(self) -> int:
+        return tag_count(len(self.participants))
+
+    def binding(self, secret: CkksSecretKey) -> RoundBinding:
+        """This hospital's own view of the round, for checking listed upload headers."""
+        cfg = self.keys.config
+        return RoundBinding(self.session_id, self.round, secret.key_id, self.context,
+                            self.participants, secret.params.chunk_count(self.vector_length),
+                            self.n_tags, cfg.min_contributors)
+
+    def tag_key(self, secret: CkksSecretKey) -> SumTagKey:
+        return secret.sum_tag_key(self.session_id, self.round, self.context, self.n_tags)
 
     def secret(self, session_id: bytes, round_: int, key_id: bytes) -> CkksSecretKey:
         """The held key, if the request is for this round and names the held epoch."""
@@ -101,10 +126,15 @@ class ClientReady(ClientState):
             raise ProtocolAbort("no input set before upload")
         chunks = tuple(secret.encrypt(self.vector))
         digests = tuple(hashlib.sha256(c).digest() for c in chunks)
+        try:
+            tags = r.tag_key(secret).tags(chunks)
+        except CryptoError as exc:
+            raise ProtocolAbort(f"cannot tag the upload: {exc}") from None
         me = r.keys.hospital
         sig = r.keys.identity.sign(upload_statement(r.session_id, r.round, secret.key_id, me,
-                                                    digests))
-        upload = CkksUpload(r.round, secret.key_id, UploadHeader(me, digests, sig), chunks)
+                                                    digests, r.context, tags))
+        upload = CkksUpload(r.round, secret.key_id, UploadHeader(me, digests, sig, tags),
+                            chunks)
         return upload, ClientUploaded(r, upload)
 
 
@@ -148,38 +178,36 @@ def decrypt(r: ClientRound, req: CkksDecryptRequest
             ) -> tuple[CkksDecryption | ProtocolAbort, ClientDone]:
     """Check the decrypt request, then release the flooded, rounded sum (once per round).
 
-    Checks: this round and the held epoch; ``>= min_contributors`` distinct participants
-    signed an upload header; chunk count; no aggregate chunk byte-identical to an upload."""
+    Before anything is decrypted: this round and the held epoch; the listed upload headers
+    (:func:`~fedrx.secagg.ckks.sum_check.verify_headers`: ``>= min_contributors`` distinct
+    participants, each signed over this hospital's OWN round context); the chunk count; and
+    that the aggregate IS the sum of exactly those uploads
+    (:func:`~fedrx.secagg.ckks.sum_check.check_tagged_sum`). After decryption, before
+    release: the sum is within the configured range
+    (:func:`~fedrx.secagg.ckks.sum_check.check_sum_range`). A refusal of the header list
+    leaves the state as it was; once the aggregate itself was examined the hospital is done
+    for the round, whatever the outcome."""
     secret = r.secret(req.session_id, req.round, req.key_id)
     cfg = r.keys.config
-    n_chunks = secret.params.chunk_count(r.vector_length)
-    seen: set[str] = set()
-    individual: set[bytes] = set()
-    for hdr in req.contributors:
-        if hdr.hospital in seen or hdr.hospital not in r.participants:
-            raise ProtocolAbort(f"contributor {hdr.hospital!r} repeated or not a "
-                                "participant of this round")
-        stmt = upload_statement(r.session_id, r.round, secret.key_id, hdr.hospital, hdr.digests)
-        try:
-            if len(hdr.digests) != n_chunks:
-                raise CryptoError("wrong number of digests")
-            r.keys.federation.verify(hdr.hospital, hdr.signature, stmt)
-        except CryptoError:
-            raise ProtocolAbort(f"upload header of {hdr.hospital!r} does not verify") from None
-        seen.add(hdr.hospital)
-        individual.update(hdr.digests)
-    if len(seen) < cfg.min_contributors:
-        raise ProtocolAbort(f"refusing to decrypt an aggregate of {len(seen)} signed "
-                            f"uploads (< {cfg.min_contributors})")
-    if len(req.aggregate) != n_chunks:
-        raise ProtocolAbort(f"aggregate has {len(req.aggregate)} chunks, expected {n_chunks}")
+    binding = r.binding(secret)
+    who = verify_headers(req.contributors, binding, r.keys.federation)
+    if len(req.aggregate) != binding.n_chunks:
+        raise ProtocolAbort(f"aggregate has {len(req.aggregate)} chunks, expected "
+                            f"{binding.n_chunks}")
+    individual = {d for hdr in req.contributors for d in hdr.digests}
     if any(hashlib.sha256(c).digest() in individual for c in req.aggregate):
         raise ProtocolAbort("aggregate chunk is byte-identical to an individual upload")
     done = ClientDone(r)  # no second try with other inputs, even if this one fails
+    key = r.tag_key(secret)
     try:
-        total, policy = secret.release(req.aggregate, r.vector_length, len(seen),
-                                       cfg.flood_bits)
+        total, policy = secret.release(
+            req.aggregate, r.vector_length, len(who), cfg.flood_bits,
+            check=lambda vecs: check_tagged_sum(vecs, req.contributors, key))
+        check_sum_range(total, len(who), bounds_for(cfg, len(r.participants)),
+                        policy.error_bound)
     except CryptoError as exc:
         return ProtocolAbort(f"aggregate does not decrypt: {exc}"), done
+    except ProtocolAbort as exc:
+        return exc, done
     return CkksDecryption(r.keys.hospital, r.round, secret.key_id, total,
                           policy.error_bound), done

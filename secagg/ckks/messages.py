@@ -12,15 +12,24 @@ import numpy as np
 from fedrx.secagg.ckks.keyring import CkksKeyring, EpochManifest, SealedKeyPackage
 
 STAGES = ("keys", "upload", "decrypt")
-_UPLOAD_DOMAIN = b"fedrx-ckks-upload/1\x00"
+_UPLOAD_DOMAIN = b"fedrx-ckks-upload/2\x00"
 
 
 def upload_statement(session_id: bytes, round_: int, key_id: bytes, hospital: str,
-                     digests: Sequence[bytes]) -> bytes:
-    """The bytes a hospital signs for its upload (domain-separated, length-prefixed)."""
+                     digests: Sequence[bytes], context: bytes = b"",
+                     tags: Sequence[int] = ()) -> bytes:
+    """The bytes a hospital signs for its upload (domain-separated, length-prefixed).
+
+    ``context``: the digest of the round context the hospital verified itself (model hash,
+    participants, round, session, configuration; ``fedrx.protocol.protections.ckks``), so a
+    decryptor with another context cannot verify it. ``tags``: the upload's keyed linear tags
+    (:mod:`fedrx.secagg.ckks.sum_tag`, each < 2^64), so a decryptor can check an aggregate is
+    the sum of the listed uploads."""
     h = hospital.encode()
     return (_UPLOAD_DOMAIN + session_id + struct.pack(">QI", round_, len(h)) + h + key_id
-            + struct.pack(">I", len(digests)) + b"".join(digests))
+            + struct.pack(">I", len(context)) + context
+            + struct.pack(">I", len(digests)) + b"".join(digests)
+            + struct.pack(f">I{len(tags)}Q", len(tags), *tags))
 
 
 # ------------------------------------------------------------------------------ messages
@@ -64,11 +73,15 @@ class CkksUploadRequest:
 
 @dataclass(frozen=True)
 class UploadHeader:
-    """A hospital's signed statement of what it uploaded: SHA-256 of each chunk, in order."""
+    """A hospital's signed statement of what it uploaded: SHA-256 of each chunk, in order,
+    and the upload's keyed linear tags (:mod:`fedrx.secagg.ckks.sum_tag`). The signature
+    covers :func:`upload_statement` of these with the round's session, round, key id and
+    agreed context digest (which the header does not carry: every verifier uses its own)."""
 
     hospital: str
     digests: tuple[bytes, ...]
     signature: bytes
+    tags: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,10 @@ class CkksConfig:
     (None disables flooding; the output is still rounded to the error grid).
     ``rotate_every``: start a new key epoch every that many rounds (None: one epoch for the
     life of the aggregator's protection instance). ``params``: CKKS parameters.
+    ``max_count``: largest example count one hospital may contribute (its input's last
+    entry, an integer); ``clip_norm``: L2 bound on a hospital's unweighted delta, applied
+    before encryption (None: no clipping; entries are still bounded by the CKKS range). A
+    decrypted sum outside what these allow is refused (secagg/ckks/sum_check.py).
     """
 
     min_contributors: int = 2
@@ -143,6 +147,8 @@ class CkksConfig:
     flood_bits: int | None = 16
     rotate_every: int | None = None
     params: CkksParams = CkksParams()
+    max_count: int = 100_000
+    clip_norm: float | None = None
 
     def check(self) -> None:
         if self.min_contributors < 2:
@@ -154,4 +160,10 @@ class CkksConfig:
             raise ConfigError("ckks flood_bits must be in [0, 40] or None")
         if self.rotate_every is not None and self.rotate_every < 1:
             raise ConfigError("ckks rotate_every must be >= 1 or None")
+        if isinstance(self.max_count, bool) or not isinstance(self.max_count, int) \
+                or self.max_count < 1:
+            raise ConfigError("ckks max_count must be a positive integer")
+        if self.clip_norm is not None and not (math.isfinite(self.clip_norm)
+                                               and self.clip_norm > 0):
+            raise ConfigError("ckks clip_norm must be a finite positive number or None")
         self.params.validate()

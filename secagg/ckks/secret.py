@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -15,6 +15,7 @@ from fedrx.csprng import normal_from_key
 from fedrx.errors import CryptoError
 from fedrx.secagg.ckks.ciphertext import _load_chunk, sha256
 from fedrx.secagg.ckks.release import ReleasePolicy
+from fedrx.secagg.ckks.sum_tag import SumTagKey
 
 if TYPE_CHECKING:
     from fedrx.secagg.ckks.keyring import EpochManifest
@@ -76,9 +77,22 @@ class CkksSecretKey:
         """
         return self._values(self._load_all(chunks, length), length)
 
+    def sum_tag_key(self, session_id: bytes, round_: int, context: bytes,
+                    n_tags: int) -> SumTagKey:
+        """The round's keyed-linear-tag key (:mod:`fedrx.secagg.ckks.sum_tag`), derived from
+        this epoch's flooding key: every epoch member derives the same, the aggregator none."""
+        return SumTagKey.derive(self._flood_key, self.key_id, session_id, round_, context,
+                                self.params, n_tags)
+
     def release(self, chunks: Sequence[bytes], length: int, n_contributors: int,
-                flood_bits: int | None = 16) -> tuple[np.ndarray, ReleasePolicy]:
+                flood_bits: int | None = 16,
+                check: Callable[[Sequence[ts.CKKSVector]], None] | None = None
+                ) -> tuple[np.ndarray, ReleasePolicy]:
         """Decrypt an aggregate of ``n_contributors`` uploads, flood and round it for release.
+
+        ``check`` sees the loaded (structurally checked) aggregate BEFORE anything is
+        decrypted and raises to refuse it (e.g. :func:`fedrx.secagg.ckks.sum_check.
+        check_tagged_sum`).
 
         The flooding noise is a deterministic function of the flooding key (shared by the
         epoch's hospitals, unknown to the aggregator) and of the canonical ciphertext bytes, so
@@ -87,6 +101,8 @@ class CkksSecretKey:
         """
         policy = ReleasePolicy.for_sum(self.params, n_contributors, flood_bits)
         vecs = self._load_all(chunks, length)
+        if check is not None:
+            check(vecs)
         raw = self._values(vecs, length)
         if policy.flood_sigma > 0:
             h = hashlib.sha256()

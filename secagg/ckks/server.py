@@ -31,6 +31,8 @@ from fedrx.secagg.ckks.messages import (
     upload_statement,
 )
 from fedrx.secagg.ckks.release import ReleasePolicy
+from fedrx.secagg.ckks.sum_check import bounds_for, check_sum_range
+from fedrx.secagg.ckks.sum_tag import tag_count
 
 
 @dataclass
@@ -45,10 +47,15 @@ class ServerRound:
     keys: AggregatorKeyState
     rejected: dict[str, str] = field(default_factory=dict)
     upload_bytes: int = 0
+    context: bytes = b""
 
     @property
     def n_chunks(self) -> int:
         return self.keys.config.params.chunk_count(self.vector_length)
+
+    @property
+    def n_tags(self) -> int:
+        return tag_count(len(self.participants))
 
     def rotated(self, alive: Sequence[str], shift: int) -> list[str]:
         """Live participants in sorted order, rotated left by ``shift``."""
@@ -148,7 +155,10 @@ class ServerUpload:
         if len(hdr.digests) != r.n_chunks or len(msg.chunks) != r.n_chunks:
             raise CryptoError(f"upload has {len(msg.chunks)} chunks / {len(hdr.digests)} "
                               f"digests, expected {r.n_chunks}")
-        stmt = upload_statement(r.session_id, r.round, self.public.key_id, h, hdr.digests)
+        if len(hdr.tags) != r.n_tags:
+            raise CryptoError(f"upload has {len(hdr.tags)} sum tags, expected {r.n_tags}")
+        stmt = upload_statement(r.session_id, r.round, self.public.key_id, h, hdr.digests,
+                                r.context, hdr.tags)
         try:
             r.keys.federation.verify(h, hdr.signature, stmt)
         except CryptoError:
@@ -160,8 +170,9 @@ class ServerUpload:
 
 
 class ServerDecrypt:
-    """``decrypt``: send the aggregate and the signed headers to ``config.decryptors`` live
-    key holders (contributors first, rotated by round); cross-check what comes back."""
+    """``decrypt``: send the aggregate and the signed headers (with their sum tags) to
+    ``config.decryptors`` live key holders (contributors first, rotated by round);
+    cross-check what comes back and bound it by the configuration (count, norm, range)."""
 
     stage = "decrypt"
 
@@ -204,6 +215,8 @@ class ServerDecrypt:
         if not good:
             raise ProtocolAbort("no key-holding hospital returned the decrypted aggregate")
         first = next(iter(good.values()))
+        check_sum_range(first, n, bounds_for(r.keys.config, len(r.participants)),
+                        policy.error_bound)
         tol = 2 * policy.error_bound
         for h, t in good.items():
             if float(np.max(np.abs(t - first))) > tol:
