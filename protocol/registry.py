@@ -25,11 +25,12 @@ def make_protection(name: str, *, federation: Federation | None = None,
                     policy: Mapping[str, Any] | None = None) -> Protection:
     """The protection ``name`` for one party (``identity`` None = the aggregator), with its
     pinned round policy (:func:`fedrx.protocol.context.pin` of ``federation``; ``policy``:
-    its keyword arguments ``pinned``, ``rounds``, ``min_round_size``)."""
+    its keyword arguments ``pinned``, ``rounds``, ``min_round_size``, ``max_examples``;
+    ``mask`` pins ``max_examples`` = its ``max_count`` unless given)."""
     proto = _make(name, federation, identity, dict(params or {}))
     if federation is not None:
-        max_examples = getattr(getattr(proto, "config", None), "max_count", None)
-        proto.pinned = pin(federation, max_examples=max_examples, **dict(policy or {}))
+        kw = {"max_examples": getattr(getattr(proto, "config", None), "max_count", None)}
+        proto.pinned = pin(federation, **(kw | dict(policy or {})))
     return proto
 
 
