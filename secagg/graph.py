@@ -26,6 +26,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from fedrx.errors import ConfigError
 from fedrx.secagg.kex import encode_fields
@@ -74,6 +75,21 @@ class Graph:
     def holders(self, hospital: str) -> frozenset[str]:
         """Share holders of ``hospital``'s secrets: its neighbours and itself."""
         return self.neighbours[hospital] | {hospital}
+
+    def two_hop(self, hospital: str) -> frozenset[str]:
+        """Every hospital within two hops of ``hospital`` (itself included): the holders of
+        the secrets of everyone whose shares ``hospital`` holds. O(k**2)."""
+        out: set[str] = set(self.holders(hospital))
+        for v in self.neighbours[hospital]:
+            out |= self.neighbours[v]
+        return frozenset(out)
+
+    @cached_property
+    def complete(self) -> bool:
+        """Whether every hospital neighbours every other (then every neighbourhood is the
+        whole round and the per-neighbourhood rules reduce to Bonawitz et al.'s)."""
+        n = len(self.neighbours)
+        return all(len(v) == n - 1 for v in self.neighbours.values())
 
     def is_regular(self, k: int) -> bool:
         return all(len(v) == k for v in self.neighbours.values())

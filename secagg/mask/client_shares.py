@@ -24,7 +24,9 @@ from fedrx.secagg.mask.transcript import repeated_key, round_session_id, valid_a
 class ShareKeysState(InputState):
     """Holds the input ``x``, both per-round private keys and the own advertisement.
 
-    Every relayed advertisement is checked against the federation's pinned keys and this
+    The aggregator relays only the advertisements of this hospital's neighbourhood (all of
+    U1 on the complete graph); one from outside it aborts. Every relayed advertisement is
+    checked against the federation's pinned keys and this
     hospital's own round context; ANY advertisement that fails (forged, for another round,
     or signed over another context: the aggregator sent its author another model,
     participant list, threshold or graph seed) aborts the round, as does a public key
@@ -56,8 +58,14 @@ class ShareKeysState(InputState):
         names = [getattr(a, "hospital", None) for a in request.advertised]
         if len(set(names)) != len(names):
             raise self.abort("advertisement list names a hospital twice")
+        mine = p.graph.holders(me)
         ads: dict[str, AdvertiseKeys] = {}
         for ad in request.advertised:
+            # Only the neighbourhood's advertisements are relayed, verified and kept: the
+            # cost of this stage grows with k, never with n (issue 14 item 9).
+            if getattr(ad, "hospital", None) not in mine:
+                raise self.abort("relayed advertisement of "
+                                 f"{str(getattr(ad, 'hospital', '?'))[:64]}, not a neighbour")
             # Not signed over MY round context (another model, participant list, threshold
             # or graph seed; or forged, or for another round): an honest aggregator relays
             # only advertisements it verified under the same context, so refuse the round
@@ -71,11 +79,11 @@ class ShareKeysState(InputState):
         dup = repeated_key(list(request.advertised))
         if dup is not None:
             raise self.abort(f"{dup} advertised a public key another hospital advertised")
-        holders = sorted(p.graph.holders(me) & ads.keys())
-        if len(ads) < p.threshold or len(holders) < p.threshold:
+        holders = sorted(ads)
+        if len(holders) < p.threshold:
             raise self.abort(f"only {len(holders)} share holders advertised keys; need "
                              f"t={p.threshold}")
-        sid_r = round_session_id(p.session_id, p.round, p.context, ads)
+        sid_r = round_session_id(p)
         seed = os.urandom(shamir.SECRET_BYTES)
         xs = [p.index(h) for h in holders]
         b_sh = shamir.split(seed, p.threshold, xs)

@@ -30,19 +30,25 @@ from fedrx.secagg.mask.transcript import consistency_message, distinct, signed_b
 def check_survivors(ctx: ClientContext, ads: Mapping[str, AdvertiseKeys], u2: frozenset[str],
                     survivors: Any, stage: str) -> tuple[str, ...]:
     """``survivors`` as a tuple, or ProtocolAbort at ``stage`` unless it is a list of
-    distinct advertised hospitals, includes me, names no neighbour whose shares did not
-    reach me, and has at least t members."""
+    distinct advertised hospitals of my own neighbourhood (neighbours and me), includes me,
+    names no neighbour whose shares did not reach me, and has at least t members: the
+    per-neighbourhood survivor threshold of SecAgg+ (Bell et al. 2020), which on the complete
+    graph is the global one."""
     p, me = ctx.params, ctx.hospital
     if not distinct(survivors):
         raise ProtocolAbort("malformed survivor list", stage)
     surv = tuple(survivors)
     if me not in surv:
         raise ProtocolAbort("survivor list omits me", stage)
+    mine = p.graph.holders(me)
+    foreign = [u for u in surv if u not in mine]
+    if foreign:  # the list is this neighbourhood's part of U3 (all of it when complete)
+        raise ProtocolAbort(f"survivor list names {foreign[0][:64]}, not a neighbour", stage)
     unknown = [u for u in surv if u not in ads]
     if unknown:
         raise ProtocolAbort(f"survivor list names {unknown[0]} who never advertised keys",
                             stage)
-    stray = [u for u in surv if u in p.graph.holders(me) and u not in u2]
+    stray = [u for u in surv if u not in u2]
     if stray:
         raise ProtocolAbort(f"survivor list names {stray[0]} who sent me no shares", stage)
     if len(surv) < p.threshold:
@@ -67,19 +73,61 @@ class UnmaskState(ClientState):
         self.signed = signed
         self.name = "masked" if signed is None else "signed"  # passive: straight from masking
 
-    def _count_signers(self, req: UnmaskRequest, surv: tuple[str, ...]) -> int:
-        """Distinct members of ``surv`` with a valid signature on ``surv`` (stops at t)."""
-        p = self.ctx.params
-        msg = consistency_message(self.sid_r, p.round, sorted(surv), p.context)
+    def _uncertified(self, req: UnmaskRequest,
+                     surv: tuple[str, ...]) -> tuple[str, int] | None:
+        """(the first owner, sorted, of a share I hold whose status in my list ``surv`` is
+        NOT certified by t valid consistency signatures from the owner's own neighbourhood,
+        itself included; how many there are), or None when every owner is certified.
+
+        A signer ``z``'s signed list is rebuilt as my list restricted to z's neighbourhood
+        plus ``outside`` (names outside my neighbourhood, which must lie in z's), so its
+        signature verifies only if z agrees with me on every hospital we both neighbour.
+        Each honest hospital signs one list, and 2t > k + 1 + n_C, so for any owner at most
+        one status (alive or dropped) can be certified by its neighbourhood: every honest
+        hospital that reveals a share of that owner reveals the same kind. On the complete
+        graph this is Bonawitz et al.'s check (t signatures on the identical list) and
+        stops after t valid signatures."""
+        p, me, g = self.ctx.params, self.ctx.hospital, self.ctx.params.graph
+        in_surv = frozenset(surv)
+        if g.complete:  # every owner's neighbourhood is everyone: count t signers once
+            ok = self._valid_signers(req, in_surv, in_surv, p.threshold)
+            return None if len(ok) >= p.threshold else (min(self.u2), len(ok))
+        ok = self._valid_signers(req, in_surv, g.two_hop(me), None)
+        for o in sorted(self.u2):
+            n_ok = len(ok & g.holders(o))
+            if n_ok < p.threshold:
+                return o, n_ok
+        return None
+
+    def _valid_signers(self, req: UnmaskRequest, in_surv: frozenset[str],
+                       near: frozenset[str], enough: int | None) -> frozenset[str]:
+        """Signers in ``near`` whose signature verifies over the list rebuilt from mine
+        (stops after ``enough`` of them when given). At most one per hospital."""
+        p, g = self.ctx.params, self.ctx.params.graph
+        mine = g.holders(self.ctx.hospital)
+        # complete graph: everyone signed the same list, mine (one message for all)
+        same = consistency_message(self.sid_r, p.round, sorted(in_surv), p.context) \
+            if g.complete else None
         ok: set[str] = set()
-        for s in req.signatures:  # stop at t distinct valid signers: that is the rule
-            if len(ok) >= p.threshold:
+        for s in req.signatures:
+            if enough is not None and len(ok) >= enough:
                 break
-            if isinstance(s, ConsistencySignature) and s.round == p.round \
-                    and s.hospital in surv and s.hospital not in ok \
-                    and signed_by(self.ctx.federation, s.hospital, s.signature, msg):
+            if not isinstance(s, ConsistencySignature) or s.round != p.round \
+                    or s.hospital not in near or s.hospital in ok or not distinct(s.outside):
+                continue
+            if same is not None:
+                if s.outside:
+                    continue
+                msg = same
+            else:
+                hz = g.holders(s.hospital)
+                if any(u in mine or u not in hz for u in s.outside):
+                    continue
+                signed = sorted((in_surv & hz).union(s.outside))
+                msg = consistency_message(self.sid_r, p.round, signed, p.context)
+            if signed_by(self.ctx.federation, s.hospital, s.signature, msg):
                 ok.add(s.hospital)
-        return len(ok)
+        return frozenset(ok)
 
     def handle(self, request: Any) -> tuple[UnmaskReply, ClientState]:
         p, me = self.ctx.params, self.ctx.hospital
@@ -96,18 +144,16 @@ class UnmaskState(ClientState):
         if len(surv) < p.min_contributors:
             raise self.abort(f"only {len(surv)} contributors; this round needs at least "
                              f"{p.min_contributors}")
+        if set(request.dropped) != self.u2 - set(surv):
+            raise self.abort("dropped list disagrees with the shares I received")
         if p.active:
             if self.signed is None or sorted(surv) != sorted(self.signed):
                 raise self.abort("survivor list changed between consistency_check and unmask")
-            n_ok = self._count_signers(request, surv)
-            if n_ok < p.threshold:
-                raise self.abort(f"only {n_ok} valid consistency signatures; need "
+            short = self._uncertified(request, surv)
+            if short is not None:
+                raise self.abort(f"only {short[1]} valid consistency signatures from the "
+                                 f"neighbourhood of {short[0]} agree with my list; need "
                                  f"t={p.threshold}")
-        mine = p.graph.holders(me)
-        expected_dropped = self.u2 - set(surv)
-        if any(u not in self.ads for u in request.dropped) or \
-                {u for u in request.dropped if u in mine} != expected_dropped:
-            raise self.abort("dropped list disagrees with the shares I received")
         out = []
         for owner in sorted(self.u2):
             b_share, k_share = self.held[owner]

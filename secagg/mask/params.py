@@ -8,6 +8,7 @@ Stages, in order (``consistency_check`` only in active mode): ``advertise_keys``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from fedrx.errors import ConfigError
@@ -69,5 +70,10 @@ class MaskingParams:
     def stages(self) -> tuple[str, ...]:
         return STAGES_ACTIVE if self.active else STAGES_PASSIVE
 
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {h: i + 1 for i, h in enumerate(self.participants)}
+
     def index(self, hospital: str) -> int:
-        return self.participants.index(hospital) + 1
+        """Shamir index of ``hospital`` (position in ``participants`` + 1); O(1)."""
+        return self._positions[hospital]

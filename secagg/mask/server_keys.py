@@ -49,20 +49,27 @@ class ServerAdvertise(ServerState):
             raise self.abort(f"{dup} advertised a public key another hospital advertised")
         v.advance(PeerStatus.INVITED, ads, PeerStatus.ADVERTISED)
         self.need(v.advertised, "advertised valid keys")
-        sid_r = round_session_id(p.session_id, p.round, p.context, ads)
+        sid_r = round_session_id(p)
         return ServerShareKeys(self.ctx, self._acc, ads, sid_r)
 
 
 class ServerShareKeys(Advertised):
-    """Holds the accepted advertisements and ``sid_r``; relays U1's advertisements and
+    """Holds the accepted advertisements and ``sid_r``; relays to each hospital its
+    neighbourhood's advertisements and
     keeps, per receiver, the shares of the hospitals that made it into U2."""
 
     name = SHARE_KEYS
 
     def requests(self, live: set[str]) -> dict[str, Any]:
+        """Each hospital gets the advertisements of its own neighbourhood in U1 (one shared
+        tuple on the complete graph): O(k) keys per hospital, not O(n)."""
         p, u1 = self.ctx.params, self.ctx.view.advertised
-        ads = tuple(self.ads[h] for h in u1)
-        return {h: ShareKeysRequest(p.round, ads) for h in u1 if h in live}
+        if p.graph.complete:
+            ads = tuple(self.ads[h] for h in u1)
+            return {h: ShareKeysRequest(p.round, ads) for h in u1 if h in live}
+        return {h: ShareKeysRequest(p.round, tuple(
+            self.ads[v] for v in sorted(p.graph.holders(h) & self.ads.keys())))
+            for h in u1 if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         p, v = self.ctx.params, self.ctx.view

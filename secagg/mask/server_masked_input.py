@@ -20,7 +20,7 @@ from fedrx.secagg.mask.params import CONSISTENCY, MASKED_INPUT
 from fedrx.secagg.mask.server_state import Advertised, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
 from fedrx.secagg.mask.server_unmask import ServerUnmask
-from fedrx.secagg.mask.transcript import consistency_message, signed_by
+from fedrx.secagg.mask.transcript import consistency_message, local_survivors, signed_by
 
 
 class ServerMaskedInput(Advertised):
@@ -65,22 +65,28 @@ class ServerMaskedInput(Advertised):
 
 
 class ServerConsistency(Advertised):
-    """Holds the advertisements, ``sid_r`` and the running sum; asks U3 to sign U3."""
+    """Holds the advertisements, ``sid_r`` and the running sum; asks each hospital of U3 to
+    sign its neighbourhood's part of U3."""
 
     name = CONSISTENCY
 
     def requests(self, live: set[str]) -> dict[str, Any]:
+        """Each hospital of U3 is asked to sign its neighbourhood's part of U3."""
         p, u3 = self.ctx.params, self.ctx.view.masked
-        return {h: ConsistencyRequest(p.round, u3) for h in u3 if h in live}
+        return {h: ConsistencyRequest(p.round, local_survivors(p.graph, u3, h))
+                for h in u3 if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         p, v = self.ctx.params, self.ctx.view
         u3 = v.masked
-        msg = consistency_message(self.sid_r, p.round, list(u3), p.context)
+        same = consistency_message(self.sid_r, p.round, list(u3), p.context) \
+            if p.graph.complete else None
         sigs: dict[str, ConsistencySignature] = {}
         for h in sorted(replies):
             s = replies[h]
-            if self.answered(h, s, ConsistencySignature, u3) \
+            msg = same if same is not None else consistency_message(
+                self.sid_r, p.round, local_survivors(p.graph, u3, h), p.context)
+            if self.answered(h, s, ConsistencySignature, u3) and s.outside == () \
                     and signed_by(self.ctx.federation, h, s.signature, msg):
                 sigs[h] = s
             else:

@@ -9,6 +9,7 @@ aborts first); the masks are then removed in place with one reduction mod 2**m a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from fedrx.secagg.mask.messages import (
 from fedrx.secagg.mask.params import UNMASK
 from fedrx.secagg.mask.server_state import Advertised, ServerCompleted, ServerContext, ServerState
 from fedrx.secagg.mask.server_status import PeerStatus
-from fedrx.secagg.mask.transcript import mask_sign
+from fedrx.secagg.mask.transcript import local_survivors, mask_sign
 from fedrx.secagg.prg import prg_accumulate_many
 
 Shares = dict[str, dict[int, bytes]]
@@ -54,11 +55,25 @@ class ServerUnmask(Advertised):
         return self.ctx.view.at(PeerStatus.SIGNED if p.active else PeerStatus.MASKED)
 
     def requests(self, live: set[str]) -> dict[str, Any]:
-        p, v = self.ctx.params, self.ctx.view
-        dropped = tuple(sorted(set(v.shared) - set(v.masked)))
-        sigs = tuple(self._sigs[h] for h in sorted(self._sigs))
-        return {h: UnmaskRequest(p.round, v.masked, dropped, sigs)
-                for h in self._asked() if h in live}
+        """Each asked hospital gets its neighbourhood's part of U3 and of U2 \\ U3, and
+        the consistency signatures of the hospitals within two hops (whose neighbourhoods
+        overlap its own), each with the signed names outside its neighbourhood. On the
+        complete graph: all of U3, U2 \\ U3 and the signatures, one shared tuple each."""
+        p, v, g = self.ctx.params, self.ctx.view, self.ctx.params.graph
+        asked = [h for h in self._asked() if h in live]
+        u3, dropped_all = v.masked, sorted(set(v.shared) - set(v.masked))
+        if g.complete:
+            sigs = tuple(self._sigs[h] for h in sorted(self._sigs))
+            return {h: UnmaskRequest(p.round, u3, tuple(dropped_all), sigs) for h in asked}
+        out = {}
+        for h in asked:
+            mine = g.holders(h)
+            near = sorted(g.two_hop(h) & self._sigs.keys())
+            sigs = tuple(dataclasses.replace(self._sigs[z], outside=tuple(
+                u for u in local_survivors(g, u3, z) if u not in mine)) for z in near)
+            out[h] = UnmaskRequest(p.round, local_survivors(g, u3, h),
+                                   tuple(u for u in dropped_all if u in mine), sigs)
+        return out
 
     def _split(self, replies: Mapping[str, Any]) -> tuple[list[str], Shares, Shares]:
         """(hospitals whose reply is acceptable, self-mask shares, mask-key shares)."""

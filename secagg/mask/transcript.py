@@ -5,11 +5,12 @@ pairwise mask, and the well-formedness checks both sides apply to the same input
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fedrx.errors import SignatureError
 from fedrx.secagg import kex
+from fedrx.secagg.graph import Graph
 from fedrx.secagg.identity import Federation
 from fedrx.secagg.mask.messages import AdvertiseKeys
 from fedrx.secagg.mask.params import MaskingParams
@@ -26,20 +27,29 @@ def advertise_message(session_id: bytes, round_: int, context: bytes, hospital: 
 
 def consistency_message(sid_r: bytes, round_: int, survivors: Sequence[str],
                         context: bytes) -> bytes:
-    """The bytes a hospital signs in consistency_check (``survivors`` in sorted order)."""
+    """The bytes a hospital signs in consistency_check: ``survivors`` (sorted) is the part of
+    U3 in its own neighbourhood (itself included; all of U3 on the complete graph)."""
     return kex.encode_fields("fedrx/secagg/v2/consistency", sid_r, round_, context,
                              len(survivors), *survivors)
 
 
-def round_session_id(session_id: bytes, round_: int, context: bytes,
-                     ads: Mapping[str, AdvertiseKeys]) -> bytes:
-    """sid_r: hash of the session id, round, context and every accepted advertisement
-    (sorted)."""
-    fields: list[bytes | str | int] = ["fedrx/secagg/v2/round-sid", session_id, round_,
-                                       context]
-    for h in sorted(ads):
-        fields += [h, ads[h].enc_public, ads[h].mask_public]
-    return hashlib.sha256(kex.encode_fields(*fields)).digest()
+def round_session_id(params: MaskingParams) -> bytes:
+    """sid_r: SHA-256 of the session id, round and agreed round context; salts every key the
+    round derives. Every party computes it before any key is advertised. It needs no hash of
+    the advertisements: each is signed over the same context, so an advertisement made for
+    another round context never verifies; and a SecAgg+ hospital only ever sees its own
+    neighbourhood's advertisements (issue 14 item 9)."""
+    return hashlib.sha256(kex.encode_fields("fedrx/secagg/v2/round-sid", params.session_id,
+                                            params.round, params.context)).digest()
+
+
+def local_survivors(graph: Graph, u3: Sequence[str], h: str) -> tuple[str, ...]:
+    """The part of U3 (sorted) in ``h``'s neighbourhood, ``h`` included: what ``h`` signs
+    and acts on (all of U3 on the complete graph)."""
+    if graph.complete:
+        return tuple(u3)
+    mine = graph.holders(h)
+    return tuple(u for u in u3 if u in mine)
 
 
 def mask_sign(owner: str, peer: str) -> int:
