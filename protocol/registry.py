@@ -16,7 +16,7 @@ from fedrx.protocol.protection import NoProtection, Protection
 from fedrx.protocol.task import ClientOptimizer, FederatedTask
 from fedrx.secagg.identity import Federation, Identity
 
-PROTECTIONS = ("none", "mask", "ckks")
+PROTECTIONS = ("none", "mask", "ckks", "ckks-threshold")
 
 
 def make_protection(name: str, *, federation: Federation | None = None,
@@ -57,6 +57,11 @@ def _make(name: str, federation: Federation | None, identity: Identity | None,
         from fedrx.protocol.protections.ckks import make_ckks_protection
 
         return make_ckks_protection(federation=federation, identity=identity, params=params)
+    if name == "ckks-threshold":
+        from fedrx.protocol.protections.ckks_threshold import make_threshold_protection
+
+        return make_threshold_protection(federation=federation, identity=identity,
+                                         params=params)
     raise ConfigError(f"unknown protection {name!r} (expected one of: {', '.join(PROTECTIONS)})")
 
 
