@@ -1,353 +1,153 @@
 """Independent audit of privacy ledgers (``fedrx audit DIR``).
 
-For every hospital ledger it checks, entry by entry:
+Which hospitals must have a ledger: every hospital with a ledger file, a public identity
+file or an anchored head, the hospital a node folder's ``state.json`` names, and every
+member of the pinned federation when the federation file is the audited run's own
+(``DIR/federation.json`` of ``fedrx simulate``; :mod:`fedrx.dp.pins`). A missing or empty
+ledger of one of them is a finding (``missing-ledger``, ``empty-ledger``).
 
-* structure: a JSON object with every key of :data:`fedrx.dp.ledger.ENTRY_KEYS`,
-  ``format`` and ``privacy_unit == "patient"``, the file's hospital, ``seq == position``;
-* the Ed25519 ``signature`` against the hospital's public identity (``identities/``);
-* ``entry_hash`` recomputed, and ``prev_hash`` equal to the previous ``entry_hash``
-  (missing, inserted, reordered and edited entries break this chain);
+For every hospital ledger it checks, line by line and entry by entry:
+
+* form: every line is exactly ``canonical_json(parsed line)`` (``non-canonical``), with no
+  duplicate key (``duplicate-key``: parsers disagree on which duplicate wins);
+* structure: every key of :data:`fedrx.dp.ledger.ENTRY_KEYS` (extra signed keys, e.g. a
+  distributed mechanism's, are allowed), ``format``, ``privacy_unit == "patient"``, the
+  file's hospital, ``seq == position``;
+* the Ed25519 ``signature`` against the hospital's PINNED key (the federation file) when a
+  federation file is found; an identity file beside the ledger that is not the pinned key is
+  a finding (``identity-not-pinned``), a hospital outside the pinned federation too
+  (``not-pinned``). Without any federation file the identity file beside the ledger is used
+  and the result says that signatures are NOT pinned;
+* ``entry_hash`` recomputed, ``prev_hash`` equal to the previous ``entry_hash``;
 * rounds strictly increasing (a repeated round is reported as a duplicate);
-* truncation, relative to an anchored head ``(length, head_hash)`` when one is given
-  (e.g. from a signed round receipt; a hash-only anchor, length -1, must appear in the
-  chain): without an anchor a truncated ledger is a valid shorter chain and cannot be
-  detected;
+* truncation, against an anchored head (:mod:`fedrx.dp.anchors`: ``--anchors FILE`` or the
+  default anchors found beside the run); a hash-only anchor (length -1) must appear in the
+  chain. Without anchors a cut tail is undetectable and the result says ``not anchored``;
+* signed round receipts of the anchors: verified against the pinned aggregator key
+  (``receipt-bad-signature``, ``receipt-mismatch``); without a pinned key they are NOT
+  verified and the result says so;
 * epsilon recomputed from the recorded ``(sample_rate, noise_multiplier, steps)`` of every
-  trained entry up to it with an INDEPENDENT accountant
-  (:mod:`fedrx.dp.accountants.independent`), Google's ``dp_accounting`` PLD accountant
-  (``PoissonSampledDpEvent(q, GaussianDpEvent(sigma))`` self-composed ``steps`` times per
-  entry, add-or-remove-one neighbouring, discretisation 1e-4). Tolerance
-  :func:`tolerance` = ``max(0.02, 2% of the PLD epsilon)``. Findings: recorded epsilon below
-  PLD - tol (understated, any accountant); for ``prv`` entries any |recorded - PLD| > tol;
-  for ``rdp`` entries (a looser bound, legitimately above PLD) |recorded - RDP| > tol where
-  RDP is dp_accounting's own RDP accountant;
-* budget: recorded or recomputed epsilon above ``budget_epsilon`` (+ tol for recomputed);
-* signed round receipts: when an anchors file (``OUT/anchors[/<h>].json`` of a gRPC
-  aggregator) carries the signed ``receipt`` an anchor comes from, its Ed25519 signature is
-  verified against the aggregator's receipt key pinned in the federation file
-  (``aggregator_sign_public``; :mod:`fedrx.receipts`) and the receipt must name the
-  anchored head for that hospital (findings ``receipt-bad-signature``,
-  ``receipt-mismatch``). The federation file is ``fedrx audit --federation FILE``, else the
-  first ``federation.json`` or ``certs/federation.json`` found in the anchors file's folder
-  or one of its 3 parent folders (the ``fedrx demo grpc`` layout); without one the receipt
-  signatures are NOT verified and the audit says so.
+  trained entry up to it, after the mechanisms it ``carried`` from earlier runs on the same
+  patients (:mod:`fedrx.dp.budget_store`; ``carried`` must be the same in every entry), with
+  an INDEPENDENT accountant (:mod:`fedrx.dp.accountants.independent`): Google
+  ``dp_accounting``'s PLD accountant. Tolerance :func:`tolerance` = ``max(0.02, 2% of the
+  PLD epsilon)``. Findings: recorded epsilon below PLD - tol (understated, any accountant);
+  for ``prv`` entries any |recorded - PLD| > tol; for ``rdp`` entries |recorded - RDP| > tol
+  where RDP is dp_accounting's own RDP accountant;
+* budget: recorded or recomputed epsilon above ``budget_epsilon`` (+ tol for recomputed).
 
 The audit trusts nothing written by fedrx's accounting code (it does not import Opacus).
 It checks a signed self-report of parameters, not that the noise was really added. It
-prints nothing: :func:`run_audit` returns an :class:`AuditResult` and
+prints nothing: :func:`run_audit` returns an :class:`AuditResult` (one
+:class:`HospitalAudit` per hospital saying what was checked) and
 :func:`fedrx.dp.audit_report.format_audit` renders it for the CLI.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedrx.dp.accountants.independent import pld_epsilon, rdp_epsilon
-from fedrx.dp.ledger import (
-    ENTRY_KEYS,
-    FORMAT,
-    GENESIS_HASH,
-    PRIVACY_UNIT,
-    LedgerHead,
-    compute_entry_hash,
-    read_entries,
-    read_public_identity,
-    signing_bytes,
+from fedrx.dp.anchors import (  # noqa: F401  (re-exported: the audit's public API)
+    Anchors,
+    anchors_file,
+    audit_receipts,
+    find_anchors,
+    load_anchor_receipts,
+    load_anchors,
 )
-from fedrx.errors import ConfigError, LedgerError, SignatureError
+from fedrx.dp.audit_entries import (  # noqa: F401
+    TOL_ABS,
+    TOL_REL,
+    Finding,
+    LedgerCheck,
+    audit_ledger,
+    check_entries,
+    check_lines,
+    tolerance,
+)
+from fedrx.dp.ledger import LedgerHead, read_lines, read_public_identity
+from fedrx.dp.pins import Pins, find_pins, load_pins
+from fedrx.errors import ConfigError, LedgerError
 from fedrx.secagg.identity import PublicIdentity
 
-TOL_ABS = 0.02
-TOL_REL = 0.02
-
-
-def tolerance(eps: float) -> float:
-    """Allowed |recorded - recomputed| epsilon difference: ``max(0.02, 0.02 * eps)``."""
-    return max(TOL_ABS, TOL_REL * eps)
+PINNED = "pinned"
+UNPINNED = "unpinned"
+UNCHECKED = "unchecked"
+SIGNED_RECEIPT = "signed-receipt"
+RECEIPT_UNVERIFIED = "receipt-unverified"
+UNSIGNED = "unsigned"
+NOT_ANCHORED = "not-anchored"
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One audit problem. ``seq`` is the entry position (None for file-level findings)."""
+class HospitalAudit:
+    """What was checked for one hospital (rendered by :mod:`fedrx.dp.audit_report` and the
+    HTML budget report).
+
+    ``ledger``: the ledger file ("" when missing); ``entries``: its entries;
+    ``signatures``: ``"pinned"`` (checked against the key in the federation file
+    ``key_source``), ``"unpinned"`` (against the identity file ``key_source`` beside the
+    ledger: a re-signed ledger with a swapped identity file would pass) or ``"unchecked"``
+    (no key); ``chain``: seq, prev_hash and entry_hash intact; ``anchor``:
+    ``"signed-receipt"`` (head from a round receipt verified against the pinned aggregator
+    key), ``"receipt-unverified"`` (receipt present, no pinned aggregator key),
+    ``"unsigned"`` (head from an unsigned file, e.g. a simulation's results.json) or
+    ``"not-anchored"`` (truncation of the tail not detectable); ``anchor_source``: the file;
+    ``anchored_entries``: how many leading entries the anchor covers (None: no anchor);
+    ``recomputed``: epsilon recomputed independently; ``epsilon``: the last recorded
+    cumulative epsilon; ``independent_epsilon``: dp_accounting PLD at the last entry;
+    ``max_epsilon_diff``: max over entries of recorded - PLD (signed; positive =
+    conservative); ``carried_runs``: earlier runs on the same patients it carries;
+    ``findings``: this hospital's problems."""
 
     hospital: str
-    kind: str
-    message: str
-    seq: int | None = None
+    ledger: str
+    entries: int
+    signatures: str
+    key_source: str
+    chain: bool
+    anchor: str
+    anchor_source: str
+    anchored_entries: int | None
+    recomputed: bool
+    epsilon: float | None
+    independent_epsilon: float | None
+    max_epsilon_diff: float | None
+    carried_runs: int
+    findings: tuple[Finding, ...]
 
-    def __str__(self) -> str:
-        where = f"{self.hospital}" + (f" entry {self.seq}" if self.seq is not None else "")
-        return f"{where}: {self.kind}: {self.message}"
+    @property
+    def ok(self) -> bool:
+        return not self.findings
 
-
-def _merge(history: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
-    merged: dict[tuple[float, float], int] = {}
-    for q, s, n in history:
-        merged[(q, s)] = merged.get((q, s), 0) + n
-    return [(q, s, n) for (q, s), n in merged.items()]
-
-
-def audit_ledger(
-    hospital: str,
-    entries: Sequence[Mapping[str, Any]],
-    public: PublicIdentity | None,
-    anchor: LedgerHead | None = None,
-    *,
-    recompute: bool = True,
-) -> list[Finding]:
-    """All findings for one hospital's parsed ledger entries (empty list: clean)."""
-    out: list[Finding] = []
-
-    def add(kind: str, msg: str, seq: int | None = None) -> None:
-        out.append(Finding(hospital, kind, msg, seq))
-
-    if public is None:
-        add("missing-identity", "no public identity to verify signatures against")
-    elif public.hospital != hospital:
-        add("identity-mismatch", f"identity file names hospital {public.hospital!r}")
-    prev = GENESIS_HASH
-    last_round: int | None = None
-    history: list[tuple[float, float, int]] = []
-    for i, e in enumerate(entries):
-        missing = sorted(ENTRY_KEYS - set(e))
-        if missing:
-            add("malformed", f"missing keys {missing}", i)
-            prev = str(e.get("entry_hash", ""))
-            continue
-        if e["format"] != FORMAT:
-            add("malformed", f"format {e['format']!r} (expected {FORMAT})", i)
-        if e["privacy_unit"] != PRIVACY_UNIT:
-            add("privacy-unit", f"privacy_unit is {e['privacy_unit']!r}, not 'patient'", i)
-        if e["hospital"] != hospital:
-            add("wrong-hospital", f"entry names hospital {e['hospital']!r}", i)
-        if e["seq"] != i:
-            add("sequence", f"seq {e['seq']} at position {i} (missing or reordered entry)", i)
-        if e["prev_hash"] != prev:
-            add("chain-break", "prev_hash does not match the previous entry_hash "
-                "(entry missing, inserted, reordered or edited)", i)
-        if compute_entry_hash(e) != e["entry_hash"]:
-            add("hash-mismatch", "entry_hash does not match the entry (edited)", i)
-        if public is not None:
-            try:
-                sig = bytes.fromhex(str(e["signature"]))
-            except ValueError:
-                sig = b""
-            try:
-                public.verify(sig, signing_bytes(e))
-            except SignatureError:
-                add("bad-signature", "Ed25519 signature does not verify (edited or forged)", i)
-        try:
-            rnd = int(e["round"])
-        except (TypeError, ValueError):
-            add("malformed", f"round {e['round']!r} is not an integer", i)
-            rnd = None
-        if rnd is not None and last_round is not None:
-            if rnd == last_round:
-                add("duplicate-round", f"round {rnd} recorded twice", i)
-            elif rnd < last_round:
-                add("round-order", f"round {rnd} after round {last_round} (reordered)", i)
-        last_round = rnd if rnd is not None else last_round
-        prev = str(e["entry_hash"])
-        try:
-            q, s, n = float(e["sample_rate"]), float(e["noise_multiplier"]), int(e["steps"])
-            eps, delta = float(e["epsilon"]), float(e["delta"])
-            budget = float(e["budget_epsilon"])
-        except (TypeError, ValueError):
-            add("malformed", "non-numeric DP parameters", i)
-            continue
-        if e["status"] == "trained":
-            if not (0 < q <= 1 and s > 0 and n >= 1):
-                add("malformed", f"invalid mechanism q={q} sigma={s} steps={n}", i)
-                continue
-            history.append((q, s, n))
-        elif e["status"] == "refused":
-            if n != 0:
-                add("malformed", f"refused entry with steps={n}", i)
-        else:
-            add("malformed", f"unknown status {e['status']!r}", i)
-        if eps > budget:
-            add("budget-overrun", f"recorded epsilon {eps:.4f} > budget {budget}", i)
-        if not recompute or not (0 < delta < 1):
-            continue
-        hist = _merge(history)
-        ref = pld_epsilon(hist, delta)
-        tol = tolerance(ref)
-        if eps < ref - tol:
-            add("epsilon-understated", f"recorded {eps:.4f} < independent PLD {ref:.4f} "
-                f"(tolerance {tol:.3f}, delta {delta:g})", i)
-        elif e["accountant"] == "prv" and abs(eps - ref) > tol:
-            add("epsilon-mismatch", f"recorded PRV {eps:.4f} vs independent PLD {ref:.4f} "
-                f"(tolerance {tol:.3f})", i)
-        elif e["accountant"] == "rdp":
-            ref_rdp = rdp_epsilon(hist, delta)
-            if abs(eps - ref_rdp) > tolerance(ref_rdp):
-                add("epsilon-mismatch", f"recorded RDP {eps:.4f} vs dp_accounting RDP "
-                    f"{ref_rdp:.4f} (tolerance {tolerance(ref_rdp):.3f})", i)
-        elif e["accountant"] not in ("prv", "rdp"):
-            add("malformed", f"unknown accountant {e['accountant']!r}", i)
-        if ref > budget + tol:
-            add("budget-overrun", f"independent PLD epsilon {ref:.4f} > budget {budget}", i)
-    if anchor is not None and anchor.length < 0:
-        # a hash-only anchor (what a round receipt carries): entry hashes chain and cover
-        # seq, so the hash pins one position; it must still be in the ledger
-        if not any(e.get("entry_hash") == anchor.head_hash for e in entries):
-            add("head-mismatch", "the anchored head hash is not in the ledger (truncated or "
-                "rewritten)")
-    elif anchor is not None:
-        if len(entries) < anchor.length:
-            add("truncated", f"{len(entries)} entries but the anchored head has "
-                f"{anchor.length}")
-        elif anchor.length > 0 and entries[anchor.length - 1].get("entry_hash") != \
-                anchor.head_hash:
-            add("head-mismatch", f"entry {anchor.length - 1} does not match the anchored "
-                "head hash")
-    return out
-
-
-def _locate(path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """Ledger and identity files of a run dir (``ledger/``, ``identities/``) or a flat dir."""
-    path = Path(path)
-    if path.is_file():
-        led_dir, id_dir = path.parent, path.parent.parent / "identities"
-        ledgers = {path.name.removesuffix(".jsonl"): path}
-    else:
-        led_dir = path / "ledger" if (path / "ledger").is_dir() else path
-        id_dir = path / "identities" if (path / "identities").is_dir() else path
-        ledgers = {p.name.removesuffix(".jsonl"): p for p in sorted(led_dir.glob("*.jsonl"))
-                   if not p.name.startswith(".")}
-    ids = {p.name.removesuffix(".pub.json"): p for p in sorted(id_dir.glob("*.pub.json"))}
-    if not ids and (led_dir / "identities").is_dir():
-        ids = {p.name.removesuffix(".pub.json"): p
-               for p in sorted((led_dir / "identities").glob("*.pub.json"))}
-    return ledgers, ids
-
-
-def load_anchors(path: Path) -> dict[str, LedgerHead]:
-    """Anchors JSON: ``{"<hospital>": {"length": n, "head_hash": "<hex>"}, ...}``.
-
-    ``length`` may be omitted (a gRPC aggregator's round receipts carry only the head hash):
-    the anchor then requires that entry to be present (LedgerHead length -1)."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {h: LedgerHead(int(v.get("length", -1)), str(v["head_hash"]))
-                for h, v in obj.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise LedgerError(f"anchors file {path} is unreadable or malformed") from None
-
-
-def load_anchor_receipts(path: Path) -> dict[str, dict[str, Any]]:
-    """The signed round receipts in an anchors file, by hospital (anchors without one,
-    e.g. older files, are simply absent)."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-        return {h: dict(v["receipt"]) for h, v in obj.items()
-                if isinstance(v, Mapping) and "receipt" in v}
-    except (OSError, ValueError, TypeError, AttributeError):
-        raise LedgerError(f"anchors file {path} is unreadable or malformed") from None
-
-
-def find_aggregator_key(anchors_path: Path | None,
-                        federation_path: Path | None = None) -> bytes | None:
-    """The aggregator's pinned receipt key (32 bytes) from ``federation_path``, else from
-    the first ``federation.json`` / ``certs/federation.json`` in the anchors file's folder
-    or its 3 parents; None when there is none."""
-    candidates: list[Path] = []
-    if federation_path is not None:
-        candidates = [Path(federation_path)]
-    elif anchors_path is not None:
-        folder = Path(anchors_path).resolve().parent
-        for d in [folder, *list(folder.parents)[:3]]:
-            candidates += [d / "federation.json", d / "certs" / "federation.json"]
-    for c in candidates:
-        if not c.is_file():
-            if federation_path is not None:
-                raise LedgerError(f"federation file {c} not found")
-            continue
-        try:
-            key = bytes.fromhex(json.loads(c.read_text(encoding="utf-8"))
-                                ["aggregator_sign_public"])
-        except (OSError, ValueError, KeyError, TypeError):
-            raise LedgerError(f"federation file {c} has no aggregator_sign_public") from None
-        if len(key) != 32:
-            raise LedgerError(f"federation file {c}: aggregator_sign_public is not 32 bytes")
-        return key
-    return None
-
-
-def audit_receipts(anchors: Mapping[str, LedgerHead], receipts: Mapping[str, Mapping],
-                   aggregator_public: bytes) -> list[Finding]:
-    """Findings for the anchors' signed receipts (signature + the anchored head)."""
-    from fedrx.errors import SignatureError
-    from fedrx.receipts import verify_receipt
-
-    out: list[Finding] = []
-    for h, rec in sorted(receipts.items()):
-        try:
-            verify_receipt(rec, aggregator_public)
-        except SignatureError:
-            out.append(Finding(h, "receipt-bad-signature", "the anchor's round receipt is not "
-                               "signed by the pinned aggregator key (edited or forged)"))
-            continue
-        heads = rec.get("ledger_heads")
-        anchor = anchors.get(h)
-        if not isinstance(heads, Mapping) or anchor is None or \
-                heads.get(h) != anchor.head_hash:
-            out.append(Finding(h, "receipt-mismatch", "the anchored head is not the one the "
-                               "signed receipt names for this hospital"))
-    return out
-
-
-def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
-          *, recompute: bool = True, receipts: Mapping[str, Mapping] | None = None,
-          aggregator_public: bytes | None = None) -> list[Finding]:
-    """Audit every ledger under ``path`` (see module doc); an empty list means clean.
-    ``receipts`` (:func:`load_anchor_receipts`) are verified when ``aggregator_public``
-    (the pinned receipt key) is given."""
-    ledgers, ids = _locate(Path(path))
-    findings: list[Finding] = []
-    if not ledgers:
-        return [Finding(str(path), "no-ledger", "no <hospital>.jsonl ledger files found")]
-    anchors = anchors or {}
-    if receipts and aggregator_public is not None:
-        findings.extend(audit_receipts(anchors, receipts, aggregator_public))
-    for h in sorted(set(anchors) - set(ledgers)):
-        findings.append(Finding(h, "missing-ledger", "anchored hospital has no ledger file"))
-    for h, lp in ledgers.items():
-        try:
-            entries = read_entries(lp)
-        except LedgerError as exc:
-            findings.append(Finding(h, "unreadable", str(exc)))
-            continue
-        public = None
-        if h in ids:
-            try:
-                public = read_public_identity(ids[h])
-            except (LedgerError, ConfigError) as exc:
-                findings.append(Finding(h, "bad-identity", str(exc)))
-        findings.extend(audit_ledger(h, entries, public, anchors.get(h), recompute=recompute))
-    return findings
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "findings"} | {
+            "ok": self.ok, "findings": [str(f) for f in self.findings]}
 
 
 @dataclass(frozen=True)
 class AuditResult:
     """What ``fedrx audit`` found (rendered by :func:`fedrx.dp.audit_report.format_audit`).
 
-    ``findings``: every problem (empty: clean); ``ledgers``/``entries``: how many ledger
-    files and entries were audited (``entries`` is counted only for a clean audit, else
-    None); ``receipts_verified``: the anchors' signed round receipts were checked against
-    the pinned aggregator key; ``receipts_unverified``: the anchors carry receipts but no
-    federation file pins the key, so their signatures were NOT checked.
-    """
+    ``findings``: every problem (empty: clean), the per-hospital ones and the folder-level
+    ones; ``ledgers``/``entries``: how many ledger files and entries were audited
+    (``entries`` is counted only for a clean audit, else None); ``receipts_verified``: the
+    anchors' signed round receipts were checked against the pinned aggregator key;
+    ``receipts_unverified``: the anchors carry receipts but no federation file pins the key,
+    so their signatures were NOT checked; ``hospitals``: what was checked per hospital;
+    ``pins``: the federation file the keys came from ("" when none was found)."""
 
     findings: tuple[Finding, ...]
     ledgers: int
     entries: int | None
     receipts_verified: bool = False
     receipts_unverified: bool = False
+    hospitals: tuple[HospitalAudit, ...] = ()
+    pins: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -355,18 +155,182 @@ class AuditResult:
         return 1 if self.findings else 0
 
 
-def run_audit(path: Path, anchors_path: Path | None = None,
-              federation_path: Path | None = None) -> AuditResult:
-    """``fedrx audit PATH [--anchors FILE] [--federation FILE]`` without any output: loads
-    the anchors and their receipts, finds the pinned receipt key and audits every ledger
-    under ``path``. Raises :class:`~fedrx.errors.LedgerError` on unusable input (an
-    unreadable anchors or federation file)."""
-    anchors = load_anchors(anchors_path) if anchors_path else None
-    receipts = load_anchor_receipts(anchors_path) if anchors_path else {}
-    key = find_aggregator_key(anchors_path, federation_path) if receipts else None
-    findings = audit(Path(path), anchors, receipts=receipts, aggregator_public=key)
-    ledgers, _ = _locate(Path(path))
-    entries = None if findings else sum(len(read_entries(p)) for p in ledgers.values())
-    return AuditResult(tuple(findings), len(ledgers), entries,
+def _locate(path: Path) -> tuple[dict[str, Path], dict[str, Path], Path]:
+    """Ledger files, identity files and the folder of a run dir (``ledger/``,
+    ``identities/``), a flat dir or one ledger file."""
+    path = Path(path)
+    if path.is_file():
+        led_dir, id_dir = path.parent, path.parent.parent / "identities"
+        ledgers = {path.name.removesuffix(".jsonl"): path}
+        folder = path.parent.parent
+    else:
+        folder = path
+        led_dir = path / "ledger" if (path / "ledger").is_dir() else path
+        id_dir = path / "identities" if (path / "identities").is_dir() else path
+        ledgers = {p.name.removesuffix(".jsonl"): p for p in sorted(led_dir.glob("*.jsonl"))
+                   if not p.name.startswith(".") and p.name != "receipts.jsonl"}
+    ids = {p.name.removesuffix(".pub.json"): p for p in sorted(id_dir.glob("*.pub.json"))}
+    if not ids and (led_dir / "identities").is_dir():
+        ids = {p.name.removesuffix(".pub.json"): p
+               for p in sorted((led_dir / "identities").glob("*.pub.json"))}
+    return ledgers, ids, folder
+
+
+def _node_hospital(folder: Path) -> str | None:
+    try:
+        obj = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    h = obj.get("hospital") if isinstance(obj, dict) else None
+    return h if isinstance(h, str) else None
+
+
+def _key_for(h: str, id_path: Path | None, pins: Pins | None,
+             add: Any) -> tuple[PublicIdentity | None, str, str]:
+    """(key to verify with, signatures status, key source) for hospital ``h``."""
+    beside = None
+    if id_path is not None:
+        try:
+            beside = read_public_identity(id_path)
+        except (LedgerError, ConfigError) as exc:
+            add("bad-identity", str(exc))
+        if beside is not None and beside.hospital != h:
+            add("identity-mismatch", f"identity file names hospital {beside.hospital!r}")
+    if pins is not None:
+        pinned = pins.members.get(h)
+        if pinned is None:
+            add("not-pinned", f"hospital is not in the pinned federation {pins.source}")
+            return None, UNCHECKED, str(pins.source)
+        if beside is not None and beside.sign_public != pinned.sign_public:
+            add("identity-not-pinned", f"{id_path} is not the key pinned in {pins.source} "
+                "(swapped identity file)")
+        return pinned, PINNED, str(pins.source)
+    if beside is None:
+        if id_path is None:
+            add("missing-identity", "no public identity to verify signatures against")
+        return None, UNCHECKED, ""
+    return beside, UNPINNED, str(id_path)
+
+
+def _anchor_status(h: str, anchors: Anchors | None, key: bytes | None) -> tuple[str, str]:
+    if anchors is None or h not in anchors.heads:
+        return NOT_ANCHORED, ""
+    if h in anchors.receipts:
+        return (SIGNED_RECEIPT if key is not None else RECEIPT_UNVERIFIED), str(anchors.source)
+    return UNSIGNED, str(anchors.source)
+
+
+def audit_hospital(h: str, ledger: Path | None, identity: Path | None, pins: Pins | None,
+                   anchors: Anchors | None, aggregator_public: bytes | None, *,
+                   recompute: bool = True) -> HospitalAudit:
+    """Everything checked for hospital ``h`` (see module doc)."""
+    out: list[Finding] = []
+
+    def add(kind: str, msg: str, seq: int | None = None) -> None:
+        out.append(Finding(h, kind, msg, seq))
+
+    key, sig_status, key_src = _key_for(h, identity, pins, add)
+    anchor = anchors.heads.get(h) if anchors is not None else None
+    lines: list[tuple[int, str]] = []
+    if ledger is None:
+        add("missing-ledger", "no ledger file, although this hospital should have one "
+            "(pinned federation, identity file, anchor or node state names it)")
+    else:
+        try:
+            lines = read_lines(ledger)
+        except LedgerError as exc:
+            add("unreadable", str(exc))
+        else:
+            if not lines:
+                add("empty-ledger", "the ledger holds no entry (emptied?): nothing to verify")
+    check: LedgerCheck | None = None
+    if lines:
+        check = check_lines(h, lines, key, anchor, recompute=recompute)
+        out.extend(check.findings)
+    elif anchor is not None and ledger is not None:
+        out.extend(check_entries(h, [], key, anchor, recompute=False,
+                                 report_missing_key=False).findings)
+    a_status, a_src = _anchor_status(h, anchors, aggregator_public)
+    chain_kinds = {"sequence", "chain-break", "hash-mismatch", "malformed"}
+    return HospitalAudit(
+        hospital=h, ledger=str(ledger) if ledger else "", entries=len(lines),
+        signatures=sig_status, key_source=key_src,
+        chain=bool(lines) and not any(f.kind in chain_kinds for f in out),
+        anchor=a_status, anchor_source=a_src,
+        anchored_entries=check.anchored_entries if check and anchor is not None else None,
+        recomputed=bool(check and check.recomputed), epsilon=check.epsilon if check else None,
+        independent_epsilon=check.independent_epsilon if check else None,
+        max_epsilon_diff=check.max_epsilon_diff if check else None,
+        carried_runs=check.carried_runs if check else 0, findings=tuple(out))
+
+
+def audit_run(path: Path, anchors: Anchors | None, pins: Pins | None, *,
+              recompute: bool = True,
+              aggregator_public: bytes | None = None) -> AuditResult:
+    """Audit every ledger under ``path`` against ``pins`` and ``anchors``."""
+    ledgers, ids, folder = _locate(Path(path))
+    key = aggregator_public if aggregator_public is not None else (
+        pins.aggregator_sign_public if pins is not None else None)
+    expected = set(ledgers) | set(ids)
+    if anchors is not None:
+        expected |= set(anchors.heads)
+    if pins is not None and pins.run_scope:
+        expected |= set(pins.members)
+    node = _node_hospital(folder)
+    if node is not None:
+        expected.add(node)
+    top: list[Finding] = []
+    if not expected:
+        top.append(Finding(str(path), "no-ledger", "no <hospital>.jsonl ledger files found"))
+    receipts = dict(anchors.receipts) if anchors is not None else {}
+    if receipts and key is not None:
+        top.extend(Finding(h, k, m) for h, k, m in audit_receipts(anchors.heads, receipts, key))
+    hosp = tuple(audit_hospital(h, ledgers.get(h), ids.get(h), pins, anchors, key,
+                                recompute=recompute) for h in sorted(expected))
+    findings = tuple(top) + tuple(f for ha in hosp for f in ha.findings)
+    return AuditResult(findings, len(ledgers),
+                       None if findings else sum(ha.entries for ha in hosp),
                        receipts_verified=bool(receipts) and key is not None,
-                       receipts_unverified=bool(receipts) and key is None)
+                       receipts_unverified=bool(receipts) and key is None,
+                       hospitals=hosp, pins=str(pins.source) if pins else "")
+
+
+def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
+          *, recompute: bool = True, receipts: Mapping[str, Mapping] | None = None,
+          aggregator_public: bytes | None = None,
+          pins: Pins | None | bool = True) -> list[Finding]:
+    """Findings for every ledger under ``path`` (an empty list means clean); ``anchors``
+    and their ``receipts`` as given (no default anchors: see :func:`run_audit`); ``pins``:
+    True finds the federation file (:func:`fedrx.dp.pins.find_pins`), None/False uses the
+    identity files, or the :class:`Pins` to use."""
+    a = Anchors(dict(anchors), dict(receipts or {}), Path("<anchors>")) if anchors else None
+    if pins is True:
+        pins = find_pins(Path(path))
+    return list(audit_run(Path(path), a, pins or None, recompute=recompute,
+                          aggregator_public=aggregator_public).findings)
+
+
+def run_audit(path: Path, anchors_path: Path | None = None,
+              federation_path: Path | None = None, *, recompute: bool = True) -> AuditResult:
+    """``fedrx audit PATH [--anchors FILE] [--federation FILE]`` without any output: the
+    pinned federation (:func:`fedrx.dp.pins.find_pins`), the anchors (``anchors_path``, else
+    :func:`fedrx.dp.anchors.find_anchors`), then every ledger. Raises
+    :class:`~fedrx.errors.LedgerError` on unusable input (an unreadable anchors or
+    federation file)."""
+    pins = find_pins(Path(path), anchors_path, federation_path)
+    anchors = anchors_file(anchors_path) if anchors_path else find_anchors(Path(path))
+    return audit_run(Path(path), anchors, pins, recompute=recompute)
+
+
+def find_aggregator_key(anchors_path: Path | None,
+                        federation_path: Path | None = None) -> bytes | None:
+    """The aggregator's pinned receipt key (32 bytes) from ``federation_path``, else from
+    the first federation file beside the anchors file or up to 3 folders above it; None
+    when there is none (or the file is a simulation's, which pins no aggregator)."""
+    if federation_path is not None:
+        return load_pins(Path(federation_path)).aggregator_sign_public
+    if anchors_path is None:
+        return None
+    folder = Path(anchors_path).resolve().parent
+    pins = find_pins(folder)
+    return pins.aggregator_sign_public if pins else None

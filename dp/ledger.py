@@ -24,10 +24,20 @@ fsyncs it, renames it over the ledger and fsyncs the folder. A crash at any poin
 either the old or the new complete file, never a half-written entry (a leftover
 ``.<name>.*`` temp file is ignored and may be deleted).
 
+Every line must be exactly ``canonical(parsed line)``: no duplicate key, no other spacing or
+key order (:func:`parse_line` rejects duplicate keys; the audit reports non-canonical lines).
+
+A ledger may carry the charges of EARLIER runs on the same patients
+(:mod:`fedrx.dp.budget_store`): then every entry has the signed key ``carried``
+(``{"mechanisms": [[q, sigma, steps], ...], "runs": [record ids]}``), the same in every
+entry, and ``epsilon`` composes the carried mechanisms with the ledger's own.
+
 Run-directory layout (written by simulate/nodes, read by audit and report)::
 
     DIR/ledger/<hospital>.jsonl
     DIR/identities/<hospital>.pub.json      (PublicIdentity.to_json())
+    DIR/federation.json                     (simulate: the pinned keys, fedrx-federation/1)
+    DIR/budget/<hospital>.json              (simulate: what the budget store carried in)
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from fedrx.atomic import atomic_write_bytes
 from fedrx.canonical import canonical_json
 from fedrx.dp.accountants.mechanism import Mechanism
 from fedrx.dp.accountants.registry import compute_epsilon
+from fedrx.dp.budget_store import Carry, mechanisms_from_json, read_carry, record_charges
 from fedrx.errors import ConfigError, LedgerError
 from fedrx.secagg.identity import Identity, PublicIdentity
 
@@ -116,26 +127,66 @@ def read_public_identity(path: Path) -> PublicIdentity:
         raise LedgerError(f"identity {path} is not JSON") from None
 
 
-def read_entries(path: Path) -> list[dict[str, Any]]:
-    """Parse a ledger file into entries (no verification; see :mod:`fedrx.dp.audit`)."""
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise LedgerError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """One ledger line as a JSON object; :class:`LedgerError` for anything else, a duplicate
+    key at any depth included (JSON parsers disagree on which duplicate wins)."""
+    try:
+        obj = json.loads(line, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError:
+        raise LedgerError("not a JSON object") from None
+    if not isinstance(obj, dict):
+        raise LedgerError("not a JSON object")
+    return obj
+
+
+def is_canonical(line: str, entry: Mapping[str, Any]) -> bool:
+    """Whether ``line`` is exactly the canonical encoding of its parsed ``entry``."""
+    try:
+        return canonical_json(entry) == line.encode("utf-8")
+    except ValueError:  # NaN / infinity are not canonical JSON
+        return False
+
+
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """``(line number, text)`` of every non-blank line of a ledger file ([] when absent)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError) as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """Parse a ledger file into entries (no verification; see :mod:`fedrx.dp.audit`)."""
     out = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, line in read_lines(path):
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            raise LedgerError(f"{path}:{lineno}: not a JSON object") from None
-        if not isinstance(obj, dict):
-            raise LedgerError(f"{path}:{lineno}: not a JSON object")
-        out.append(obj)
+            out.append(parse_line(line))
+        except LedgerError as exc:
+            raise LedgerError(f"{path}:{lineno}: {exc}") from None
     return out
+
+
+def carried_of(entry: Mapping[str, Any]) -> list[Mechanism]:
+    """The earlier runs' mechanisms an entry carries ([] without ``carried``); raises
+    :class:`LedgerError` when the key is malformed."""
+    c = entry.get("carried")
+    if c is None:
+        return []
+    if not isinstance(c, Mapping) or not isinstance(c.get("runs"), list):
+        raise LedgerError("malformed 'carried' key")
+    return mechanisms_from_json(c.get("mechanisms"))
 
 
 def mechanism_of(entry: Mapping[str, Any]) -> Mechanism | None:
@@ -161,7 +212,7 @@ class PrivacyLedger:
     signing key is used only through ``Identity.sign`` and never written anywhere.
     """
 
-    def __init__(self, path: Path, identity: Identity) -> None:
+    def __init__(self, path: Path, identity: Identity, carry: Carry | None = None) -> None:
         self.path = Path(path)
         self.identity = identity
         check_hospital_id(identity.hospital)
@@ -169,12 +220,23 @@ class PrivacyLedger:
         for e in self._entries:
             if e.get("hospital") != identity.hospital:
                 raise LedgerError(f"{self.path}: holds entries of another hospital")
+        self.carry = carry
+        self._carried_value = carry.entry_value() if carry is not None else (
+            self._entries[0].get("carried") if self._entries else None)
+        if self._entries and self._entries[0].get("carried") != self._carried_value:
+            raise LedgerError(f"{self.path}: its entries carry other earlier runs than the "
+                              "budget store says")
+        self._carried = list(carry.mechanisms) if carry is not None else (
+            carried_of(self._entries[0]) if self._entries else [])
 
     @staticmethod
     def in_run_dir(run_dir: Path, identity: Identity) -> PrivacyLedger:
-        """Open ``DIR/ledger/<hospital>.jsonl`` and (re)write the public identity beside it."""
+        """Open ``DIR/ledger/<hospital>.jsonl`` and (re)write the public identity beside it;
+        with ``DIR/budget/<hospital>.json`` (:mod:`fedrx.dp.budget_store`) the ledger carries
+        the earlier runs' charges on the same patients and keeps its store record current."""
         write_public_identity(run_dir, identity.public)
-        return PrivacyLedger(ledger_path(run_dir, identity.hospital), identity)
+        return PrivacyLedger(ledger_path(run_dir, identity.hospital), identity,
+                             read_carry(run_dir, identity.hospital))
 
     @property
     def entries(self) -> list[dict[str, Any]]:
@@ -184,9 +246,14 @@ class PrivacyLedger:
         last = self._entries[-1]["entry_hash"] if self._entries else GENESIS_HASH
         return LedgerHead(len(self._entries), last)
 
-    def history(self) -> list[Mechanism]:
-        """Every charged mechanism so far (what the accountant replays)."""
+    def own_history(self) -> list[Mechanism]:
+        """Every mechanism this ledger charged (without the carried earlier runs)."""
         return [m for m in (mechanism_of(e) for e in self._entries) if m is not None]
+
+    def history(self) -> list[Mechanism]:
+        """Every charged mechanism so far, the carried earlier runs' first (what the
+        accountant replays and calibration starts from)."""
+        return [*self._carried, *self.own_history()]
 
     def append(
         self,
@@ -237,9 +304,13 @@ class PrivacyLedger:
             "model_hash": str(model_hash),
             "prev_hash": self.head().head_hash,
         }
+        if self._carried_value is not None:
+            entry["carried"] = self._carried_value
         entry["signature"] = self.identity.sign(signing_bytes(entry)).hex()
         entry["entry_hash"] = compute_entry_hash(entry)
         new = [*self._entries, entry]
         atomic_write_bytes(self.path, b"".join(canonical_json(e) + b"\n" for e in new))
         self._entries = new
+        if self.carry is not None and self.carry.record is not None:
+            record_charges(self.carry.record, self.own_history(), eps, entry["entry_hash"])
         return dict(entry)

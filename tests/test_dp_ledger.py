@@ -279,7 +279,12 @@ def test_audit_result_rendering(run, tmp_path):
 
     clean = run_audit(run[0])
     assert clean.ledgers == 2 and clean.entries == 10 and not clean.receipts_verified
-    assert format_audit(clean).startswith("audit OK: 2 ledger(s), 10 entries; signatures")
+    text = format_audit(clean).splitlines()
+    # one line per hospital says what was checked; the verdict is the last line
+    assert text[-1].startswith("audit OK: 2 ledger(s), 10 entries; signatures (NOT pinned)")
+    assert [t.split(":")[0] for t in text[:-1]] == ["h1", "h2"]
+    assert all("NOT pinned" in t and "not anchored: truncation not detectable" in t
+               for t in text[:-1])
     bad = AuditResult((Finding("h1", "chain-break", "prev_hash differs", 2),), 1, None,
                       receipts_unverified=True)
     assert bad.exit_code == 1
