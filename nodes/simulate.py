@@ -19,7 +19,13 @@ from typing import Any
 
 from fedrx.errors import ConfigError
 from fedrx.medrx.prepare import Prepared, centralized_baseline, prepare
-from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
+from fedrx.nodes.party import (
+    check_distributed,
+    client_optimizer,
+    dp_factory,
+    dp_mode,
+    protection_params,
+)
 from fedrx.protocol.aggregator import RoundOutcome, ServerState
 from fedrx.protocol.api import FederatedProcess, build_federated_averaging_process
 from fedrx.protocol.optim import ServerOptimizer
@@ -67,6 +73,20 @@ class SimulationConfig:
     budget_epsilon: float | None = None
     on_budget_exhausted: str = "continue"
     vocabulary: str = "data"
+    dp_mode: str = "local"
+    """DP: ``local`` (each hospital runs DP-SGD on its own) or ``distributed`` (every round is
+    ONE DP-SGD step of the whole federation, noise shared across hospitals under a secure
+    sum; :mod:`fedrx.dp.distributed`)."""
+    dp_k: int = 0
+    """Distributed DP: hospitals that may collude with the aggregator or drop, together."""
+    dp_sample_rate: float | None = None
+    """Distributed DP: the common patient sampling rate q (None: dp_batch / patients)."""
+    eval_every: int = 1
+    """Evaluate the global model every this many rounds (and after the last)."""
+    budget_store: str = ""
+    """DP: the budget store carried across runs on the same patients ("" = the
+    FEDRX_BUDGET_STORE variable, else ``<parent of out>/.fedrx-budget``; "off": none);
+    :mod:`fedrx.dp.budget_store`."""
 
     def dp_config(self):  # noqa: ANN201  (torch-free import at module level)
         from fedrx.dp.dpsgd import DPConfig
@@ -99,23 +119,31 @@ class SimulationConfig:
             raise ConfigError(f"vocabulary must be 'data' or 'public', got {self.vocabulary!r}")
         if self.on_budget_exhausted not in BUDGET_POLICIES:
             raise ConfigError("on_budget_exhausted must be 'continue' or 'stop'")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.dp:
             if not self.epsilon > 0:
                 raise ConfigError(f"--epsilon must be > 0, got {self.epsilon}")
-            self.dp_config().validate()
+            if dp_mode(self) == "distributed":
+                check_distributed(self, max(2, self.dp_k + 1))
+            else:
+                self.dp_config().validate()
 
 
 def start_process(cfg: SimulationConfig, prep: Prepared,
                   out_dir: Path) -> tuple[FederatedProcess, ServerState]:
     """The in-process federation of ``cfg`` and its round-0 state: every hospital of
     ``prep`` enrolled, with its own DP state (ledger under ``out_dir``) when DP is on."""
+    n = len(prep.hospitals)
     process = build_federated_averaging_process(
         prep.task, client_optimizer=client_optimizer(cfg),
         server_optimizer=ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr),
-        protection=cfg.protection, protection_params=protection_params(cfg),
+        protection=cfg.protection, protection_params=protection_params(cfg, n),
         seed=cfg.seed, drops=cfg.drop or None)
     if cfg.dp:
-        process.dp = dp_factory(cfg, out_dir)
+        process.dp = dp_factory(
+            cfg, out_dir, n_hospitals=n, dim=prep.task.spec.size,
+            federation_patients=sum(d.train.n_patients for d in prep.hospitals.values()))
     state = process.initialize()
     process.enroll(prep.hospitals)
     process.validate_drops(cfg.rounds)
@@ -126,16 +154,28 @@ class _PrivacyRecord(RunHooks):
     """Every hospital of the simulation in every round; with DP, each round record gets
     every hospital's epsilon spent so far (the simulation can see all parties)."""
 
-    def __init__(self, process: FederatedProcess, dp: bool):
+    def __init__(self, process: FederatedProcess, dp: bool, eval_every: int = 1,
+                 rounds: int = 0):
         super().__init__(sorted(process.parties))
         self.process = process
         self.dp = dp
+        self.eval_every = eval_every
+        self.rounds = rounds
+        self.runner: Any = None
+
+    def round_starting(self, rnd: int, participants: list[str]) -> None:
+        if self.runner is not None:  # evaluate every few steps, and after the last
+            self.runner.evaluate = rnd % self.eval_every == 0 or rnd >= self.rounds
 
     def annotate(self, record: dict[str, Any], outcome: RoundOutcome) -> None:
         if self.dp:
             record["privacy"] = {h: {"epsilon": p.dp.epsilon(), "delta": p.dp.delta,
                                      "refused": h in outcome.refused}
                                  for h, p in self.process.parties.items()}
+            first = self.process.parties[self.hospitals[0]].dp
+            if getattr(first, "mode", "local") == "distributed":
+                record["distributed"] = {"survivors": len(outcome.contributors),
+                                         "min_survivors": first.min_survivors()}
 
 
 def run_simulation(cfg: SimulationConfig,
@@ -153,11 +193,20 @@ def run_simulation(cfg: SimulationConfig,
                           "never overwritten: choose a new --out")
     t_start = time.perf_counter()
     prep = prepare(cfg)
+    if cfg.dp:  # delta < 1/N, earlier runs' spend on the same patients (nodes/run_budget.py)
+        from fedrx.nodes.run_budget import open_budgets
+
+        open_budgets(cfg, prep, out_dir)
     process, state = start_process(cfg, prep, out_dir)
+    if cfg.dp:  # the pinned keys `fedrx audit` checks the ledgers against
+        from fedrx.dp.pins import write_run_federation
+
+        write_run_federation(out_dir, process.federation)
     initial_hash = state.model_hash
+    hooks = _PrivacyRecord(process, cfg.dp, cfg.eval_every, cfg.rounds)
     runner = process.runner(prep.hospitals, cfg.rounds, personalize=cfg.personalize,
-                            on_budget_exhausted=cfg.on_budget_exhausted,
-                            hooks=_PrivacyRecord(process, cfg.dp))
+                            on_budget_exhausted=cfg.on_budget_exhausted, hooks=hooks)
+    hooks.runner = runner
     if wrap_transport is not None:
         runner.transport = wrap_transport(runner.transport)
     res = runner.run(state, progress=progress)
