@@ -15,15 +15,36 @@ def budget_app() -> None:
 
 
 @budget_app.command("report")
-@click.argument("run_dir", type=PathType)
+@click.argument("folders", nargs=-1, required=True, type=PathType)
 @click.option("--out", "out_dir", type=PathType, required=True, help="report folder")
-def budget_report_cmd(run_dir: Path, out_dir: Path) -> None:
-    """Markdown, HTML, JSON and PNG plots of epsilon per round for every hospital."""
+@click.option("--anchors", type=PathType,
+              help="anchors file for the audit, as fedrx audit --anchors (default: found "
+                   "beside each folder)")
+@click.option("--federation", type=PathType,
+              help="federation file pinning the keys, as fedrx audit --federation")
+def budget_report_cmd(folders: tuple[Path, ...], out_dir: Path, anchors: Path | None,
+                      federation: Path | None) -> None:
+    """The privacy officer's report over run or node FOLDERS (one hospital or a whole
+    federation): one self-contained budget.html (the promise, the spending per round, what
+    the audit verified, red on top when it failed), the same as budget.json, budget.md and
+    epsilon.png. Exit 0 when the audit is clean, 1 when it found problems (the report is
+    written either way)."""
+    import json
+    import shlex
+
     from fedrx.dp.report import budget_report
 
-    paths = budget_report(run_dir, out_dir)
+    cmd = ["fedrx", "budget", "report", *map(str, folders), "--out", str(out_dir)]
+    cmd += ["--anchors", str(anchors)] if anchors else []
+    cmd += ["--federation", str(federation)] if federation else []
+    paths = budget_report(list(folders), out_dir, anchors=anchors, federation=federation,
+                          command=shlex.join(cmd))
+    verdict = json.loads(paths[0].read_text(encoding="utf-8"))["verdict"]
     for p in paths:
         out.print(str(p))
+    click.echo(verdict["line"])
+    if not verdict["ok"]:
+        raise click.exceptions.Exit(1)
 
 
 @app.command("audit")

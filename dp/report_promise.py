@@ -1,0 +1,130 @@
+"""What a privacy budget report promises: the privacy unit, the mechanism and its trust
+assumption, and what leaves a hospital OUTSIDE differential privacy.
+
+:data:`OUTSIDE_DP` is the one list of what DP does not cover in fedrx code; it follows
+threat_model.md §5 "What DP does not cover" (plus the hospital-level and metadata leaks of
+§4.2 and §10), and ``tests/test_report_content.py`` checks that every entry names a row or
+section that the threat model still has. Edit both together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+THREAT_MODEL_SECTION = "threat_model.md §5 \"What DP does not cover\" (also §4.2 and §10)"
+NEIGHBOURING = ("add or remove all visits of one patient at one hospital "
+                "(add-or-remove-one-patient neighbouring)")
+
+
+@dataclass(frozen=True)
+class OutsideDp:
+    """One thing that leaves (or is learnt about) a hospital without being covered by its
+    (epsilon, delta). ``doc_row`` is the exact text of the threat-model row or heading it
+    comes from (checked against threat_model.md by a test)."""
+
+    what: str
+    consequence: str
+    doc_row: str
+
+
+OUTSIDE_DP: tuple[OutsideDp, ...] = (
+    OutsideDp("Hospital-level information (case mix, prescribing patterns, formulary)",
+              "patient-level DP does not protect it once the aggregate or the model is "
+              "released; masking or CKKS hide the individual delta, not the sum",
+              "Leakage through the aggregate and the released model"),
+    OutsideDp("The same person at several hospitals",
+              "counted as separate patients: their total loss is up to the sum of those "
+              "hospitals' epsilon", "The same person at several hospitals"),
+    OutsideDp("Hyperparameter tuning on private data",
+              "repeated runs and picking the best one leak beyond the reported epsilon "
+              "(every run on the same data should be charged to the same budget)",
+              "Hyperparameter tuning on private data"),
+    OutsideDp("A vocabulary built from the data (not the pinned public one)",
+              "reveals which codes exist at a hospital; a rare code can identify a patient",
+              "Vocabulary / code lists built from data"),
+    OutsideDp("Data-derived graphs (e.g. a co-occurrence graph from patient records)",
+              "computed without noise: outside epsilon", "Data-derived graphs"),
+    OutsideDp("Evaluation metrics, losses and dataset sizes",
+              "each round's metric sums on held-out patients are not noised; the sampling "
+              "rate q reveals roughly how many patients a hospital has",
+              "Evaluation metrics, losses, dataset sizes"),
+    OutsideDp("Metadata: participation, dropouts, timing, message sizes, round count",
+              "visible to the aggregator and the network, not noised", "Metadata"),
+    OutsideDp("Floating-point noise",
+              "mitigated (CSPRNG noise, rounding to a grid), not formally closed",
+              "Floating-point noise"),
+    OutsideDp("A compromised hospital host", "raw data exposed: out of scope",
+              "Local node compromise"),
+)
+
+#: Ledger entry keys every report shows in its own columns (the rest of an entry's
+#: mechanism-specific fields are rendered generically, see :func:`mechanism_extras`).
+_SHOWN = frozenset({
+    "format", "seq", "round", "hospital", "privacy_unit", "status", "sample_rate",
+    "noise_multiplier", "max_grad_norm", "steps", "delta", "epsilon", "budget_epsilon",
+    "accountant", "library_versions", "model_hash", "prev_hash", "entry_hash", "signature",
+    "mechanism", "survivors", "protection", "carried",
+})
+
+
+def mechanism_name(entry: Mapping[str, Any]) -> str:
+    """``entry["mechanism"]`` when the ledger records one (e.g. ``"distributed"``), else
+    ``"local"``: the format-1 ledger's DP-SGD at the hospital (all noise added locally)."""
+    m = entry.get("mechanism")
+    if isinstance(m, str) and m:
+        return m
+    if isinstance(m, Mapping) and isinstance(m.get("name"), str):
+        return str(m["name"])
+    return "local"
+
+
+def mechanism_extras(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field of an entry that the fixed columns do not show (a distributed-DP entry's
+    ``shares``, ``k``, ...; a ``mechanism`` object's own fields), sorted by key. Values are
+    kept as they are in the signed entry."""
+    out: dict[str, Any] = {}
+    m = entry.get("mechanism")
+    if isinstance(m, Mapping):
+        out.update({f"mechanism.{k}": v for k, v in m.items() if k != "name"})
+    out.update({k: v for k, v in entry.items() if k not in _SHOWN})
+    return dict(sorted(out.items()))
+
+
+def survivors_of(entry: Mapping[str, Any]) -> list[str] | int | None:
+    """The survivors an entry records (a list of hospital ids or a count), else None."""
+    s = entry.get("survivors")
+    if isinstance(s, bool):
+        return None
+    if isinstance(s, int):
+        return s
+    if isinstance(s, Sequence) and not isinstance(s, str):
+        return [str(x) for x in s]
+    return None
+
+
+def trust_assumption(entries: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence stating whose honesty the recorded guarantee rests on."""
+    mechs = sorted({mechanism_name(e) for e in entries if e.get("status") == "trained"})
+    parts = []
+    if "local" in mechs or not mechs:
+        parts.append("local DP: each hospital adds all of its noise before its update "
+                     "leaves it, so the guarantee holds even if the aggregator and every "
+                     "other hospital collude (it rests only on the hospital's own node)")
+    for m in mechs:
+        if m == "local":
+            continue
+        ks = sorted({str(e.get("k")) for e in entries
+                     if mechanism_name(e) == m and e.get("k") is not None})
+        surv = [survivors_of(e) for e in entries if mechanism_name(e) == m]
+        counts = sorted({len(s) if isinstance(s, list) else s for s in surv
+                         if s is not None})
+        txt = f"{m} DP: the noise is split among hospitals"
+        if ks:
+            txt += (f"; it assumes at most k = {', '.join(ks)} hospitals collude with the "
+                    "aggregator or drop out (the rest supply the full noise)")
+        if counts:
+            txt += f"; survivors seen per round: {', '.join(str(c) for c in counts)}"
+        parts.append(txt)
+    return "; ".join(parts) + "."
