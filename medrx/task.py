@@ -123,6 +123,8 @@ class MedicationTask(FederatedTask):
                     seed: int, dp: Any = None) -> LocalResult:
         torch.manual_seed(derive_seed("train", seed))
         model = self.model_from(weights)
+        if dp is not None and getattr(dp, "mode", "local") == "distributed":
+            return self._dp_share(model, data.train, dp)
         if dp is not None:
             return self._dp_train(model, data.train, opt, dp)
         if len(data.train) == 0:
@@ -163,6 +165,19 @@ class MedicationTask(FederatedTask):
                           t.patient, n_groups=t.n_patients, lr=opt.lr,
                           optimizer_factory=factory, input_dtype=torch.float32)
         return LocalResult(self.flatten(model), len(t), float("nan"), dp=record)
+
+    def _dp_share(self, model: nn.Module, t: VisitTensors, dp: Any) -> LocalResult:
+        """Distributed DP: ONE step's noisy share of the federation's gradient sum at the
+        global model (``model`` is not trained here; the aggregator takes the step). The
+        protected input travels in ``extra["protected_input"]``; ``weights`` stay global."""
+        if len(t) == 0:
+            raise DataError("distributed DP needs training visits at every hospital")
+        weights = self.flatten(model)
+        vector, record = dp.share(model, per_visit_loss, torch.from_numpy(t.x),
+                                  torch.from_numpy(t.y), t.patient, n_groups=t.n_patients,
+                                  input_dtype=torch.float32)
+        return LocalResult(weights, len(t), float("nan"), dp=record,
+                           extra={"protected_input": vector})
 
     def evaluate(self, weights: np.ndarray, data: HospitalData, part: str = "test") -> MetricSums:
         t = data.part(part)
