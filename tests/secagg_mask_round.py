@@ -19,7 +19,7 @@ from fedrx.secagg.mask.params import STAGES_ACTIVE, MaskingParams
 from fedrx.secagg.mask.server import MaskingServer
 from fedrx.secagg.mask.transcript import advertise_message
 
-IDS = [Identity.generate(f"h{i:02d}") for i in range(12)]
+IDS = [Identity.generate(f"h{i:02d}") for i in range(40)]
 FED = Federation.of(IDS)
 BY_NAME = {i.hospital: i for i in IDS}
 STAGES = STAGES_ACTIVE
