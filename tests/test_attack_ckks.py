@@ -1,0 +1,429 @@
+"""A malicious aggregator (and a malicious hospital) against the single-key ``ckks`` protection
+(issue 14 items 1, 6, 7): the hospital-side code is driven with crafted decrypt requests.
+
+Every attack is mounted against EVERY decryptor (each hospital, fresh for the round) and must
+be refused. :func:`test_without_the_sum_check_the_attacks_work` removes the sum check and shows
+the same forged aggregates then decrypt to the victim's update: the refusals are the defence's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+from fedrx.errors import ProtocolAbort
+from fedrx.protocol.protection import RoundContext
+from fedrx.protocol.protections.ckks import CkksProtection
+from fedrx.secagg.ckks import client as ckks_client
+from fedrx.secagg.ckks.client import ClientReady
+from fedrx.secagg.ckks.messages import (
+    CkksDecryption,
+    CkksDecryptRequest,
+    CkksUpload,
+    UploadHeader,
+    upload_statement,
+)
+from fedrx.secagg.ckks.params import CkksConfig
+
+HOSPITALS = ("a", "b", "c", "d", "e")
+LENGTH = 4096 + 51  # two ciphertexts; the last entry is the example count
+VICTIM, OTHER = "c", "d"
+SESSION = b"s" * 32
+
+
+@pytest.fixture(scope="module")
+def prot() -> CkksProtection:
+    return CkksProtection.simulated(HOSPITALS)
+
+
+def _ctx(rnd: int, participants=HOSPITALS, model: str = "m" * 64) -> RoundContext:
+    return RoundContext(SESSION, rnd, tuple(participants), LENGTH, model_hash=model)
+
+
+def _inputs(participants, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for h in participants:
+        count = float(rng.integers(50, 500))
+        out[h] = np.concatenate([count * rng.normal(0, 0.05, LENGTH - 1), [count]])
+    return out
+
+
+@dataclass
+class Round:
+    """What a malicious aggregator holds after an honest upload stage."""
+
+    ctx: RoundContext
+    inputs: dict[str, np.ndarray]
+    uploads: dict[str, CkksUpload]
+    honest: CkksDecryptRequest
+
+
+def _upload_round(prot: CkksProtection, rnd: int, contexts=None) -> Round:
+    """Run keys + upload. ``contexts``: per-hospital round contexts (a model-inconsistency
+    attacker gives hospitals different ones); the uploads are collected as sent."""
+    ctx = _ctx(rnd)
+    contexts = contexts or {}
+    xs = _inputs(HOSPITALS, rnd)
+    clients = {h: prot.new_client(contexts.get(h, ctx), h) for h in HOSPITALS}
+    for h in HOSPITALS:
+        clients[h].set_input(xs[h])
+    server = prot.new_server(ctx)
+    server.collect("keys", {h: clients[h].handle("keys", q)
+                            for h, q in server.requests("keys", HOSPITALS).items()})
+    reqs = server.requests("upload", HOSPITALS)
+    uploads = {h: clients[h].handle("upload", reqs[h]) for h in HOSPITALS}
+    pub = prot.aggregator.public_context()
+    honest = CkksDecryptRequest(SESSION, rnd, pub.key_id,
+                                tuple(uploads[h].header for h in HOSPITALS),
+                                _serialise(_sum(prot, [uploads[h] for h in HOSPITALS])))
+    return Round(ctx, xs, uploads, honest)
+
+
+def _load(prot: CkksProtection, up: CkksUpload):
+    pub = prot.aggregator.public_context()
+    sizes = pub.params.chunk_sizes(LENGTH)
+    return [pub.load_chunk(c, s) for c, s in zip(up.chunks, sizes, strict=True)]
+
+
+def _sum(prot, uploads):
+    total = _load(prot, uploads[0])
+    for up in uploads[1:]:
+        for acc, v in zip(total, _load(prot, up), strict=True):
+            acc.add_(v)
+    return total
+
+
+def _serialise(vecs) -> tuple[bytes, ...]:
+    return tuple(v.serialize() for v in vecs)
+
+
+def _scaled(prot, up: CkksUpload, doublings: int) -> tuple[bytes, ...]:
+    vecs = _load(prot, up)
+    for _ in range(doublings):
+        vecs = [v + v for v in vecs]
+    return _serialise(vecs)
+
+
+def _plus_offset(prot, up: CkksUpload, offset: np.ndarray) -> tuple[bytes, ...]:
+    s = prot.aggregator.public_context().params.slots
+    return _serialise([v + list(offset[i * s:(i + 1) * s]) for i, v in
+                       enumerate(_load(prot, up))])
+
+
+def _headers(r: Round, *names: str) -> tuple[UploadHeader, ...]:
+    return tuple(r.uploads[h].header for h in names)
+
+
+def _forgeries(prot: CkksProtection, r: Round) -> dict[str, CkksDecryptRequest]:
+    """The issue's attacks, each a decrypt request naming >= min_contributors valid headers."""
+    v, o = r.uploads[VICTIM], r.uploads[OTHER]
+    offset = np.linspace(-3, 3, LENGTH)
+    reframed = tuple(c + b"\x38\x00" for c in v.chunks)  # same ciphertext, other bytes
+    two = _headers(r, VICTIM, OTHER)
+    return {
+        # the victim's upload added to itself 4096 times, with 2 headers: noise / 4096
+        "scaled_x4096": replace(r.honest, contributors=two, aggregate=_scaled(prot, v, 12)),
+        # the victim's upload plus a plaintext offset the aggregator knows (and subtracts)
+        "known_offset": replace(r.honest, contributors=two,
+                                aggregate=_plus_offset(prot, v, offset)),
+        # the victim's upload alone, re-framed so it is not byte-identical to the upload
+        "alone_reframed": replace(r.honest, contributors=two, aggregate=reframed),
+        # a duplicated upload: the victim twice (2 x victim under two headers)
+        "duplicated": replace(r.honest, contributors=two, aggregate=_scaled(prot, v, 1)),
+        # all five headers, the honest sum plus 4095 x the victim: / 4096 ~ the victim
+        "sum_plus_scaled_victim": replace(r.honest, contributors=_headers(r, *HOSPITALS),
+                                          aggregate=_serialise(_sum_plus(prot, r, v, 12))),
+        # the other listed hospital's upload swapped for a second copy of the victim's
+        "other_swapped": replace(r.honest, contributors=two,
+                                 aggregate=_serialise(_sum(prot, [v, v]))
+                                 if o is not None else ()),
+    }
+
+
+def _sum_plus(prot, r: Round, v: CkksUpload, doublings: int):
+    total = _sum(prot, [r.uploads[h] for h in HOSPITALS])
+    big = _load(prot, v)
+    for _ in range(doublings):
+        big = [x + x for x in big]
+    return [t + b - x for t, b, x in zip(total, big, _load(prot, v), strict=True)]
+
+
+ATTACKS = ("scaled_x4096", "known_offset", "alone_reframed", "duplicated",
+           "sum_plus_scaled_victim", "other_swapped")
+
+
+@pytest.fixture(scope="module")
+def attacked(prot) -> tuple[Round, dict[str, CkksDecryptRequest]]:
+    r = _upload_round(prot, 1)
+    return r, _forgeries(prot, r)
+
+
+def _victim_recovered(prot, r: Round, total: np.ndarray, factor: float,
+                      offset: np.ndarray | None = None) -> float:
+    """Relative error of the aggregator's estimate of the victim's input from ``total``."""
+    est = (total - (0 if offset is None else offset)) / factor
+    x = r.inputs[VICTIM]
+    return float(np.linalg.norm(est - x) / np.linalg.norm(x))
+
+
+def test_forged_aggregates_carry_the_victims_update(prot, attacked):
+    """The forgeries are real attacks: decrypted with the key (as a decryptor would), each
+    gives the aggregator the victim's update."""
+    r, forged = attacked
+    key = prot.hospitals["a"].held()
+    assert _victim_recovered(prot, r, key.decrypt(forged["scaled_x4096"].aggregate, LENGTH),
+                             4096) < 1e-6
+    offset = np.linspace(-3, 3, LENGTH)
+    assert _victim_recovered(prot, r, key.decrypt(forged["known_offset"].aggregate, LENGTH),
+                             1, offset) < 1e-6
+    assert _victim_recovered(prot, r, key.decrypt(forged["alone_reframed"].aggregate,
+                                                  LENGTH), 1) < 1e-6
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_every_decryptor_refuses_a_forged_aggregate(prot, attacked, attack):
+    r, forged = attacked
+    for h in HOSPITALS:
+        with pytest.raises(ProtocolAbort, match="not the sum of the listed uploads"):
+            prot.new_client(r.ctx, h).handle("decrypt", forged[attack])
+
+
+def test_the_honest_aggregate_is_decrypted_by_every_decryptor(prot, attacked):
+    r, _ = attacked
+    want = sum(r.inputs.values())
+    outs = [prot.new_client(r.ctx, h).handle("decrypt", r.honest) for h in HOSPITALS]
+    for out in outs:
+        assert isinstance(out, CkksDecryption)
+        assert np.max(np.abs(out.total - want)) <= out.error_bound
+        assert np.array_equal(out.total, outs[0].total)
+
+
+def test_a_refused_aggregate_ends_the_decryptors_round(prot, attacked):
+    """No second try: after a forged aggregate the decryptor answers nothing this round."""
+    r, forged = attacked
+    c = prot.new_client(r.ctx, "a")
+    with pytest.raises(ProtocolAbort, match="not the sum"):
+        c.handle("decrypt", forged["scaled_x4096"])
+    with pytest.raises(ProtocolAbort, match="already decrypted"):
+        c.handle("decrypt", r.honest)
+
+
+def test_without_the_sum_check_the_attacks_work(prot, attacked, monkeypatch):
+    """Control: with the sum check removed the decryptors release the forged aggregates,
+    and the aggregator reads the victim's update off them (the flooding noise is sized for
+    the 2 listed headers, then divided by the scale factor)."""
+    r, forged = attacked
+    monkeypatch.setattr(ckks_client, "check_tagged_sum", lambda *a, **k: None)
+    # x 4096 would also break the count bound here (4096 x the victim's count > 2 x
+    # max_count); x 1024 passes every other check: the range check is not what stops it
+    req = replace(forged["scaled_x4096"], aggregate=_scaled(prot, r.uploads[VICTIM], 10))
+    out = prot.new_client(r.ctx, "a").handle("decrypt", req)
+    assert _victim_recovered(prot, r, out.total, 1024) < 1e-4
+    out = prot.new_client(r.ctx, "b").handle("decrypt", forged["known_offset"])
+    # the flooding noise of a 2-upload sum is ~1e-3 of an update: the victim's, released
+    assert _victim_recovered(prot, r, out.total, 1, np.linspace(-3, 3, LENGTH)) < 1e-2
+    out = prot.new_client(r.ctx, "e").handle("decrypt", forged["alone_reframed"])
+    assert _victim_recovered(prot, r, out.total, 1) < 1e-2
+
+
+def test_an_older_rounds_ciphertext_is_refused(prot, attacked):
+    """The victim's upload of another round (tags are keyed per round) is not this round's."""
+    r, _ = attacked
+    r2 = _upload_round(prot, 2)
+    req = replace(r2.honest, aggregate=_serialise(_sum(prot, [r.uploads[VICTIM]]
+                                                       + [r2.uploads[h] for h in HOSPITALS
+                                                          if h != VICTIM])))
+    for h in HOSPITALS:
+        with pytest.raises(ProtocolAbort, match="not the sum"):
+            prot.new_client(r2.ctx, h).handle("decrypt", req)
+
+
+# ----------------------------------------------------------------- the listed uploads
+
+
+def test_one_hospitals_upload_alone_is_refused(prot, attacked):
+    r, _ = attacked
+    req = replace(r.honest, contributors=_headers(r, VICTIM),
+                  aggregate=r.uploads[VICTIM].chunks)
+    for h in HOSPITALS:
+        with pytest.raises(ProtocolAbort, match="refusing to decrypt an aggregate of 1"):
+            prot.new_client(r.ctx, h).handle("decrypt", req)
+
+
+def test_a_duplicated_header_is_refused(prot, attacked):
+    r, _ = attacked
+    req = replace(r.honest, contributors=_headers(r, VICTIM, VICTIM),
+                  aggregate=_scaled(prot, r.uploads[VICTIM], 1))
+    for h in HOSPITALS:
+        with pytest.raises(ProtocolAbort, match="repeated"):
+            prot.new_client(r.ctx, h).handle("decrypt", req)
+
+
+def _signed_by(prot, signer: str, r: Round, hdr: UploadHeader, name: str) -> UploadHeader:
+    key_id = prot.aggregator.public_context().key_id
+    stmt = upload_statement(SESSION, r.ctx.round, key_id, name, hdr.digests, b"", hdr.tags)
+    return replace(hdr, hospital=name,
+                   signature=prot.hospitals[signer].identity.sign(stmt))
+
+
+@pytest.mark.parametrize("how", ["unsigned", "relabelled", "signed_by_another",
+                                 "no_context", "tags_changed"])
+def test_an_upload_not_signed_by_its_hospital_is_refused(prot, attacked, how):
+    r, _ = attacked
+    v = r.uploads[VICTIM].header
+    bad = {
+        "unsigned": replace(v, signature=bytes(64)),
+        "relabelled": replace(v, hospital="a"),  # a's slot, the victim's signature
+        "signed_by_another": _signed_by(prot, OTHER, r, v, VICTIM),
+        # the victim's own key, but over a statement without this round's context
+        "no_context": _signed_by(prot, VICTIM, r, v, VICTIM),
+        "tags_changed": replace(v, tags=(v.tags[0] ^ 1,) + v.tags[1:]),
+    }[how]
+    contributors = (bad,) + tuple(h for h in r.honest.contributors
+                                  if h.hospital not in (VICTIM, bad.hospital))
+    req = replace(r.honest, contributors=contributors)
+    for h in HOSPITALS:
+        with pytest.raises(ProtocolAbort, match="does not verify"):
+            prot.new_client(r.ctx, h).handle("decrypt", req)
+
+
+# ------------------------------------------------- item 1: model inconsistency under CKKS
+
+
+@pytest.mark.parametrize("change", ["model", "participants"])
+def test_hospitals_given_different_round_contexts_are_never_decrypted_together(prot, change):
+    """The victim is given another model (or participant list) than the rest; every hospital
+    uploads, the aggregator lists all five uploads with their honest sum; no decryptor (with
+    either context) decrypts: each upload statement names the context its hospital verified."""
+    ctx = _ctx(3)
+    if change == "model":
+        victim_ctx = replace(ctx, model_hash="t" * 64)
+    else:
+        victim_ctx = replace(ctx, participants=("a", "b", VICTIM))
+    r = _upload_round(prot, 3, {VICTIM: victim_ctx})
+    for h in HOSPITALS:
+        own = victim_ctx if h == VICTIM else r.ctx
+        with pytest.raises(ProtocolAbort, match="does not verify for this session, round, "
+                                                "key epoch and round context|not a "
+                                                "participant|tags, expected"):
+            prot.new_client(own, h).handle("decrypt", r.honest)
+    # the same aggregate with the victim left out is an honest sum of four: decrypted
+    rest = tuple(hd for hd in r.honest.contributors if hd.hospital != VICTIM)
+    agg = _serialise(_sum(prot, [r.uploads[h] for h in HOSPITALS if h != VICTIM]))
+    out = prot.new_client(r.ctx, "a").handle("decrypt", replace(r.honest, contributors=rest,
+                                                                aggregate=agg))
+    assert isinstance(out, CkksDecryption)
+
+
+# ------------------------------------------------------------ item 7: range of the sum
+
+
+def _malicious_input(prot_: CkksProtection, ctx: RoundContext, h: str, x: np.ndarray):
+    """A hospital running modified code: its input skips set_input's bounds."""
+    c = prot_.new_client(ctx, h)
+    c.state = ClientReady(c._round, np.asarray(x, dtype=np.float64))
+    return c
+
+
+def _drive(prot_: CkksProtection, ctx: RoundContext, clients, on_decrypt=None):
+    server = prot_.new_server(ctx)
+    for stage in server.stages:
+        replies = {}
+        for h, req in server.requests(stage, list(ctx.participants)).items():
+            try:
+                replies[h] = clients[h].handle(stage, req)
+            except ProtocolAbort:
+                pass
+        if stage == "decrypt" and on_decrypt is not None:
+            replies = on_decrypt(replies)
+        server.collect(stage, replies)
+    return server.result()
+
+
+def test_a_huge_example_count_is_refused_by_the_decryptors(prot):
+    ctx = _ctx(4)
+    xs = _inputs(HOSPITALS, 4)
+    clients = {h: prot.new_client(ctx, h) for h in HOSPITALS}
+    for h in HOSPITALS:
+        clients[h].set_input(xs[h])
+    bad = xs["e"].copy()
+    bad[-1] = 6 * prot.config.max_count  # the sum's count > 5 x max_count
+    with pytest.raises(ProtocolAbort, match="max_count"):
+        prot.new_client(ctx, "e").set_input(bad)  # an honest node refuses it itself
+    clients["e"] = _malicious_input(prot, ctx, "e", bad)
+    for h in HOSPITALS:  # every decryptor refuses to release it
+        with pytest.raises(ProtocolAbort, match="outside \\[1, 5 x max_count"):
+            _decrypt_honest_sum(prot, ctx, clients, h)
+    with pytest.raises(ProtocolAbort, match="no key-holding hospital"):
+        _drive(prot, ctx, clients)
+
+
+def _decrypt_honest_sum(prot_, ctx, clients, decryptor: str):
+    server = prot_.new_server(ctx)
+    server.collect("keys", {})
+    reqs = server.requests("upload", list(ctx.participants))
+    server.collect("upload", {h: clients[h].handle("upload", q) for h, q in reqs.items()})
+    req = next(iter(server.requests("decrypt", list(ctx.participants)).values()))
+    return prot_.new_client(ctx, decryptor).handle("decrypt", req)
+
+
+def test_a_garbage_decryption_is_refused_by_the_aggregator(prot):
+    """E.g. a wrong sum decoding to a count of -9e8: the round aborts, no update."""
+    ctx = _ctx(5)
+    xs = _inputs(HOSPITALS, 5)
+    clients = {h: prot.new_client(ctx, h) for h in HOSPITALS}
+    for h in HOSPITALS:
+        clients[h].set_input(xs[h])
+
+    def garbage(replies):
+        out = {}
+        for h, rep in replies.items():
+            t = rep.total.copy()
+            t[-1] = -9e8
+            out[h] = replace(rep, total=t)
+        return out
+
+    with pytest.raises(ProtocolAbort, match="example count .* outside"):
+        _drive(prot, ctx, clients, garbage)
+
+
+@pytest.fixture(scope="module")
+def clipped() -> CkksProtection:
+    return CkksProtection.simulated(HOSPITALS, config=CkksConfig(clip_norm=0.5))
+
+
+def test_clip_norm_clips_honest_inputs_and_bounds_the_sum(clipped):
+    ctx = _ctx(6)
+    xs = _inputs(HOSPITALS, 6)
+    for x in xs.values():
+        x[:-1] *= 40  # unweighted delta norm ~ 0.05 * 40 * 64 = 128 > 0.5
+    clients = {h: clipped.new_client(ctx, h) for h in HOSPITALS}
+    for h in HOSPITALS:
+        clients[h].set_input(xs[h])
+    res = _drive(clipped, ctx, clients)
+    count = res.total[-1]
+    assert np.linalg.norm(res.total[:-1]) <= count * 0.5 * (1 + 1e-6)
+    assert abs(count - sum(x[-1] for x in xs.values())) <= res.stats["error_bound"]
+
+
+def test_an_unclipped_malicious_input_is_refused_by_the_decryptors(clipped):
+    ctx = _ctx(7)
+    xs = _inputs(HOSPITALS, 7)
+    clients = {h: clipped.new_client(ctx, h) for h in HOSPITALS}
+    for h in HOSPITALS:
+        clients[h].set_input(xs[h])
+    bad = xs["e"].copy()
+    bad[:-1] *= 1e3  # ||c * delta|| far above (sum of counts) x clip_norm
+    clients["e"] = _malicious_input(clipped, ctx, "e", bad)
+    decrypted: list[str] = []
+
+    def record(replies):
+        decrypted.extend(replies)
+        return replies
+
+    with pytest.raises(ProtocolAbort, match="no key-holding hospital"):
+        _drive(clipped, ctx, clients, record)
+    assert decrypted == []
