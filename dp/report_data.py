@@ -227,9 +227,8 @@ def build_report(folders: Sequence[Path], *, anchors: Path | None = None,
             "trust": sorted({s["trust"] for s in hospitals}),
             "accountants": accountants, "deltas": deltas, "budgets": budgets,
             "protections": protections,
-            "protection_note": "protection level per round from the run's own records "
-                               "(results.json, federation.json, receipts.jsonl), not from "
-                               "the signed ledger",
+            "protection_note": "from the run's own records (results.json, "
+                               "federation.json, receipts.jsonl), not from the signed ledger",
             "outside_dp": [{"what": o.what, "consequence": o.consequence}
                            for o in OUTSIDE_DP],
             "outside_dp_source": THREAT_MODEL_SECTION,

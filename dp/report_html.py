@@ -51,12 +51,14 @@ def _e(v: Any) -> str:
     return escape(str(v), quote=True)
 
 
-def fmt(col: str, v: Any) -> str:
-    """How a round-table cell shows a value (the test reads the same function)."""
-    if v is None:
+def fmt(col: str, v: Any, status: str = "trained") -> str:
+    """How a round-table cell shows a value (the test reads the same function); a refused
+    round charged nothing, so it shows no sigma or q."""
+    if v is None or (status == "refused" and col in ("sigma", "q")):
         return "-"
     if col == "survivors":
-        return f"{len(v)} ({', '.join(v)})" if isinstance(v, list) else str(v)
+        return (f"{len(v)} ({', '.join(v)})" if v else "0") if isinstance(v, list) \
+            else str(v)
     if col == "epsilon" and isinstance(v, (int, float)):
         return f"{v:.4f}"
     if col in ("sigma", "q") and isinstance(v, (int, float)):
@@ -83,7 +85,7 @@ def rounds_table(s: Mapping[str, Any]) -> str:
                     if c == "survivors" and r["survivors_source"] not in (None, "ledger")
                     else "")
             cells.append(f"<td data-col=\"{c}\" data-value=\"{_e(_value(v))}\"{cls}{note}>"
-                         f"{_e(fmt(c, v))}</td>")
+                         f"{_e(fmt(c, v, str(r['status'])))}</td>")
         if extra:
             txt = "; ".join(f"{k}={_value(v)}" for k, v in r["extra"].items()) or "-"
             cells.append(f"<td data-col=\"extra\">{_e(txt)}</td>")

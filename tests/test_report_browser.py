@@ -148,8 +148,10 @@ def test_report_in_a_real_browser_matches_the_ledgers(real_run, tmp_path):
             assert row["mechanism"]["text"] == "local"
             assert row["protection"]["text"] == "mask"
             assert row["steps"]["text"] == str(e["steps"])
-            assert row["sigma"]["text"] == fmt("sigma", e["noise_multiplier"])
-            assert row["q"]["text"] == fmt("q", e["sample_rate"])
+            assert row["sigma"]["text"] == fmt("sigma", e["noise_multiplier"], e["status"])
+            assert row["q"]["text"] == fmt("q", e["sample_rate"], e["status"])
+            if e["status"] == "trained":
+                assert row["sigma"]["text"] == f"{e['noise_multiplier']:.4g}" != "-"
             assert row["epsilon"]["text"] == f"{e['epsilon']:.4f}"
             assert float(row["epsilon"]["value"]) == e["epsilon"]  # the exact recorded value
             assert float(row["sigma"]["value"]) == e["noise_multiplier"]
