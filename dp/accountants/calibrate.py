@@ -20,6 +20,7 @@ from fedrx.dp.accountants.registry import (
     compute_epsilon,
     merged_key,
 )
+from fedrx.dp.accountants.search import gdp_guess, single_grid_root
 from fedrx.errors import ConfigError
 
 MIN_SIGMA = 0.05  # below this the PLD grids explode; no useful schedule needs it
@@ -75,16 +76,5 @@ def _calibrate_generic(target: float, delta: float, q: float, steps: int, kind: 
         except (ValueError, ArithmeticError, RuntimeError):
             return math.inf  # numerically degenerate at tiny sigma: treat as not private
 
-    lo, hi = 0.5, 1.0
-    e_lo, e_hi = eps(lo), eps(hi)
-    while e_hi > target:
-        lo, e_lo, hi = hi, e_hi, 2.0 * hi
-        if hi > max_sigma:
-            raise ValueError("needs more noise than max_sigma")
-        e_hi = eps(hi)
-    while e_lo <= target:
-        hi, e_hi, lo = lo, e_lo, 0.5 * lo
-        if lo < MIN_SIGMA:
-            raise ValueError("target looser than sigma = MIN_SIGMA gives")
-        e_lo = eps(lo)
-    return pld.solve(eps, target, tol, lo, hi, e_lo, e_hi)[1]
+    return single_grid_root(eps, target, tol, gdp_guess(target, delta, q, steps), MIN_SIGMA,
+                            max_sigma)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fedrx.dp.accountants.cache import LRU
+from fedrx.dp.accountants.search import gdp_guess, two_grid_root
 
 NAME = "pld"
 DISCRETIZATION = 1e-3  # value discretisation interval of the privacy loss (nats)
@@ -143,55 +144,19 @@ def epsilon(history: Sequence[tuple[float, float, int]], delta: float) -> float:
 # -- calibration ------------------------------------------------------------------------
 
 
-def solve(eps: Callable[[float], float], target: float, tol: float, lo: float, hi: float,
-           e_lo: float, e_hi: float) -> tuple[float, float, float, float]:
-    """Illinois root search of ``log eps(sigma) = log target`` in ``log sigma`` on the
-    bracket ``eps(lo) > target >= eps(hi)``; stops when ``target - tol < eps(hi)``.
-
-    Returns the final bracket ``(lo, hi, eps(lo), eps(hi))``.
-    """
-    lt = math.log(target)
-    a, b = math.log(lo), math.log(hi)
-    fa, fb = math.log(e_lo) - lt, math.log(max(e_hi, 1e-300)) - lt
-    side = 0  # +1: the last step moved lo, -1: it moved hi
-    for _ in range(60):
-        if target - e_hi < tol or b - a < 1e-9:
-            break
-        x = b - fb * (b - a) / (fb - fa) if math.isfinite(fa) and fb != fa else 0.5 * (a + b)
-        if not (a < x < b):
-            x = 0.5 * (a + b)
-        e = eps(math.exp(x))
-        f = math.log(e) - lt if e > 0 else -math.inf
-        if e > target:
-            a, fa, e_lo = x, f, e
-            if side == 1:
-                fb *= 0.5  # Illinois: hi kept twice, halve its weight
-            side = 1
-        else:
-            b, fb, e_hi = x, f, e
-            if side == -1:
-                fa *= 0.5
-            side = -1
-    lo, hi = math.exp(a), math.exp(b)
-    return lo, hi, e_lo, e_hi
-
-
 def calibrate(target: float, delta: float, q: float, steps: int, history: Key, tol: float,
-              max_sigma: float, min_sigma: float = 0.05) -> float:
+              max_sigma: float, min_sigma: float) -> float:
     """Sigma with ``target - tol < eps <= target`` for ``history`` + ``steps`` steps of
-    ``(q, sigma)``, eps from this accountant (recording grid). The caller checks
-    inputs; raises ValueError when no sigma in ``[min_sigma, max_sigma]`` brackets the
-    target."""
-    from dp_accounting.pld import privacy_loss_distribution as pl
-
+    ``(q, sigma)``, eps from this accountant (recording grid), by
+    :func:`~fedrx.dp.accountants.search.two_grid_root`. The caller checks inputs; raises
+    ValueError when no sigma in ``[min_sigma, max_sigma]`` brackets the target."""
     def make(d: float) -> Callable[[float], float]:
         hist = composed(history, d)  # one composed object per grid, reused by every trial
 
         def eps(sigma: float) -> float:
             try:
-                trial = pl.from_gaussian_mechanism(
-                    sigma, sampling_prob=q, value_discretization_interval=d,
-                    pessimistic_estimate=True, use_connect_dots=True)
+                # cached: the rounds that follow charge the chosen sigma's one-step PLD
+                trial = _base(q, sigma, d)
                 if steps > 1:
                     trial = trial.self_compose(steps)
                 return float(_compose(hist, trial).get_epsilon_for_delta(delta))
@@ -199,43 +164,8 @@ def calibrate(target: float, delta: float, q: float, steps: int, history: Key, t
                 return math.inf
         return eps
 
-    coarse, fine = make(COARSE_DISCRETIZATION), make(DISCRETIZATION)
     # a hair below the target: later rounds compose the same PLDs along another path,
     # which may differ in the last few bits
-    target = target * (1.0 - 1e-9)
-    lo, hi = 0.5, 1.0
-    e_lo, e_hi = coarse(lo), coarse(hi)
-    while e_hi > target:
-        lo, e_lo, hi = hi, e_hi, 2.0 * hi
-        if hi > max_sigma:
-            raise ValueError("needs more noise than max_sigma")
-        e_hi = coarse(hi)
-    while e_lo <= target:
-        hi, e_hi, lo = lo, e_lo, 0.5 * lo
-        if lo < min_sigma:
-            raise ValueError("target looser than sigma = min_sigma gives")
-        e_lo = coarse(lo)
-    # stage 1, coarse grid: the coarse root is close above the fine root
-    lo, hi, e_lo, e_hi = solve(coarse, target, tol, lo, hi, e_lo, e_hi)
-    # stage 2, recording grid: bracket the fine root just below the coarse one
-    f_hi = fine(hi)
-    if f_hi > target:  # rare: the fine grid above the coarse one here
-        f_lo, lo = f_hi, hi
-        hi = lo * 1.01
-        f_hi = fine(hi)
-        while f_hi > target:
-            lo, f_lo, hi = hi, f_hi, hi * 1.05
-            if hi > max_sigma:
-                raise ValueError("needs more noise than max_sigma")
-            f_hi = fine(hi)
-    elif target - f_hi < tol:
-        return hi
-    else:
-        lo = hi * 0.98
-        f_lo = fine(lo)
-        while f_lo <= target:
-            hi, f_hi, lo = lo, f_lo, lo * 0.95
-            if lo < min_sigma:
-                raise ValueError("target looser than sigma = min_sigma gives")
-            f_lo = fine(lo)
-    return solve(fine, target, tol, lo, hi, f_lo, f_hi)[1]
+    return two_grid_root(make(COARSE_DISCRETIZATION), make(DISCRETIZATION),
+                         target * (1.0 - 1e-9), tol, gdp_guess(target, delta, q, steps),
+                         min_sigma, max_sigma)
