@@ -26,20 +26,31 @@ Stages (both sides walk them in this order):
 ``decrypt``
     The aggregator sends the aggregate ciphertexts, with every contributor's signed upload
     header, to ``config.decryptors`` live key-holding hospitals (contributors first, rotated by
-    round). A hospital decrypts at most ONE aggregate per round, and only if it carries at
-    least ``config.min_contributors`` distinct valid signed headers from round participants.
-    It returns the sum flooded with deterministic noise and rounded to a grid
-    (:meth:`fedrx.secagg.ckks.secret.CkksSecretKey.release`), never the raw decryption.
-    If several hospitals decrypt, the aggregator checks that they agree within the bound.
+    round). A hospital decrypts at most ONE aggregate per round, and only the SUM of the listed
+    uploads: at least ``config.min_contributors`` distinct round participants, each header
+    signed over this hospital's OWN round context, and an aggregate whose keyed linear tags
+    equal the sum of the listed uploads' signed tags (:mod:`fedrx.secagg.ckks.sum_tag`,
+    :mod:`fedrx.secagg.ckks.sum_check`). It returns the sum flooded with deterministic noise
+    and rounded to a grid (:meth:`fedrx.secagg.ckks.secret.CkksSecretKey.release`), never the
+    raw decryption, and only if the sum is within the configured bounds (count in
+    ``[1, n * max_count]``, norm within ``count * clip_norm``, the CKKS range). If several
+    hospitals decrypt, the aggregator checks that they agree within the bound, and bounds
+    the sum itself.
 
-What the decrypting hospital CAN verify: the epoch; that ``>= min_contributors`` distinct
-participants signed an upload for this session/round/epoch; that no aggregate chunk is
-byte-identical to a contributor's chunk (stops only the naive "return one upload" replay);
-that the ciphertexts are well-formed, fresh-scale, data-level. What it CANNOT verify: that the
-aggregate is the sum of those uploads. Checking that would need the individual ciphertexts,
-which it could then decrypt. A malicious aggregator can return one hospital's ciphertext plus a
-known plaintext offset and have it decrypted: CKKS gives no input privacy against a malicious
-aggregator, nor against an aggregator colluding with any hospital (see threat_model.md 4.4).
+Round context: every upload statement binds :func:`round_context` (session, round, the model
+hash THIS hospital computed from the weights it received, participants, vector length,
+configuration). A decryptor verifies every listed header against its own digest, so an
+aggregator that gives hospitals different models (a "trap" model for all but the victim) or
+different participant lists gets nothing decrypted. Each upload also carries ``n + 4`` keyed
+linear tags of its ciphertexts under a round key derived from the epoch's flooding key (which
+the aggregator never holds): the tag of the aggregate must be the sum of the tags, which no
+other ciphertext (the victim's upload scaled, plus a known offset, alone, duplicated, from an
+older round) satisfies except with probability < 2^(n - 276). The decryptor never receives
+another hospital's ciphertext (it holds the secret key and could decrypt it).
+
+What remains: an aggregator colluding with ANY hospital learns every update (that hospital
+holds the key); the aggregator still chooses which signed uploads to list (at least
+``min_contributors`` of them): see threat_model.md 4.4.
 
 Dropouts: a hospital that dropped after ``upload`` stays in the sum; the round needs
 ``min_contributors`` valid uploads and one live decryptor.
