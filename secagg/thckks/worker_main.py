@@ -198,11 +198,13 @@ class Ops:
     def _ciphertext(self, blob: bytes):
         try:
             ct = self.o.DeserializeCiphertextString(blob, self.o.BINARY)
-        except Exception:
+            ok = (ct.NumberCiphertextElements() == 2 and ct.GetLevel() == 0
+                  and ct.GetNoiseScaleDeg() == 1 and ct.GetSlots() == self.slots
+                  and abs(ct.GetScalingFactor() - self.scale) <= 1e-6 * self.scale
+                  and ct.GetCryptoContext().GetRingDimension() == self.ring_dim)
+        except Exception:  # garbage: OpenFHE raises, or returns None
             raise WorkerError("crypto", "ciphertext does not parse") from None
-        if (ct.NumberCiphertextElements() != 2 or ct.GetLevel() != 0
-                or ct.GetNoiseScaleDeg() != 1 or ct.GetSlots() != self.slots
-                or abs(ct.GetScalingFactor() - self.scale) > 1e-6 * self.scale):
+        if not ok:
             raise WorkerError("crypto", "ciphertext is not a fresh full-slot level-0 CKKS "
                               "ciphertext of these parameters")
         return ct
