@@ -486,19 +486,43 @@ class CkksUpload(_message.Message):
     chunks: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunks: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
+class CkksConfirmRequest(_message.Message):
+    __slots__ = ("session_id", "round", "key_id", "contributors")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    key_id: bytes
+    contributors: _containers.RepeatedCompositeFieldContainer[UploadHeader]
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., contributors: _Optional[_Iterable[_Union[UploadHeader, _Mapping]]] = ...) -> None: ...
+
+class CkksConfirmation(_message.Message):
+    __slots__ = ("hospital", "round", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class CkksDecryptRequest(_message.Message):
-    __slots__ = ("session_id", "round", "key_id", "contributors", "aggregate")
+    __slots__ = ("session_id", "round", "key_id", "contributors", "aggregate", "confirmations")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTORS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATIONS_FIELD_NUMBER: _ClassVar[int]
     session_id: bytes
     round: int
     key_id: bytes
     contributors: _containers.RepeatedCompositeFieldContainer[UploadHeader]
     aggregate: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., contributors: _Optional[_Iterable[_Union[UploadHeader, _Mapping]]] = ..., aggregate: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    confirmations: _containers.RepeatedCompositeFieldContainer[CkksConfirmation]
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., contributors: _Optional[_Iterable[_Union[UploadHeader, _Mapping]]] = ..., aggregate: _Optional[_Iterable[bytes]] = ..., confirmations: _Optional[_Iterable[_Union[CkksConfirmation, _Mapping]]] = ...) -> None: ...
 
 class CkksDecryption(_message.Message):
     __slots__ = ("hospital", "round", "key_id", "total", "error_bound")
@@ -515,7 +539,7 @@ class CkksDecryption(_message.Message):
     def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., total: _Optional[_Union[Array, _Mapping]] = ..., error_bound: _Optional[float] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply", "ckks_keyring_request", "ckks_keyring_reply", "ckks_upload_request", "ckks_upload", "ckks_decrypt_request", "ckks_decryption")
+    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply", "ckks_keyring_request", "ckks_keyring_reply", "ckks_upload_request", "ckks_upload", "ckks_decrypt_request", "ckks_decryption", "ckks_confirm_request", "ckks_confirmation")
     TRAIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ACK_FIELD_NUMBER: _ClassVar[int]
     EVAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -538,6 +562,8 @@ class Envelope(_message.Message):
     CKKS_UPLOAD_FIELD_NUMBER: _ClassVar[int]
     CKKS_DECRYPT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CKKS_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
+    CKKS_CONFIRM_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CKKS_CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
     train_request: TrainRequest
     train_ack: TrainAck
     eval_request: EvalRequest
@@ -560,4 +586,6 @@ class Envelope(_message.Message):
     ckks_upload: CkksUpload
     ckks_decrypt_request: CkksDecryptRequest
     ckks_decryption: CkksDecryption
-    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ..., ckks_keyring_request: _Optional[_Union[CkksKeyringRequest, _Mapping]] = ..., ckks_keyring_reply: _Optional[_Union[CkksKeyringReply, _Mapping]] = ..., ckks_upload_request: _Optional[_Union[CkksUploadRequest, _Mapping]] = ..., ckks_upload: _Optional[_Union[CkksUpload, _Mapping]] = ..., ckks_decrypt_request: _Optional[_Union[CkksDecryptRequest, _Mapping]] = ..., ckks_decryption: _Optional[_Union[CkksDecryption, _Mapping]] = ...) -> None: ...
+    ckks_confirm_request: CkksConfirmRequest
+    ckks_confirmation: CkksConfirmation
+    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ..., ckks_keyring_request: _Optional[_Union[CkksKeyringRequest, _Mapping]] = ..., ckks_keyring_reply: _Optional[_Union[CkksKeyringReply, _Mapping]] = ..., ckks_upload_request: _Optional[_Union[CkksUploadRequest, _Mapping]] = ..., ckks_upload: _Optional[_Union[CkksUpload, _Mapping]] = ..., ckks_decrypt_request: _Optional[_Union[CkksDecryptRequest, _Mapping]] = ..., ckks_decryption: _Optional[_Union[CkksDecryption, _Mapping]] = ..., ckks_confirm_request: _Optional[_Union[CkksConfirmRequest, _Mapping]] = ..., ckks_confirmation: _Optional[_Union[CkksConfirmation, _Mapping]] = ...) -> None: ...
