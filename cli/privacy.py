@@ -49,14 +49,18 @@ def budget_report_cmd(folders: tuple[Path, ...], out_dir: Path, anchors: Path | 
 
 @app.command("audit")
 @click.argument("path", type=PathType)
-@click.option("--anchors", type=PathType, help="JSON of anchored ledger heads")
+@click.option("--anchors", type=PathType,
+              help="JSON of anchored ledger heads (default: the anchors found beside the "
+                   "run: aggregator anchors, the node's receipts, a simulation's results)")
 @click.option("--federation", type=PathType,
-              help="federation.json pinning the aggregator's receipt key (default: found "
-                   "beside the anchors file or up to 3 folders above it, also in certs/)")
+              help="federation.json pinning the hospitals' keys and the aggregator's receipt "
+                   "key (default: found in PATH or up to 3 folders above it, also in certs/, "
+                   "else beside the anchors file)")
 def audit_cmd(path: Path, anchors: Path | None, federation: Path | None) -> None:
-    """Verify ledger signatures and hash chains and recompute epsilon independently
-    (Google dp-accounting, PLD); with --anchors also the aggregator's signed round receipts
-    they carry. Exit 0 when clean, non-zero otherwise."""
+    """Verify ledger signatures against the PINNED keys, the canonical form and hash chains,
+    the anchored heads and their signed round receipts, and recompute epsilon independently
+    (Google dp-accounting, PLD). One line per hospital says what was checked. Exit 0 when
+    clean, non-zero otherwise."""
     from fedrx.dp.audit import run_audit
     from fedrx.dp.audit_report import format_audit
 
