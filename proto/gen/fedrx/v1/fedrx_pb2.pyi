@@ -538,8 +538,152 @@ class CkksDecryption(_message.Message):
     error_bound: float
     def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., total: _Optional[_Union[Array, _Mapping]] = ..., error_bound: _Optional[float] = ...) -> None: ...
 
+class ThCrsRequest(_message.Message):
+    __slots__ = ("session_id", "round", "epoch", "members", "threshold")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    epoch: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    threshold: int
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ...) -> None: ...
+
+class ThNonce(_message.Message):
+    __slots__ = ("hospital", "epoch", "nonce", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    epoch: int
+    nonce: bytes
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., epoch: _Optional[int] = ..., nonce: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ThKeygenRequest(_message.Message):
+    __slots__ = ("session_id", "round", "epoch", "members", "threshold", "nonces")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NONCES_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    epoch: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    threshold: int
+    nonces: _containers.RepeatedCompositeFieldContainer[ThNonce]
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., threshold: _Optional[int] = ..., nonces: _Optional[_Iterable[_Union[ThNonce, _Mapping]]] = ...) -> None: ...
+
+class ThContribution(_message.Message):
+    __slots__ = ("hospital", "epoch", "public", "share_digests", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    SHARE_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    epoch: int
+    public: bytes
+    share_digests: _containers.RepeatedScalarFieldContainer[bytes]
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., epoch: _Optional[int] = ..., public: _Optional[bytes] = ..., share_digests: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ThKeygenReply(_message.Message):
+    __slots__ = ("contribution", "sealed_shares")
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    contribution: ThContribution
+    sealed_shares: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, contribution: _Optional[_Union[ThContribution, _Mapping]] = ..., sealed_shares: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ThKeysharesRequest(_message.Message):
+    __slots__ = ("session_id", "round", "epoch", "contributions", "sealed_shares")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_SHARES_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    epoch: int
+    contributions: _containers.RepeatedCompositeFieldContainer[ThContribution]
+    sealed_shares: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., epoch: _Optional[int] = ..., contributions: _Optional[_Iterable[_Union[ThContribution, _Mapping]]] = ..., sealed_shares: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ThKeyAck(_message.Message):
+    __slots__ = ("hospital", "epoch", "key_id", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    epoch: int
+    key_id: bytes
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., epoch: _Optional[int] = ..., key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ThUploadRequest(_message.Message):
+    __slots__ = ("session_id", "round", "key_id", "vector_length")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    key_id: bytes
+    vector_length: int
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., vector_length: _Optional[int] = ...) -> None: ...
+
+class ThUpload(_message.Message):
+    __slots__ = ("hospital", "round", "key_id", "chunks", "signature")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    key_id: bytes
+    chunks: _containers.RepeatedScalarFieldContainer[bytes]
+    signature: bytes
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., chunks: _Optional[_Iterable[bytes]] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ThDecryptRequest(_message.Message):
+    __slots__ = ("session_id", "round", "key_id", "uploads", "decryptors")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    UPLOADS_FIELD_NUMBER: _ClassVar[int]
+    DECRYPTORS_FIELD_NUMBER: _ClassVar[int]
+    session_id: bytes
+    round: int
+    key_id: bytes
+    uploads: _containers.RepeatedCompositeFieldContainer[ThUpload]
+    decryptors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[bytes] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., uploads: _Optional[_Iterable[_Union[ThUpload, _Mapping]]] = ..., decryptors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ThPartial(_message.Message):
+    __slots__ = ("hospital", "round", "key_id", "summed", "partials")
+    HOSPITAL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SUMMED_FIELD_NUMBER: _ClassVar[int]
+    PARTIALS_FIELD_NUMBER: _ClassVar[int]
+    hospital: str
+    round: int
+    key_id: bytes
+    summed: _containers.RepeatedScalarFieldContainer[str]
+    partials: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, hospital: _Optional[str] = ..., round: _Optional[int] = ..., key_id: _Optional[bytes] = ..., summed: _Optional[_Iterable[str]] = ..., partials: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class Envelope(_message.Message):
-    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply", "ckks_keyring_request", "ckks_keyring_reply", "ckks_upload_request", "ckks_upload", "ckks_decrypt_request", "ckks_decryption", "ckks_confirm_request", "ckks_confirmation")
+    __slots__ = ("train_request", "train_ack", "eval_request", "eval_report", "plain_upload_request", "plain_upload", "advertise_request", "advertise_keys", "share_keys_request", "share_keys_reply", "masked_input_request", "masked_input", "consistency_request", "consistency_signature", "unmask_request", "unmask_reply", "ckks_keyring_request", "ckks_keyring_reply", "ckks_upload_request", "ckks_upload", "ckks_decrypt_request", "ckks_decryption", "th_crs_request", "th_nonce", "th_keygen_request", "th_keygen_reply", "th_keyshares_request", "th_key_ack", "th_upload_request", "th_upload", "th_decrypt_request", "th_partial", "ckks_confirm_request", "ckks_confirmation")
     TRAIN_REQUEST_FIELD_NUMBER: _ClassVar[int]
     TRAIN_ACK_FIELD_NUMBER: _ClassVar[int]
     EVAL_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -562,6 +706,16 @@ class Envelope(_message.Message):
     CKKS_UPLOAD_FIELD_NUMBER: _ClassVar[int]
     CKKS_DECRYPT_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CKKS_DECRYPTION_FIELD_NUMBER: _ClassVar[int]
+    TH_CRS_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TH_NONCE_FIELD_NUMBER: _ClassVar[int]
+    TH_KEYGEN_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TH_KEYGEN_REPLY_FIELD_NUMBER: _ClassVar[int]
+    TH_KEYSHARES_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TH_KEY_ACK_FIELD_NUMBER: _ClassVar[int]
+    TH_UPLOAD_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TH_UPLOAD_FIELD_NUMBER: _ClassVar[int]
+    TH_DECRYPT_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    TH_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     CKKS_CONFIRM_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CKKS_CONFIRMATION_FIELD_NUMBER: _ClassVar[int]
     train_request: TrainRequest
@@ -586,6 +740,16 @@ class Envelope(_message.Message):
     ckks_upload: CkksUpload
     ckks_decrypt_request: CkksDecryptRequest
     ckks_decryption: CkksDecryption
+    th_crs_request: ThCrsRequest
+    th_nonce: ThNonce
+    th_keygen_request: ThKeygenRequest
+    th_keygen_reply: ThKeygenReply
+    th_keyshares_request: ThKeysharesRequest
+    th_key_ack: ThKeyAck
+    th_upload_request: ThUploadRequest
+    th_upload: ThUpload
+    th_decrypt_request: ThDecryptRequest
+    th_partial: ThPartial
     ckks_confirm_request: CkksConfirmRequest
     ckks_confirmation: CkksConfirmation
-    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ..., ckks_keyring_request: _Optional[_Union[CkksKeyringRequest, _Mapping]] = ..., ckks_keyring_reply: _Optional[_Union[CkksKeyringReply, _Mapping]] = ..., ckks_upload_request: _Optional[_Union[CkksUploadRequest, _Mapping]] = ..., ckks_upload: _Optional[_Union[CkksUpload, _Mapping]] = ..., ckks_decrypt_request: _Optional[_Union[CkksDecryptRequest, _Mapping]] = ..., ckks_decryption: _Optional[_Union[CkksDecryption, _Mapping]] = ..., ckks_confirm_request: _Optional[_Union[CkksConfirmRequest, _Mapping]] = ..., ckks_confirmation: _Optional[_Union[CkksConfirmation, _Mapping]] = ...) -> None: ...
+    def __init__(self, train_request: _Optional[_Union[TrainRequest, _Mapping]] = ..., train_ack: _Optional[_Union[TrainAck, _Mapping]] = ..., eval_request: _Optional[_Union[EvalRequest, _Mapping]] = ..., eval_report: _Optional[_Union[EvalReport, _Mapping]] = ..., plain_upload_request: _Optional[_Union[PlainUploadRequest, _Mapping]] = ..., plain_upload: _Optional[_Union[PlainUpload, _Mapping]] = ..., advertise_request: _Optional[_Union[AdvertiseRequest, _Mapping]] = ..., advertise_keys: _Optional[_Union[AdvertiseKeys, _Mapping]] = ..., share_keys_request: _Optional[_Union[ShareKeysRequest, _Mapping]] = ..., share_keys_reply: _Optional[_Union[ShareKeysReply, _Mapping]] = ..., masked_input_request: _Optional[_Union[MaskedInputRequest, _Mapping]] = ..., masked_input: _Optional[_Union[MaskedInput, _Mapping]] = ..., consistency_request: _Optional[_Union[ConsistencyRequest, _Mapping]] = ..., consistency_signature: _Optional[_Union[ConsistencySignature, _Mapping]] = ..., unmask_request: _Optional[_Union[UnmaskRequest, _Mapping]] = ..., unmask_reply: _Optional[_Union[UnmaskReply, _Mapping]] = ..., ckks_keyring_request: _Optional[_Union[CkksKeyringRequest, _Mapping]] = ..., ckks_keyring_reply: _Optional[_Union[CkksKeyringReply, _Mapping]] = ..., ckks_upload_request: _Optional[_Union[CkksUploadRequest, _Mapping]] = ..., ckks_upload: _Optional[_Union[CkksUpload, _Mapping]] = ..., ckks_decrypt_request: _Optional[_Union[CkksDecryptRequest, _Mapping]] = ..., ckks_decryption: _Optional[_Union[CkksDecryption, _Mapping]] = ..., th_crs_request: _Optional[_Union[ThCrsRequest, _Mapping]] = ..., th_nonce: _Optional[_Union[ThNonce, _Mapping]] = ..., th_keygen_request: _Optional[_Union[ThKeygenRequest, _Mapping]] = ..., th_keygen_reply: _Optional[_Union[ThKeygenReply, _Mapping]] = ..., th_keyshares_request: _Optional[_Union[ThKeysharesRequest, _Mapping]] = ..., th_key_ack: _Optional[_Union[ThKeyAck, _Mapping]] = ..., th_upload_request: _Optional[_Union[ThUploadRequest, _Mapping]] = ..., th_upload: _Optional[_Union[ThUpload, _Mapping]] = ..., th_decrypt_request: _Optional[_Union[ThDecryptRequest, _Mapping]] = ..., th_partial: _Optional[_Union[ThPartial, _Mapping]] = ..., ckks_confirm_request: _Optional[_Union[CkksConfirmRequest, _Mapping]] = ..., ckks_confirmation: _Optional[_Union[CkksConfirmation, _Mapping]] = ...) -> None: ...
