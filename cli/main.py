@@ -116,8 +116,16 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--threshold", type=int, help="mask: Shamir threshold t  [floor(2n/3)+1]")
 @click.option("--rounding-seed", type=int,
               help="mask: reproducible rounding coins (research runs only; default: OS)")
-@click.option("--dp", "dp", type=click.Choice(["on", "off"]), default=None,
-              help="patient-level DP-SGD at every hospital  [off]")
+@click.option("--dp", "dp", type=click.Choice(["on", "off", "distributed"]), default=None,
+              help="patient-level DP: on = DP-SGD at every hospital on its own; distributed = "
+                   "one DP-SGD step of the whole federation per round, noise shared under "
+                   "mask or ckks  [off]")
+@click.option("--dp-k", type=int,
+              help="distributed DP: hospitals that may collude with the aggregator or drop, "
+                   "together; shares are sized for n-k honest survivors  [0]")
+@click.option("--dp-sample-rate", type=float,
+              help="distributed DP: common patient sampling rate q  [dp-batch / patients]")
+@click.option("--eval-every", type=int, help="evaluate every this many rounds  [1]")
 @click.option("--epsilon", type=float, help="DP: target epsilon for the whole run  [8]")
 @click.option("--delta", type=float, help="DP: delta  [below 1/patients]")
 @click.option("--max-grad-norm", type=float, help="DP: per-patient clipping norm C  [1.0]")
@@ -138,7 +146,9 @@ def simulate(config, **flags) -> None:
     from fedrx.nodes.simulate import SimulationConfig, run_simulation
 
     if flags.get("dp") is not None:
-        flags["dp"] = flags["dp"] == "on"
+        if flags["dp"] == "distributed":
+            flags["dp_mode"] = "distributed"
+        flags["dp"] = flags["dp"] != "off"
     cfg = build(SimulationConfig, section(config, "simulate"), flags)
     cfg.validate()
     table = Table(title=f"fedrx simulate: {cfg.data}, protection {cfg.protection}")
