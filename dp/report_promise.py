@@ -75,9 +75,19 @@ def mechanism_name(entry: Mapping[str, Any]) -> str:
     m = entry.get("mechanism")
     if isinstance(m, str) and m:
         return m
-    if isinstance(m, Mapping) and isinstance(m.get("name"), str):
-        return str(m["name"])
+    if isinstance(m, Mapping):
+        for key in ("name", "mechanism", "kind"):
+            if isinstance(m.get(key), str) and m[key]:
+                return str(m[key])
     return "local"
+
+
+def field(entry: Mapping[str, Any], key: str) -> Any:
+    """``entry[key]``, else the same key inside a ``mechanism`` object (None if neither)."""
+    if key in entry:
+        return entry[key]
+    m = entry.get("mechanism")
+    return m.get(key) if isinstance(m, Mapping) else None
 
 
 def mechanism_extras(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,14 +97,15 @@ def mechanism_extras(entry: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     m = entry.get("mechanism")
     if isinstance(m, Mapping):
-        out.update({f"mechanism.{k}": v for k, v in m.items() if k != "name"})
+        out.update({f"mechanism.{k}": v for k, v in m.items()
+                    if k not in ("name", "mechanism", "kind", "survivors")})
     out.update({k: v for k, v in entry.items() if k not in _SHOWN})
     return dict(sorted(out.items()))
 
 
 def survivors_of(entry: Mapping[str, Any]) -> list[str] | int | None:
     """The survivors an entry records (a list of hospital ids or a count), else None."""
-    s = entry.get("survivors")
+    s = field(entry, "survivors")
     if isinstance(s, bool):
         return None
     if isinstance(s, int):
@@ -115,8 +126,8 @@ def trust_assumption(entries: Sequence[Mapping[str, Any]]) -> str:
     for m in mechs:
         if m == "local":
             continue
-        ks = sorted({str(e.get("k")) for e in entries
-                     if mechanism_name(e) == m and e.get("k") is not None})
+        ks = sorted({str(field(e, "k")) for e in entries
+                     if mechanism_name(e) == m and field(e, "k") is not None})
         surv = [survivors_of(e) for e in entries if mechanism_name(e) == m]
         counts = sorted({len(s) if isinstance(s, list) else s for s in surv
                          if s is not None})
