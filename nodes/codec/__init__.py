@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedrx.nodes.codec import ckks, control, mask, plain
+from fedrx.nodes.codec import ckks, control, mask, plain, thckks
 from fedrx.nodes.codec.fields import (
     DEFAULT_LIMITS,
     CodecError,
@@ -35,7 +35,8 @@ __all__ = ["DEFAULT_LIMITS", "ENVELOPE_FIELDS", "CodecError", "Limits", "Oversiz
            "check_received", "decode_message", "encode_message", "from_bytes", "to_bytes"]
 
 ENVELOPE_FIELDS: dict[type, str] = {**control.ENVELOPE_FIELDS, **plain.ENVELOPE_FIELDS,
-                                    **mask.ENVELOPE_FIELDS, **ckks.ENVELOPE_FIELDS}
+                                    **mask.ENVELOPE_FIELDS, **ckks.ENVELOPE_FIELDS,
+                                    **thckks.ENVELOPE_FIELDS}
 """Top-level message type -> its ``Envelope.msg`` oneof field."""
 _BY_FIELD: dict[str, type] = {f: cls for cls, f in ENVELOPE_FIELDS.items()}
 
