@@ -60,10 +60,13 @@ class EngineParams:
 
 @dataclass
 class EngineStats:
-    """What the engine cost this process: calls, seconds inside calls (wall), bytes each way."""
+    """What the engine cost this process: calls, seconds inside calls (wall), seconds the
+    engine spent in the operations themselves (wall; the rest is the worker protocol:
+    framing, pipes, parsing), bytes each way."""
 
     calls: int = 0
     seconds: float = 0.0
+    op_seconds: float = 0.0
     bytes_out: int = 0
     bytes_in: int = 0
 
@@ -92,6 +95,8 @@ class HeEngine(ABC):
             header, out = self._exchange({"op": op, "args": args or {}}, list(blobs))
             self.stats.calls += 1
             self.stats.seconds += time.perf_counter() - t0
+            op_s = header.get("op_s")
+            self.stats.op_seconds += float(op_s) if isinstance(op_s, int | float) else 0.0
             self.stats.bytes_out += sum(len(b) for b in blobs)
             self.stats.bytes_in += sum(len(b) for b in out)
         if header.get("ok") is not True:
@@ -164,11 +169,12 @@ class InProcessEngine(HeEngine):
         super().__init__(params)
 
     def _exchange(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        t0 = time.perf_counter()
         try:
             result, out = self._server.handle(header, blobs)
         except wm.WorkerError as exc:
             return {"ok": False, "kind": exc.kind, "message": exc.message}, []
-        return {"ok": True, "result": result}, out
+        return {"ok": True, "result": result, "op_s": time.perf_counter() - t0}, out
 
 
 class WorkerEngine(HeEngine):
@@ -253,6 +259,16 @@ class WorkerEngine(HeEngine):
     def close(self) -> None:
         with self._lock:
             self._kill()
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the live worker process has used so far (Linux)."""
+        if self.proc is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def openfhe_in_process() -> bool:

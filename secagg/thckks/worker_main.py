@@ -12,9 +12,9 @@ Frame (both directions)::
 
 The header holds ``"blobs": [len0, len1, ...]`` (raw byte strings that follow it, in order).
 Request header: ``{"op": NAME, "args": {...}, "blobs": [...]}``; reply header: ``{"ok": true,
-"result": {...}, "blobs": [...]}`` or ``{"ok": false, "kind": KIND, "message": TEXT}``. Never
-pickle, never eval. Messages never carry secret values in the JSON header, and error texts
-never quote blob contents.
+"result": {...}, "op_s": SECONDS, "blobs": [...]}`` or ``{"ok": false, "kind": KIND,
+"message": TEXT}``. Never pickle, never eval. Messages never carry secret values in the
+JSON header, and error texts never quote blob contents.
 
 Key material and the threshold (t-of-n) scheme, all in the ring R_Q, Q = q_0 q_1 (RNS):
 
@@ -47,6 +47,7 @@ import math
 import os
 import struct
 import sys
+import time
 
 PROTOCOL = "fedrx-he-worker/1"
 MAX_HEADER_BYTES = 1 << 20
@@ -426,8 +427,10 @@ def main() -> int:
             stdout.flush()
             return 2
         try:
+            t0 = time.perf_counter()
             result, out = server.handle(header, blobs)
-            frame = encode_frame({"ok": True, "result": result}, out)
+            frame = encode_frame({"ok": True, "result": result,
+                                  "op_s": time.perf_counter() - t0}, out)
         except WorkerError as exc:
             frame = encode_frame({"ok": False, "kind": exc.kind, "message": exc.message}, [])
         except Exception as exc:  # noqa: BLE001 - no request may kill the worker silently
