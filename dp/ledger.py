@@ -266,12 +266,15 @@ class PrivacyLedger:
         model_hash: str,
         budget_epsilon: float,
         status: str = "trained",
+        distributed: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Sign and durably append one entry; returns it.
 
         ``epsilon`` is recomputed from the WHOLE history plus ``mechanism`` (None or
         ``status="refused"`` records a refused round: steps 0, epsilon unchanged).
-        Rounds must strictly increase.
+        Rounds must strictly increase. ``distributed``: distributed DP's share description
+        (:meth:`fedrx.dp.distributed.sizing.ShareSizing.describe`), signed as the key
+        ``distributed``; the entry's ``noise_multiplier`` is then its charged sigma.
         """
         if status not in STATUSES:
             raise LedgerError(f"status must be one of {STATUSES}")
@@ -306,6 +309,8 @@ class PrivacyLedger:
         }
         if self._carried_value is not None:
             entry["carried"] = self._carried_value
+        if distributed is not None:  # distributed DP: the shares behind the charged sigma
+            entry["distributed"] = dict(distributed)
         entry["signature"] = self.identity.sign(signing_bytes(entry)).hex()
         entry["entry_hash"] = compute_entry_hash(entry)
         new = [*self._entries, entry]
