@@ -32,8 +32,8 @@ For every hospital ledger it checks, line by line and entry by entry:
   an INDEPENDENT accountant (:mod:`fedrx.dp.accountants.independent`): Google
   ``dp_accounting``'s PLD accountant. Tolerance :func:`tolerance` = ``max(0.02, 2% of the
   PLD epsilon)``. Findings: recorded epsilon below PLD - tol (understated, any accountant);
-  for ``prv`` entries any |recorded - PLD| > tol; for ``rdp`` entries |recorded - RDP| > tol
-  where RDP is dp_accounting's own RDP accountant;
+  for ``pld`` and ``prv`` entries any |recorded - PLD| > tol; for ``rdp`` entries
+  |recorded - RDP| > tol where RDP is dp_accounting's own RDP accountant;
 * budget: recorded or recomputed epsilon above ``budget_epsilon`` (+ tol for recomputed).
 
 The audit trusts nothing written by fedrx's accounting code (it does not import Opacus).
