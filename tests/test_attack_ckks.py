@@ -15,14 +15,17 @@ import pytest
 
 from fedrx.errors import ProtocolAbort
 from fedrx.protocol.protection import RoundContext
-from fedrx.protocol.protections.ckks import CkksProtection
+from fedrx.protocol.protections.ckks import CkksProtection, round_context
 from fedrx.secagg.ckks import client as ckks_client
 from fedrx.secagg.ckks.client import ClientReady
 from fedrx.secagg.ckks.messages import (
+    CkksConfirmation,
+    CkksConfirmRequest,
     CkksDecryption,
     CkksDecryptRequest,
     CkksUpload,
     UploadHeader,
+    confirm_statement,
     upload_statement,
 )
 from fedrx.secagg.ckks.params import CkksConfig
@@ -61,7 +64,7 @@ class Round:
     honest: CkksDecryptRequest
 
 
-def _upload_round(prot: CkksProtection, rnd: int, contexts=None) -> Round:
+def _upload_round(prot: CkksProtection, rnd: int, contexts=None, confirm=True) -> Round:
     """Run keys + upload. ``contexts``: per-hospital round contexts (a model-inconsistency
     attacker gives hospitals different ones); the uploads are collected as sent."""
     ctx = _ctx(rnd)
@@ -76,10 +79,26 @@ def _upload_round(prot: CkksProtection, rnd: int, contexts=None) -> Round:
     reqs = server.requests("upload", HOSPITALS)
     uploads = {h: clients[h].handle("upload", reqs[h]) for h in HOSPITALS}
     pub = prot.aggregator.public_context()
-    honest = CkksDecryptRequest(SESSION, rnd, pub.key_id,
-                                tuple(uploads[h].header for h in HOSPITALS),
-                                _serialise(_sum(prot, [uploads[h] for h in HOSPITALS])))
+    listed = tuple(uploads[h].header for h in HOSPITALS)
+    honest = CkksDecryptRequest(SESSION, rnd, pub.key_id, listed,
+                                _serialise(_sum(prot, [uploads[h] for h in HOSPITALS])),
+                                _confirmations(prot, ctx, listed) if confirm else ())
     return Round(ctx, xs, uploads, honest)
+
+
+def _confirmations(prot, ctx: RoundContext, listed, who=HOSPITALS
+                   ) -> tuple[CkksConfirmation, ...]:
+    """The confirm stage for ``listed`` (each attack is its own round: fresh hospitals, who
+    confirm any list of valid signed uploads of their round)."""
+    req = CkksConfirmRequest(SESSION, ctx.round, prot.aggregator.public_context().key_id,
+                             tuple(listed))
+    return tuple(prot.new_client(ctx, h).handle("confirm", req) for h in who)
+
+
+def _with_list(prot, r: Round, listed, aggregate) -> CkksDecryptRequest:
+    """A decrypt request for ``listed`` whose list the majority confirmed."""
+    return replace(r.honest, contributors=tuple(listed), aggregate=tuple(aggregate),
+                   confirmations=_confirmations(prot, r.ctx, listed))
 
 
 def _load(prot: CkksProtection, up: CkksUpload):
@@ -119,27 +138,25 @@ def _headers(r: Round, *names: str) -> tuple[UploadHeader, ...]:
 
 def _forgeries(prot: CkksProtection, r: Round) -> dict[str, CkksDecryptRequest]:
     """The issue's attacks, each a decrypt request naming >= min_contributors valid headers."""
-    v, o = r.uploads[VICTIM], r.uploads[OTHER]
+    v = r.uploads[VICTIM]
     offset = np.linspace(-3, 3, LENGTH)
     reframed = tuple(c + b"\x38\x00" for c in v.chunks)  # same ciphertext, other bytes
     two = _headers(r, VICTIM, OTHER)
     return {
         # the victim's upload added to itself 4096 times, with 2 headers: noise / 4096
-        "scaled_x4096": replace(r.honest, contributors=two, aggregate=_scaled(prot, v, 12)),
+        "scaled_x4096": _with_list(prot, r, two, _scaled(prot, v, 12)),
         # the victim's upload plus a plaintext offset the aggregator knows (and subtracts)
-        "known_offset": replace(r.honest, contributors=two,
-                                aggregate=_plus_offset(prot, v, offset)),
+        "known_offset": _with_list(prot, r, two, _plus_offset(prot, v, offset)),
         # the victim's upload alone, re-framed so it is not byte-identical to the upload
-        "alone_reframed": replace(r.honest, contributors=two, aggregate=reframed),
+        "alone_reframed": _with_list(prot, r, two, reframed),
         # a duplicated upload: the victim twice (2 x victim under two headers)
-        "duplicated": replace(r.honest, contributors=two, aggregate=_scaled(prot, v, 1)),
+        "duplicated": _with_list(prot, r, two, _scaled(prot, v, 1)),
         # all five headers, the honest sum plus 4095 x the victim: / 4096 ~ the victim
-        "sum_plus_scaled_victim": replace(r.honest, contributors=_headers(r, *HOSPITALS),
+        "sum_plus_scaled_victim": replace(r.honest,
                                           aggregate=_serialise(_sum_plus(prot, r, v, 12))),
         # the other listed hospital's upload swapped for a second copy of the victim's
-        "other_swapped": replace(r.honest, contributors=two,
-                                 aggregate=_serialise(_sum(prot, [v, v]))
-                                 if o is not None else ()),
+        "other_swapped": _with_list(prot, r, _headers(r, VICTIM, OTHER),
+                                    _serialise(_sum(prot, [v, v]))),
     }
 
 
@@ -246,6 +263,8 @@ def test_an_older_rounds_ciphertext_is_refused(prot, attacked):
 
 def test_one_hospitals_upload_alone_is_refused(prot, attacked):
     r, _ = attacked
+    with pytest.raises(ProtocolAbort, match="refusing to decrypt an aggregate of 1"):
+        _confirmations(prot, r.ctx, _headers(r, VICTIM))  # nobody confirms such a list
     req = replace(r.honest, contributors=_headers(r, VICTIM),
                   aggregate=r.uploads[VICTIM].chunks)
     for h in HOSPITALS:
@@ -290,6 +309,51 @@ def test_an_upload_not_signed_by_its_hospital_is_refused(prot, attacked, how):
             prot.new_client(r.ctx, h).handle("decrypt", req)
 
 
+# ------------------------------------------- one contributor list per round (differencing)
+
+
+def test_two_lists_cannot_both_be_decrypted_in_one_round(prot, attacked):
+    """The aggregator wants sum(all five) and sum(all but the victim) from two decryptors
+    (their difference is the victim's update). Hospitals confirm one list per round and a
+    decryptor needs a majority's confirmations of ITS list: the second list gets none."""
+    r, _ = attacked
+    everyone = _headers(r, *HOSPITALS)
+    others = tuple(hd for hd in everyone if hd.hospital != VICTIM)
+    agg_others = _serialise(_sum(prot, [r.uploads[h] for h in HOSPITALS if h != VICTIM]))
+    clients = {h: prot.new_client(r.ctx, h) for h in HOSPITALS}
+    key_id = prot.aggregator.public_context().key_id
+    first = tuple(clients[h].handle("confirm", CkksConfirmRequest(SESSION, 1, key_id,
+                                                                  everyone))
+                  for h in ("a", "b", "c"))  # a majority confirms the full list
+    for h in ("a", "b", "c"):  # ... and will not confirm a second one
+        with pytest.raises(ProtocolAbort, match="already confirmed another contributor list"):
+            clients[h].handle("confirm", CkksConfirmRequest(SESSION, 1, key_id, others))
+    second = tuple(clients[h].handle("confirm", CkksConfirmRequest(SESSION, 1, key_id,
+                                                                   others))
+                   for h in ("d", "e"))  # the two left: a minority
+    out = clients["b"].handle("decrypt", replace(r.honest, confirmations=first))
+    assert isinstance(out, CkksDecryption)  # the majority's list decrypts
+    with pytest.raises(ProtocolAbort, match="another contributor list than this hospital"):
+        clients["d"].handle("decrypt", replace(r.honest, confirmations=first))
+    for attempt in (first, second, first + second):
+        req = replace(r.honest, contributors=others, aggregate=agg_others,
+                      confirmations=attempt)
+        with pytest.raises(ProtocolAbort, match="confirmed by [0-2] of 5 participants"):
+            prot.new_client(r.ctx, "e").handle("decrypt", req)
+    with pytest.raises(ProtocolAbort, match="another contributor list than this hospital"):
+        clients["a"].handle("decrypt", replace(r.honest, contributors=others,
+                                               aggregate=agg_others, confirmations=first))
+
+
+def test_forged_confirmations_do_not_count(prot, attacked):
+    r, _ = attacked
+    conf = r.honest.confirmations
+    forged = (replace(conf[0], signature=bytes(64)), replace(conf[1], hospital="c"),
+              replace(conf[2], round=2), conf[3], conf[3])
+    with pytest.raises(ProtocolAbort, match="confirmed by 1 of 5 participants"):
+        prot.new_client(r.ctx, "a").handle("decrypt", replace(r.honest, confirmations=forged))
+
+
 # ------------------------------------------------- item 1: model inconsistency under CKKS
 
 
@@ -303,7 +367,17 @@ def test_hospitals_given_different_round_contexts_are_never_decrypted_together(p
         victim_ctx = replace(ctx, model_hash="t" * 64)
     else:
         victim_ctx = replace(ctx, participants=("a", "b", VICTIM))
-    r = _upload_round(prot, 3, {VICTIM: victim_ctx})
+    r = _upload_round(prot, 3, {VICTIM: victim_ctx}, confirm=False)
+    listed = r.honest.contributors
+    conf_req = CkksConfirmRequest(SESSION, 3, r.honest.key_id, listed)
+    for h in HOSPITALS:  # no hospital even confirms the list
+        own = victim_ctx if h == VICTIM else r.ctx
+        with pytest.raises(ProtocolAbort, match="does not verify for this session, round, "
+                                                "key epoch and round context|not a "
+                                                "participant|tags, expected"):
+            prot.new_client(own, h).handle("confirm", conf_req)
+    # nor decrypts it, even with confirmations (had they been obtained)
+    r.honest = replace(r.honest, confirmations=_sign_confirmations(prot, r.ctx, listed))
     for h in HOSPITALS:
         own = victim_ctx if h == VICTIM else r.ctx
         with pytest.raises(ProtocolAbort, match="does not verify for this session, round, "
@@ -313,9 +387,17 @@ def test_hospitals_given_different_round_contexts_are_never_decrypted_together(p
     # the same aggregate with the victim left out is an honest sum of four: decrypted
     rest = tuple(hd for hd in r.honest.contributors if hd.hospital != VICTIM)
     agg = _serialise(_sum(prot, [r.uploads[h] for h in HOSPITALS if h != VICTIM]))
-    out = prot.new_client(r.ctx, "a").handle("decrypt", replace(r.honest, contributors=rest,
-                                                                aggregate=agg))
+    out = prot.new_client(r.ctx, "a").handle("decrypt", _with_list(prot, r, rest, agg))
     assert isinstance(out, CkksDecryption)
+
+
+def _sign_confirmations(prot, ctx, listed) -> tuple[CkksConfirmation, ...]:
+    """Confirmations as if every hospital had signed (bypassing their checks)."""
+    key_id = prot.aggregator.public_context().key_id
+    stmt = confirm_statement(SESSION, ctx.round, key_id, round_context(ctx, prot.config),
+                             listed)
+    return tuple(CkksConfirmation(h, ctx.round, prot.hospitals[h].identity.sign(stmt))
+                 for h in HOSPITALS)
 
 
 # ------------------------------------------------------------ item 7: range of the sum
@@ -366,6 +448,9 @@ def _decrypt_honest_sum(prot_, ctx, clients, decryptor: str):
     server.collect("keys", {})
     reqs = server.requests("upload", list(ctx.participants))
     server.collect("upload", {h: clients[h].handle("upload", q) for h, q in reqs.items()})
+    conf = server.requests("confirm", list(ctx.participants))
+    server.collect("confirm", {h: prot_.new_client(ctx, h).handle("confirm", q)
+                               for h, q in conf.items()})
     req = next(iter(server.requests("decrypt", list(ctx.participants)).values()))
     return prot_.new_client(ctx, decryptor).handle("decrypt", req)
 

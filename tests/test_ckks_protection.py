@@ -79,8 +79,9 @@ def drive(protection, ctx: RoundContext, inputs: Mapping[str, np.ndarray], *,
 
 
 def test_interface_shape(prot):
-    assert prot.name == "ckks" and prot.stages == ("keys", "upload", "decrypt")
-    assert prot.min_survivors(5) == 2
+    assert prot.name == "ckks" and prot.stages == ("keys", "upload", "confirm", "decrypt")
+    assert prot.min_survivors(5) == 3  # a majority confirms the contributor list
+    assert prot.min_survivors(2) == 2
     with pytest.raises(ConfigError):
         CkksConfig(min_contributors=1).check()
     with pytest.raises(ConfigError):
@@ -280,7 +281,7 @@ def test_too_few_uploads_aborts():
 def test_no_decryptor_left_aborts(prot):
     ctx = _ctx(round_=6)
     with pytest.raises(ProtocolAbort, match="no key-holding hospital"):
-        drive(prot, ctx, _inputs(ctx, 6), drop_after={"upload": set(HOSPITALS)})
+        drive(prot, ctx, _inputs(ctx, 6), drop_after={"confirm": set(HOSPITALS)})
 
 
 def test_input_outside_ckks_range_is_refused(prot):
@@ -302,6 +303,9 @@ def _uploads(prot, ctx, hospitals):
     server.collect("keys", {})
     reqs = server.requests("upload", list(hospitals))
     server.collect("upload", {h: clients[h].handle("upload", reqs[h]) for h in hospitals})
+    conf = server.requests("confirm", list(hospitals))
+    server.collect("confirm", {h: prot.new_client(ctx, h).handle("confirm", conf[h])
+                               for h in hospitals})
     return server, clients
 
 

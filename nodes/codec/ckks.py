@@ -85,8 +85,13 @@ message(cm.CkksUploadRequest, pb.CkksUploadRequest, session_id=HASH, round=ROUND
         delivery=Nested(cm.KeyDelivery, optional=True))
 message(cm.CkksUpload, pb.CkksUpload, _upload_check, round=ROUND, key_id=HASH,
         header=Nested(cm.UploadHeader), chunks=CIPHERTEXTS)
+message(cm.CkksConfirmRequest, pb.CkksConfirmRequest, session_id=HASH, round=ROUND,
+        key_id=HASH, contributors=Many(cm.UploadHeader))
+message(cm.CkksConfirmation, pb.CkksConfirmation, hospital=Id(), round=ROUND,
+        signature=SIGNATURE)
 message(cm.CkksDecryptRequest, pb.CkksDecryptRequest, session_id=HASH, round=ROUND,
-        key_id=HASH, contributors=Many(cm.UploadHeader), aggregate=CIPHERTEXTS)
+        key_id=HASH, contributors=Many(cm.UploadHeader), aggregate=CIPHERTEXTS,
+        confirmations=Many(cm.CkksConfirmation))
 message(cm.CkksDecryption, pb.CkksDecryption, hospital=Id(), round=ROUND, key_id=HASH,
         total=Array("<f8"), error_bound=Real(lo=0.0))
 
@@ -94,4 +99,5 @@ ENVELOPE_FIELDS = {
     cm.CkksKeyringRequest: "ckks_keyring_request", cm.CkksKeyringReply: "ckks_keyring_reply",
     cm.CkksUploadRequest: "ckks_upload_request", cm.CkksUpload: "ckks_upload",
     cm.CkksDecryptRequest: "ckks_decrypt_request", cm.CkksDecryption: "ckks_decryption",
+    cm.CkksConfirmRequest: "ckks_confirm_request", cm.CkksConfirmation: "ckks_confirmation",
 }

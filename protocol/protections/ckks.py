@@ -23,19 +23,27 @@ Stages (both sides walk them in this order):
     running sum (memory O(model)). A bad upload (wrong epoch/context, corrupted, oversized,
     unsigned) is rejected with its reason in ``stats["rejected"]``; the round goes on.
 
+``confirm``
+    The aggregator sends the round's ONE contributor list (the signed upload headers, in sum
+    order) to every live participant. Each checks every listed header against its own round
+    (participants, distinct, signed over its own round context, ``>= min_contributors``) and
+    signs the list; a hospital signs at most ONE list per round. A majority of the
+    participants must confirm, so no two different lists can be decrypted in one round and
+    their sums differenced (e.g. ``{v, w, x}`` and ``{w, x}`` to get ``v``).
+
 ``decrypt``
     The aggregator sends the aggregate ciphertexts, with every contributor's signed upload
-    header, to ``config.decryptors`` live key-holding hospitals (contributors first, rotated by
-    round). A hospital decrypts at most ONE aggregate per round, and only the SUM of the listed
-    uploads: at least ``config.min_contributors`` distinct round participants, each header
-    signed over this hospital's OWN round context, and an aggregate whose keyed linear tags
-    equal the sum of the listed uploads' signed tags (:mod:`fedrx.secagg.ckks.sum_tag`,
-    :mod:`fedrx.secagg.ckks.sum_check`). It returns the sum flooded with deterministic noise
-    and rounded to a grid (:meth:`fedrx.secagg.ckks.secret.CkksSecretKey.release`), never the
-    raw decryption, and only if the sum is within the configured bounds (count in
-    ``[1, n * max_count]``, norm within ``count * clip_norm``, the CKKS range). If several
-    hospitals decrypt, the aggregator checks that they agree within the bound, and bounds
-    the sum itself.
+    header and the majority's confirmations of that list, to ``config.decryptors`` live
+    key-holding hospitals (contributors first, rotated by round). A hospital decrypts at most
+    ONE aggregate per round, and only the SUM of the confirmed list of uploads: at least
+    ``config.min_contributors`` distinct round participants, each header signed over this
+    hospital's OWN round context, and an aggregate whose keyed linear tags equal the sum of the
+    listed uploads' signed tags (:mod:`fedrx.secagg.ckks.sum_tag`,
+    :mod:`fedrx.secagg.ckks.sum_check`). It returns the sum flooded with deterministic noise and
+    rounded to a grid (:meth:`fedrx.secagg.ckks.secret.CkksSecretKey.release`), never the raw
+    decryption, and only if the sum is within the configured bounds (count in ``[1, n *
+    max_count]``, norm within ``count * clip_norm``, the CKKS range). If several hospitals
+    decrypt, the aggregator checks that they agree within the bound, and bounds the sum itself.
 
 Round context: every upload statement binds :func:`round_context` (session, round, the model
 hash THIS hospital computed from the weights it received, participants, vector length,
@@ -84,7 +92,7 @@ from fedrx.secagg.ckks.keyring import CkksKeyring
 from fedrx.secagg.ckks.messages import STAGES
 from fedrx.secagg.ckks.params import CkksConfig, CkksParams
 from fedrx.secagg.ckks.server import ServerDone, ServerKeys, ServerRound, ServerState
-from fedrx.secagg.ckks.sum_check import bounds_for
+from fedrx.secagg.ckks.sum_check import bounds_for, confirm_quorum
 from fedrx.secagg.identity import Federation, Identity
 
 #: Name of the aggregator's checkpointed key epoch (canonical JSON, see
@@ -220,7 +228,9 @@ class CkksProtection(Protection):
             raise ConfigError("vector_length must be >= 1")
 
     def min_survivors(self, n_participants: int) -> int:
-        return self.config.min_contributors
+        """``min_contributors`` uploads, and a majority of the participants to confirm the
+        contributor list."""
+        return max(self.config.min_contributors, confirm_quorum(n_participants))
 
     def new_server(self, ctx: RoundContext) -> ServerProtection:
         self.validate(len(ctx.participants), ctx.vector_length)

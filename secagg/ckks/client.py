@@ -1,10 +1,11 @@
 """One hospital's side of one CKKS round, one class per state.
 
 ``ClientReady`` (holds the input vector) --upload--> ``ClientUploaded`` (holds only its own
-ciphertexts, to answer a repeated request identically) --decrypt--> ``ClientDone`` (holds
-nothing: a hospital decrypts at most one aggregate per round). ``ClientReady`` also answers
-``keys`` (it stays ready) and may decrypt without having uploaded (a decryptor whose upload
-was lost). Every ``handle`` returns ``(reply, next_state)``; a refusal raises
+ciphertexts, to answer a repeated request identically) --confirm--> ``ClientConfirmed`` (holds
+the one contributor list it signed this round) --decrypt--> ``ClientDone`` (holds nothing: a
+hospital decrypts at most one aggregate per round). ``ClientReady`` also answers ``keys`` (it
+stays ready) and may confirm or decrypt without having uploaded (a hospital whose upload was
+lost). Every ``handle`` returns ``(reply, next_state)``; a refusal raises
 :class:`~fedrx.errors.ProtocolAbort` and leaves the state as it was, except a failed
 decryption: its reply IS the ProtocolAbort, to be raised after moving to ``ClientDone``.
 The epoch key lives in the long-lived
@@ -22,6 +23,8 @@ import numpy as np
 from fedrx.errors import CryptoError, ProtocolAbort
 from fedrx.secagg.ckks.key_state import HospitalKeyState
 from fedrx.secagg.ckks.messages import (
+    CkksConfirmation,
+    CkksConfirmRequest,
     CkksDecryption,
     CkksDecryptRequest,
     CkksKeyringReply,
@@ -29,6 +32,7 @@ from fedrx.secagg.ckks.messages import (
     CkksUpload,
     CkksUploadRequest,
     UploadHeader,
+    confirm_statement,
     upload_statement,
 )
 from fedrx.secagg.ckks.secret import CkksSecretKey
@@ -37,6 +41,7 @@ from fedrx.secagg.ckks.sum_check import (
     bounds_for,
     check_sum_range,
     check_tagged_sum,
+    verify_confirmations,
     verify_headers,
 )
 from fedrx.secagg.ckks.sum_tag import SumTagKey, tag_count
@@ -109,6 +114,8 @@ class ClientReady(ClientState):
             return self._keys(request), self
         if stage == "upload" and isinstance(request, CkksUploadRequest):
             return self._upload(request)
+        if stage == "confirm" and isinstance(request, CkksConfirmRequest):
+            return confirm(self.rnd, request)
         if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
             return decrypt(self.rnd, request)
         raise _unexpected(stage)
@@ -160,9 +167,46 @@ class ClientUploaded(ClientState):
             if self.upload.key_id != secret.key_id:
                 raise ProtocolAbort("already uploaded under another key this round")
             return self.upload, self
+        if stage == "confirm" and isinstance(request, CkksConfirmRequest):
+            return confirm(self.rnd, request)
         if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
             return decrypt(self.rnd, request)
         raise _unexpected(stage)
+
+
+class ClientConfirmed(ClientState):
+    """After signing the round's contributor list: holds that list's statement and the
+    reply (a repeated request for the same list gets it again; any other list is refused)."""
+
+    def __init__(self, rnd: ClientRound, statement: bytes, reply: CkksConfirmation):
+        super().__init__(rnd)
+        self.statement = statement
+        self.reply = reply
+
+    def handle(self, stage: str, request: Any) -> tuple[Any, ClientState]:
+        if stage == "confirm" and isinstance(request, CkksConfirmRequest):
+            secret = self.rnd.secret(request.session_id, request.round, request.key_id)
+            stmt = confirm_statement(self.rnd.session_id, self.rnd.round, secret.key_id,
+                                     self.rnd.context, request.contributors)
+            if stmt != self.statement:
+                raise ProtocolAbort("already confirmed another contributor list this round")
+            return self.reply, self
+        if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
+            return decrypt(self.rnd, request, self.statement)
+        raise _unexpected(stage)
+
+
+def confirm(r: ClientRound, req: CkksConfirmRequest
+            ) -> tuple[CkksConfirmation, ClientConfirmed]:
+    """Sign the round's ONE contributor list, after checking every listed upload header
+    against this hospital's own round (:func:`~fedrx.secagg.ckks.sum_check.verify_headers`:
+    participants, distinct, signed over this hospital's context, at least
+    ``min_contributors``). Refusals leave the state as it was."""
+    secret = r.secret(req.session_id, req.round, req.key_id)
+    verify_headers(req.contributors, r.binding(secret), r.keys.federation)
+    stmt = confirm_statement(r.session_id, r.round, secret.key_id, r.context, req.contributors)
+    reply = CkksConfirmation(r.keys.hospital, r.round, r.keys.identity.sign(stmt))
+    return reply, ClientConfirmed(r, stmt, reply)
 
 
 class ClientDone(ClientState):
@@ -174,13 +218,16 @@ class ClientDone(ClientState):
         raise _unexpected(stage)
 
 
-def decrypt(r: ClientRound, req: CkksDecryptRequest
+def decrypt(r: ClientRound, req: CkksDecryptRequest, confirmed: bytes | None = None
             ) -> tuple[CkksDecryption | ProtocolAbort, ClientDone]:
     """Check the decrypt request, then release the flooded, rounded sum (once per round).
 
     Before anything is decrypted: this round and the held epoch; the listed upload headers
     (:func:`~fedrx.secagg.ckks.sum_check.verify_headers`: ``>= min_contributors`` distinct
-    participants, each signed over this hospital's OWN round context); the chunk count; and
+    participants, each signed over this hospital's OWN round context); a majority of the
+    participants confirmed exactly that list
+    (:func:`~fedrx.secagg.ckks.sum_check.verify_confirmations`; and it is the list this
+    hospital confirmed, if it confirmed one: ``confirmed``); the chunk count; and
     that the aggregate IS the sum of exactly those uploads
     (:func:`~fedrx.secagg.ckks.sum_check.check_tagged_sum`). After decryption, before
     release: the sum is within the configured range
@@ -191,6 +238,11 @@ def decrypt(r: ClientRound, req: CkksDecryptRequest
     cfg = r.keys.config
     binding = r.binding(secret)
     who = verify_headers(req.contributors, binding, r.keys.federation)
+    if confirmed is not None and confirmed != confirm_statement(
+            r.session_id, r.round, secret.key_id, r.context, req.contributors):
+        raise ProtocolAbort("asked to decrypt another contributor list than this hospital "
+                            "confirmed")
+    verify_confirmations(req.confirmations, req.contributors, binding, r.keys.federation)
     if len(req.aggregate) != binding.n_chunks:
         raise ProtocolAbort(f"aggregate has {len(req.aggregate)} chunks, expected "
                             f"{binding.n_chunks}")

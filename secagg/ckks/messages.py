@@ -1,5 +1,6 @@
 """The ``ckks`` protection's stage messages (plain dataclasses a transport can encode) and
-the upload statement a hospital signs. Stages: ``keys``, ``upload``, ``decrypt``."""
+the statements a hospital signs (its upload; the round's one contributor list). Stages:
+``keys``, ``upload``, ``confirm``, ``decrypt``."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 
 from fedrx.secagg.ckks.keyring import CkksKeyring, EpochManifest, SealedKeyPackage
 
-STAGES = ("keys", "upload", "decrypt")
+STAGES = ("keys", "upload", "confirm", "decrypt")
 _UPLOAD_DOMAIN = b"fedrx-ckks-upload/2\x00"
+_CONFIRM_DOMAIN = b"fedrx-ckks-confirm/1\x00"
 
 
 def upload_statement(session_id: bytes, round_: int, key_id: bytes, hospital: str,
@@ -30,6 +32,20 @@ def upload_statement(session_id: bytes, round_: int, key_id: bytes, hospital: st
             + struct.pack(">I", len(context)) + context
             + struct.pack(">I", len(digests)) + b"".join(digests)
             + struct.pack(f">I{len(tags)}Q", len(tags), *tags))
+
+
+def confirm_statement(session_id: bytes, round_: int, key_id: bytes, context: bytes,
+                      headers: Sequence[UploadHeader]) -> bytes:
+    """The bytes a hospital signs to confirm the round's contributor list: every listed
+    upload by hospital and upload signature (which covers its digests and tags), in order.
+    A hospital signs at most one list per round, so with a majority of participants required
+    two different lists (whose decryptions could be differenced) cannot both be confirmed."""
+    out = [_CONFIRM_DOMAIN, session_id, struct.pack(">QI", round_, len(context)), context,
+           key_id, struct.pack(">I", len(headers))]
+    for hdr in headers:
+        h = hdr.hospital.encode()
+        out += [struct.pack(">II", len(h), len(hdr.signature)), h, hdr.signature]
+    return b"".join(out)
 
 
 # ------------------------------------------------------------------------------ messages
@@ -103,12 +119,35 @@ class CkksUpload:
 
 
 @dataclass(frozen=True)
+class CkksConfirmRequest:
+    """Aggregator -> every live participant: the ONE list of uploads this round may decrypt."""
+
+    session_id: bytes
+    round: int
+    key_id: bytes
+    contributors: tuple[UploadHeader, ...]
+
+
+@dataclass(frozen=True)
+class CkksConfirmation:
+    """A participant's signature over :func:`confirm_statement` of the list it was sent."""
+
+    hospital: str
+    round: int
+    signature: bytes
+
+
+@dataclass(frozen=True)
 class CkksDecryptRequest:
+    """The aggregate, its listed uploads' headers, and a majority of the participants'
+    confirmations of exactly that list."""
+
     session_id: bytes
     round: int
     key_id: bytes
     contributors: tuple[UploadHeader, ...]
     aggregate: tuple[bytes, ...]
+    confirmations: tuple[CkksConfirmation, ...] = ()
 
     def __repr__(self) -> str:
         return (f"CkksDecryptRequest(round={self.round}, contributors="

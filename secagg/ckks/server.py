@@ -1,8 +1,10 @@
 """The aggregator's side of one CKKS round, one class per stage state.
 
 ``ServerKeys`` (the epoch to create, if any) --collect--> ``ServerUpload`` (the public
-context and ONE running sum: O(model) memory) --collect--> ``ServerDecrypt`` (the sum and
-the contributors' signed headers) --collect--> ``ServerDone`` (the released total). Each state
+context and ONE running sum: O(model) memory) --collect--> ``ServerConfirm`` (the one
+contributor list, confirmed by a majority of participants) --collect--> ``ServerDecrypt`` (the
+sum, the contributors' signed headers, the confirmations) --collect--> ``ServerDone`` (the
+released total). Each state
 offers ``requests(alive) -> {hospital: request}`` and ``collect(replies) -> next state``; a
 failed round raises :class:`~fedrx.errors.ProtocolAbort`. The key epoch itself lives in the
 long-lived :class:`~fedrx.secagg.ckks.key_state.AggregatorKeyState`; the aggregator never
@@ -21,6 +23,8 @@ from fedrx.errors import ConfigError, CryptoError, ProtocolAbort, SignatureError
 from fedrx.secagg.ckks.ciphertext import CkksAccumulator, CkksPublicContext
 from fedrx.secagg.ckks.key_state import AggregatorKeyState
 from fedrx.secagg.ckks.messages import (
+    CkksConfirmation,
+    CkksConfirmRequest,
     CkksDecryption,
     CkksDecryptRequest,
     CkksKeyringReply,
@@ -28,10 +32,11 @@ from fedrx.secagg.ckks.messages import (
     CkksUpload,
     CkksUploadRequest,
     UploadHeader,
+    confirm_statement,
     upload_statement,
 )
 from fedrx.secagg.ckks.release import ReleasePolicy
-from fedrx.secagg.ckks.sum_check import bounds_for, check_sum_range
+from fedrx.secagg.ckks.sum_check import bounds_for, check_sum_range, confirm_quorum
 from fedrx.secagg.ckks.sum_tag import tag_count
 
 
@@ -140,7 +145,7 @@ class ServerUpload:
         if len(self.acc.contributors) < n_min:
             raise ProtocolAbort(f"only {len(self.acc.contributors)} valid CKKS uploads "
                                 f"(< {n_min})")
-        return ServerDecrypt(r, self.public, self.acc, self.headers)
+        return ServerConfirm(r, self.public, self.acc, self.headers)
 
     def _add(self, h: str, msg: Any) -> None:
         r = self.rnd
@@ -169,6 +174,49 @@ class ServerUpload:
         r.upload_bytes += sum(len(c) for c in msg.chunks)
 
 
+class ServerConfirm:
+    """``confirm``: send the ONE contributor list (the signed headers, in sum order) to every
+    live participant; keep the valid confirmations; a majority of the participants must
+    confirm (:func:`~fedrx.secagg.ckks.sum_check.confirm_quorum`) or the round aborts."""
+
+    stage = "confirm"
+
+    def __init__(self, rnd: ServerRound, public: CkksPublicContext, acc: CkksAccumulator,
+                 headers: Mapping[str, UploadHeader]):
+        self.rnd = rnd
+        self.public = public
+        self.acc = acc
+        self.headers = dict(headers)
+        self.listed = tuple(self.headers[h] for h in acc.contributors)
+
+    def requests(self, alive: Sequence[str]) -> dict[str, Any]:
+        r = self.rnd
+        req = CkksConfirmRequest(r.session_id, r.round, self.public.key_id, self.listed)
+        return {h: req for h in alive if h in r.participants}
+
+    def collect(self, replies: Mapping[str, Any]) -> ServerDecrypt:
+        r = self.rnd
+        stmt = confirm_statement(r.session_id, r.round, self.public.key_id, r.context,
+                                 self.listed)
+        good: list[CkksConfirmation] = []
+        for h in sorted(replies):
+            msg = replies[h]
+            try:
+                if (not isinstance(msg, CkksConfirmation) or msg.hospital != h
+                        or msg.round != r.round):
+                    raise CryptoError("not a confirmation from this hospital for this round")
+                r.keys.federation.verify(h, msg.signature, stmt)
+            except CryptoError as exc:
+                r.rejected[h] = f"confirm: {exc}"
+                continue
+            good.append(msg)
+        need = confirm_quorum(len(r.participants))
+        if len(good) < need:
+            raise ProtocolAbort(f"only {len(good)} of {len(r.participants)} participants "
+                                f"confirmed the contributor list (< {need})")
+        return ServerDecrypt(r, self.public, self.acc, self.headers, tuple(good))
+
+
 class ServerDecrypt:
     """``decrypt``: send the aggregate and the signed headers (with their sum tags) to
     ``config.decryptors`` live key holders (contributors first, rotated by round);
@@ -177,11 +225,13 @@ class ServerDecrypt:
     stage = "decrypt"
 
     def __init__(self, rnd: ServerRound, public: CkksPublicContext, acc: CkksAccumulator,
-                 headers: Mapping[str, UploadHeader]):
+                 headers: Mapping[str, UploadHeader],
+                 confirmations: tuple[CkksConfirmation, ...] = ()):
         self.rnd = rnd
         self.public = public
         self.acc = acc
         self.headers = dict(headers)
+        self.confirmations = confirmations
         self.asked: list[str] = []
 
     def requests(self, alive: Sequence[str]) -> dict[str, Any]:
@@ -193,7 +243,7 @@ class ServerDecrypt:
         self.asked = cands[: r.keys.config.decryptors]
         req = CkksDecryptRequest(r.session_id, r.round, self.public.key_id,
                                  tuple(self.headers[h] for h in contributors),
-                                 tuple(self.acc.chunks()))
+                                 tuple(self.acc.chunks()), self.confirmations)
         return {h: req for h in self.asked}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerDone:
@@ -246,4 +296,4 @@ class ServerDone:
                 "ciphertexts_per_upload": r.n_chunks, "upload_bytes": r.upload_bytes}
 
 
-ServerState = ServerKeys | ServerUpload | ServerDecrypt | ServerDone
+ServerState = ServerKeys | ServerUpload | ServerConfirm | ServerDecrypt | ServerDone

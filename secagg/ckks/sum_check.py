@@ -8,6 +8,8 @@ Reusable by every CKKS protection (the single-key ``ckks`` and a threshold varia
   the round (:class:`RoundBinding`: session, round, key id, agreed context digest,
   participants, chunk and tag counts, the pinned minimum number of contributors) and the pinned
   federation's keys. Returns the contributors; raises :class:`~fedrx.errors.ProtocolAbort`.
+* :func:`verify_confirmations` checks that a majority of the participants confirmed exactly
+  that list (each confirms one list per round: no two lists can be decrypted and differenced).
 * :func:`recompute_sum` is for a protection whose decryptors may see the individual
   ciphertexts (threshold CKKS: no single party can decrypt one): it takes the uploads
   themselves, checks them with :func:`verify_headers` and every chunk against its signed
@@ -31,7 +33,13 @@ import numpy as np
 import tenseal as ts
 
 from fedrx.errors import CryptoError, ProtocolAbort
-from fedrx.secagg.ckks.messages import CkksUpload, UploadHeader, upload_statement
+from fedrx.secagg.ckks.messages import (
+    CkksConfirmation,
+    CkksUpload,
+    UploadHeader,
+    confirm_statement,
+    upload_statement,
+)
 from fedrx.secagg.ckks.params import CkksConfig
 from fedrx.secagg.ckks.sum_tag import SumTagKey, add_tags
 from fedrx.secagg.identity import Federation
@@ -95,6 +103,39 @@ def verify_headers(headers: Sequence[UploadHeader], binding: RoundBinding,
         raise ProtocolAbort(f"refusing to decrypt an aggregate of {len(seen)} signed uploads "
                             f"(< {binding.min_contributors})")
     return tuple(seen)
+
+
+def confirm_quorum(n_participants: int) -> int:
+    """Confirmations a contributor list needs: a strict majority of the round's participants
+    (each signs one list per round, so no two lists both reach it)."""
+    return int(n_participants) // 2 + 1
+
+
+def verify_confirmations(confirmations: Sequence[CkksConfirmation],
+                         headers: Sequence[UploadHeader], binding: RoundBinding,
+                         federation: Federation) -> tuple[str, ...]:
+    """Check that a majority of the round's participants (:func:`confirm_quorum`) signed
+    :func:`~fedrx.secagg.ckks.messages.confirm_statement` of exactly ``headers``; returns the
+    confirming hospitals. Each counts once; an invalid one is ignored (it may be a dropped
+    hospital's); ProtocolAbort if fewer than the quorum remain. So an aggregator cannot have
+    two different lists decrypted in one round and difference the sums."""
+    stmt = confirm_statement(binding.session_id, binding.round, binding.key_id,
+                             binding.context, headers)
+    good: list[str] = []
+    for c in confirmations:
+        if c.hospital in good or c.hospital not in binding.participants or c.round != binding.round:
+            continue
+        try:
+            federation.verify(c.hospital, c.signature, stmt)
+        except CryptoError:
+            continue
+        good.append(c.hospital)
+    need = confirm_quorum(len(binding.participants))
+    if len(good) < need:
+        raise ProtocolAbort(f"contributor list confirmed by {len(good)} of "
+                            f"{len(binding.participants)} participants (< {need}): refusing "
+                            "to decrypt")
+    return tuple(good)
 
 
 def recompute_sum(uploads: Sequence[CkksUpload], binding: RoundBinding,
