@@ -136,9 +136,12 @@ def test_aggregator_with_t_minus_1_colluders_cannot_decrypt_one_upload(prot):
     assert np.max(np.abs(ok - xs["e"])) < 1e-3
 
 
-@pytest.mark.parametrize("attack", ["one", "doubled", "offset", "resigned", "lowered-t"])
+ATTACKS = ["one", "doubled", "offset", "resigned", "lowered-t", "below-t-uploads"]
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
 def test_decrypt_of_anything_but_the_listed_sum_is_refused_by_every_hospital(prot, attack):
-    ctx = _ctx(10 + ["one", "doubled", "offset", "resigned", "lowered-t"].index(attack))
+    ctx = _ctx(10 + ATTACKS.index(attack))
     xs = _inputs(ctx, 3)
     refusals: dict = {}
     asked: list = []
@@ -156,6 +159,8 @@ def test_decrypt_of_anything_but_the_listed_sum_is_refused_by_every_hospital(pro
             off = prot.engine.encrypt(prot.hospitals["a"].current.joint_public,
                                       np.full(LENGTH, 1000.0))
             ups = [ups[0], replace(ups[1], chunks=tuple(off))]
+        elif attack == "below-t-uploads":  # t - 1 = 2 uploads: a colluder's + the victim's
+            ups = ups[:2]
         elif attack == "resigned":  # the aggregator signs an offset itself (no pinned key)
             ups = [ups[0], replace(ups[1], signature=b"\x00" * 64)]
         all_members = tuple(sorted(prot.hospitals))

@@ -209,9 +209,10 @@ class AggregatorRound:
                 self.rejected[h] = str(exc)[:200]
                 continue
             self.uploads.append(u)
-        if len(self.uploads) < self.cfg.min_contributors:
-            raise ProtocolAbort(f"{len(self.uploads)} valid uploads, below min_contributors="
-                                f"{self.cfg.min_contributors}", stage="upload")
+        need = max(self.cfg.min_contributors, e.threshold)
+        if len(self.uploads) < need:
+            raise ProtocolAbort(f"{len(self.uploads)} valid uploads, below max(min_contributors, "
+                                f"t) = {need}", stage="upload")
 
     def _collect_partials(self, replies: Mapping[str, object]) -> None:
         e = self.owner.epoch

@@ -10,10 +10,12 @@ What a hospital checks before it answers (each refusal is a ProtocolAbort naming
 * upload: the key id is its current epoch's; it is a member; the input is in range.
 * decrypt (the sum check): the listed uploads are from distinct round participants, carry
   valid signatures of their makers over these chunks for this session/round/key, no chunk
-  repeats, there are at least ``min_contributors`` of them, the decryptor set is exactly t
-  distinct members including itself, and it has decrypted nothing else this round. It then
-  recomputes the SUM of the listed uploads in its own engine and partially decrypts only that,
-  flooded (:func:`~.params.flood_sigma`, computed by itself), within its epoch's query budget.
+  repeats, there are at least ``max(min_contributors, t)`` of them (so with n_C < t
+  colluders a sum holds at least t - n_C honest inputs, as with masking), the decryptor set
+  is exactly t distinct members including itself, and it has decrypted nothing else this
+  round. It then recomputes the SUM of the listed uploads in its own engine and partially
+  decrypts only that, flooded (:func:`~.params.flood_sigma`, computed by itself), within
+  its epoch's query budget.
 """
 
 from __future__ import annotations
@@ -255,9 +257,10 @@ class HospitalRound:
         if len(set(names)) != len(names) or not set(names) <= set(self.participants):
             raise ProtocolAbort("the listed uploads are not from distinct participants",
                                 stage="decrypt")
-        if len(names) < self.keys.cfg.min_contributors:
-            raise ProtocolAbort(f"a sum of {len(names)} uploads is below min_contributors="
-                                f"{self.keys.cfg.min_contributors}", stage="decrypt")
+        need = max(self.keys.cfg.min_contributors, cur.threshold)
+        if len(names) < need:
+            raise ProtocolAbort(f"a sum of {len(names)} uploads is below max(min_contributors, "
+                                f"t) = {need}", stage="decrypt")
         n_chunks = self.expected_chunks()
         digests: set[bytes] = set()
         for u in req.uploads:
