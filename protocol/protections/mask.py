@@ -158,7 +158,9 @@ class MaskServer(ServerProtection):
 
     def result(self) -> AggregateResult:
         total, contributors = self.machine.result()
-        values, clipped = quantize.decode(total, self.cfg.quant, self.params.modulus_bits)
+        # range-checked against what |U3| honest encodings can produce (ProtocolAbort)
+        values, clipped = quantize.decode(total, self.cfg.quant, self.params.modulus_bits,
+                                          contributors=len(contributors))
         v = self.machine.view
         return AggregateResult(values, contributors, {
             "clipped_coordinates": clipped, "modulus_bits": self.params.modulus_bits,
