@@ -226,3 +226,42 @@ def test_engine_is_real_openfhe():
     eng = open_engine()
     assert eng.ring_dim == 8192 and len(eng.moduli) == 2
     assert sum(q.bit_length() for q in eng.moduli) <= 218  # HE standard, 128-bit, N=8192
+
+
+def test_checkpoint_and_restart_keep_the_epoch(tmp_path):
+    """The aggregator restores its public epoch record from its checkpoint; hospitals reload
+    their key shares (mode 0600) from their key folder: the next round needs no key stage."""
+    from fedrx.secagg.identity import Federation, Identity
+
+    ids = [Identity.generate(h) for h in ("a", "b", "c")]
+    fed = Federation.of(ids)
+    agg = ThresholdProtection(fed)
+    hosp = ThresholdProtection(fed, ids, key_dir=tmp_path)
+    ctx = _ctx(1, participants=("a", "b", "c"))
+
+    def run(agg, hosp, ctx):
+        server = agg.new_server(ctx)
+        clients = {h: hosp.new_client(ctx, h) for h in ctx.participants}
+        xs = _inputs(ctx, ctx.round)
+        asked = []
+        for h in clients:
+            clients[h].set_input(xs[h])
+        for stage in server.stages:
+            reqs = server.requests(stage, list(ctx.participants))
+            asked += [stage] if reqs else []
+            server.collect(stage, {h: clients[h].handle(stage, r) for h, r in reqs.items()})
+        res = server.result()
+        assert np.max(np.abs(res.total - sum(xs.values()))) <= res.stats["error_bound"]
+        return asked
+
+    assert run(agg, hosp, ctx)[:3] == ["crs", "keygen", "keyshares"]
+    blobs = agg.checkpoint()
+    for h in ("a", "b", "c"):
+        assert (tmp_path / f"{h}.thckks.json").stat().st_mode & 0o777 == 0o600
+    agg2 = ThresholdProtection(fed)
+    agg2.restore(blobs)
+    hosp2 = ThresholdProtection(fed, ids, key_dir=tmp_path)  # restarted hospitals
+    ctx2 = _ctx(2, participants=("a", "b", "c"))
+    assert run(agg2, hosp2, ctx2) == ["upload", "decrypt"]
+    agg2.reconnected(["b"])  # a member came back with a new session: re-key
+    assert run(agg2, hosp2, _ctx(3, participants=("a", "b", "c")))[0] == "crs"

@@ -131,6 +131,12 @@ class ThresholdProtection(Protection):
         return ThresholdClient(HospitalRound(keys, ctx.session_id, ctx.round,
                                              ctx.participants, ctx.vector_length))
 
+    def reconnected(self, hospitals: Sequence[str]) -> None:
+        """A member that opened a new session may have lost its key share (a node without a
+        key folder): open a new epoch at the next round."""
+        if self.epoch is not None and set(hospitals) & set(self.epoch.members):
+            self.epoch.stale = True
+
     def checkpoint(self) -> dict[str, bytes]:
         return {} if self.epoch is None else {CHECKPOINT_BLOB: self.epoch.to_bytes()}
 

@@ -38,6 +38,8 @@ class AggregatorEpoch:
     key_id: bytes
     first_round: int
     queries_used: int = 0
+    stale: bool = False  # a member reconnected: open a new epoch (not checkpointed: restored
+    # epochs are re-used; a member that lost its share refuses the upload, see reconnected)
 
     def to_bytes(self) -> bytes:
         return canonical_json({"format": "fedrx-thckks-epoch/1", "epoch": self.epoch,
@@ -90,7 +92,7 @@ class AggregatorRound:
 
     def _needs_epoch(self) -> bool:
         e = self.owner.epoch
-        return (e is None or e.members != self.participants
+        return (e is None or e.stale or e.members != self.participants
                 or self.round - e.first_round >= self.cfg.rotate_every
                 or e.queries_used + self.n_chunks > self.cfg.flood_queries)
 
