@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedrx.dp.ledger import check_hospital_id, read_entries
+from fedrx.dp.ledger import ENTRY_KEYS, check_hospital_id, read_entries
 from fedrx.dp.report_promise import (
     NEIGHBOURING,
     OUTSIDE_DP,
@@ -76,11 +76,11 @@ def run_context(folder: Path) -> dict[str, Any]:
     """What the run recorded OUTSIDE the signed ledger: the protection level and each
     round's contributors, from ``results.json`` (simulation) or from ``federation.json``
     (D, its ``certs/`` or up to 3 parents) and the node's verified ``receipts.jsonl``."""
-    protection, source, contributors = None, None, {}
+    protection, source, c_source, contributors = None, None, None, {}
     res = _json(folder / "results.json")
     if isinstance(res, dict):
         protection = (res.get("config") or {}).get("protection")
-        source = "results.json"
+        source = c_source = "results.json"
         for r in res.get("rounds") or []:
             if isinstance(r, dict) and isinstance(r.get("contributors"), list):
                 contributors[r.get("round")] = [str(c) for c in r["contributors"]]
@@ -103,8 +103,37 @@ def run_context(folder: Path) -> dict[str, Any]:
                 contributors[int(r["round"])] = [str(c) for c in r["contributors"]]
             except (ValueError, KeyError, TypeError):
                 continue
-        source = (source + " and " if source else "") + "receipts.jsonl"
-    return {"protection": protection, "source": source, "contributors": contributors}
+        c_source = "receipts.jsonl (signed round receipts the node verified)"
+    dp = res.get("dp") if isinstance(res, dict) else None
+    mechs = {h: dict(v) for h, v in dp.items() if isinstance(v, dict)
+             and isinstance(v.get("mechanism"), str) and v["mechanism"] != "local"} \
+        if isinstance(dp, dict) else {}
+    return {"protection": protection, "source": source, "contributors": contributors,
+            "contributors_source": c_source, "mechanisms": mechs}
+
+
+#: keys of a results.json ``dp`` record that are not the mechanism's description
+_RUN_SUMMARY = ENTRY_KEYS | {"count", "planned_steps", "steps_per_round", "secure_noise",
+                             "expected_batch_patients", "mechanism"}
+
+
+def with_run_mechanism(hospital: str, entries: Sequence[Mapping[str, Any]],
+                       ctx: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The entries as shown: a trained entry that records no mechanism of its own, in a run
+    whose results.json says the hospital used another one (distributed DP before its ledger
+    carried the ``distributed`` key), shows that one, marked ``mechanism_source``
+    (unsigned). The verification always uses the entries as they are."""
+    run = ctx.get("mechanisms", {}).get(hospital)
+    out = []
+    for e in entries:
+        e = dict(e)
+        if run and e.get("status") == "trained" and mechanism_name(e) == "local" \
+                and "mechanism" not in e and "distributed" not in e:
+            e["mechanism"] = {k: v for k, v in run.items() if k not in _RUN_SUMMARY}
+            e["mechanism"]["name"] = run["mechanism"]
+            e["mechanism_source"] = "results.json (unsigned)"
+        out.append(e)
+    return out
 
 
 def _num(v: Any) -> float | int | None:
@@ -121,7 +150,7 @@ def round_rows(entries: Sequence[Mapping[str, Any]], ctx: Mapping[str, Any]
         surv = survivors_of(e)
         surv_src = "ledger" if surv is not None else None
         if surv is None and e.get("round") in ctx["contributors"]:
-            surv, surv_src = ctx["contributors"][e.get("round")], ctx["source"]
+            surv, surv_src = ctx["contributors"][e.get("round")], ctx["contributors_source"]
         rows.append({
             "round": e.get("round"), "status": e.get("status"),
             "mechanism": mechanism_name(e),
@@ -139,6 +168,7 @@ def _hospital(hospital: str, entries: list[dict[str, Any]], ctx: Mapping[str, An
               verification: dict[str, Any], ledger: str) -> dict[str, Any]:
     last = entries[-1] if entries else {}
     budget, final = _num(last.get("budget_epsilon")), _num(last.get("epsilon"))
+    entries = with_run_mechanism(hospital, entries, ctx)
     rows = round_rows(entries, ctx)
     return {
         "hospital": hospital, "ledger": ledger, "rounds": rows,

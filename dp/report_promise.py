@@ -65,40 +65,54 @@ _SHOWN = frozenset({
     "format", "seq", "round", "hospital", "privacy_unit", "status", "sample_rate",
     "noise_multiplier", "max_grad_norm", "steps", "delta", "epsilon", "budget_epsilon",
     "accountant", "library_versions", "model_hash", "prev_hash", "entry_hash", "signature",
-    "mechanism", "survivors", "protection", "carried",
+    "mechanism", "survivors", "protection", "carried", "distributed", "mechanism_source",
 })
 
 
+#: signed keys holding a mechanism's own description (``distributed``: distributed DP's
+#: share sizing, :meth:`fedrx.dp.distributed.sizing.ShareSizing.describe`)
+_MECH_KEYS = ("mechanism", "distributed")
+
+
+def _objects(entry: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    return [(k, entry[k]) for k in _MECH_KEYS if isinstance(entry.get(k), Mapping)]
+
+
 def mechanism_name(entry: Mapping[str, Any]) -> str:
-    """``entry["mechanism"]`` when the ledger records one (e.g. ``"distributed"``), else
-    ``"local"``: the format-1 ledger's DP-SGD at the hospital (all noise added locally)."""
+    """``entry["mechanism"]`` when the ledger records one (e.g. ``"distributed"``), or the
+    name inside a ``mechanism`` / ``distributed`` object, else ``"local"``: DP-SGD at the
+    hospital with all of its noise added locally."""
     m = entry.get("mechanism")
     if isinstance(m, str) and m:
         return m
-    if isinstance(m, Mapping):
-        for key in ("name", "mechanism", "kind"):
-            if isinstance(m.get(key), str) and m[key]:
-                return str(m[key])
+    for key, obj in _objects(entry):
+        for name in ("name", "mechanism", "kind"):
+            if isinstance(obj.get(name), str) and obj[name]:
+                return str(obj[name])
+        return key
     return "local"
 
 
 def field(entry: Mapping[str, Any], key: str) -> Any:
-    """``entry[key]``, else the same key inside a ``mechanism`` object (None if neither)."""
+    """``entry[key]``, else the same key inside a mechanism object (None if neither)."""
     if key in entry:
         return entry[key]
-    m = entry.get("mechanism")
-    return m.get(key) if isinstance(m, Mapping) else None
+    for _, obj in _objects(entry):
+        if key in obj:
+            return obj[key]
+    return None
 
 
 def mechanism_extras(entry: Mapping[str, Any]) -> dict[str, Any]:
     """Every field of an entry that the fixed columns do not show (a distributed-DP entry's
-    ``shares``, ``k``, ...; a ``mechanism`` object's own fields), sorted by key. Values are
-    kept as they are in the signed entry."""
+    ``shares``, ``k``, ...; a mechanism object's own fields as ``<object>.<key>``), sorted
+    by key. Values are kept as they are in the signed entry."""
     out: dict[str, Any] = {}
-    m = entry.get("mechanism")
-    if isinstance(m, Mapping):
-        out.update({f"mechanism.{k}": v for k, v in m.items()
+    for key, obj in _objects(entry):
+        out.update({f"{key}.{k}": v for k, v in obj.items()
                     if k not in ("name", "mechanism", "kind", "survivors")})
+    if isinstance(entry.get("mechanism_source"), str):
+        out["mechanism from"] = entry["mechanism_source"]
     out.update({k: v for k, v in entry.items() if k not in _SHOWN})
     return dict(sorted(out.items()))
 
@@ -126,15 +140,20 @@ def trust_assumption(entries: Sequence[Mapping[str, Any]]) -> str:
     for m in mechs:
         if m == "local":
             continue
-        ks = sorted({str(field(e, "k")) for e in entries
-                     if mechanism_name(e) == m and field(e, "k") is not None})
-        surv = [survivors_of(e) for e in entries if mechanism_name(e) == m]
+        mine = [e for e in entries if mechanism_name(e) == m]
+        ks = sorted({str(field(e, "k")) for e in mine if field(e, "k") is not None})
+        floor = sorted({str(field(e, "min_survivors")) for e in mine
+                        if field(e, "min_survivors") is not None})
+        surv = [survivors_of(e) for e in mine]
         counts = sorted({len(s) if isinstance(s, list) else s for s in surv
                          if s is not None})
         txt = f"{m} DP: the noise is split among hospitals"
         if ks:
             txt += (f"; it assumes at most k = {', '.join(ks)} hospitals collude with the "
                     "aggregator or drop out (the rest supply the full noise)")
+        if floor:
+            txt += (f"; a round's sum is released only with at least {', '.join(floor)} "
+                    "survivors")
         if counts:
             txt += f"; survivors seen per round: {', '.join(str(c) for c in counts)}"
         parts.append(txt)

@@ -208,7 +208,10 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
     anchored = status["anchors"] in ("pass", "weak")
     weak = [c for c in CHECKS if status[c] in ("weak", "not checked")]
     if not ok:
-        line = f"{hospital}: AUDIT FAILED: {len(mine)} finding(s); do not rely on this ledger"
+        kinds = ", ".join(sorted({f.kind for f in mine}))
+        failed = ", ".join(c for c in CHECKS if by[c])
+        line = (f"{hospital}: AUDIT FAILED ({failed}): {len(mine)} finding(s) ({kinds}); "
+                "do not rely on this ledger")
     elif not weak:
         line = f"{hospital}: verified: pinned signatures, hash chain, signed anchor, epsilon"
     else:

@@ -161,3 +161,21 @@ def test_distributed_report_in_a_real_browser(ledgers, tmp_path):
     assert rows[2][2] == "distributed" and rows[2][7] == "3 (h1, h2, h3)"
     assert rows[2][10] == "k=1; shares=3" and rows[0][2] == "local"
     assert 'class="verdict warn"' in page.dom  # passes the audit, but not anchored
+
+
+def test_distributed_key_of_the_ledger_is_read_like_a_mechanism():
+    """The ledger's signed ``distributed`` object (ShareSizing.describe) names the mechanism,
+    its k and the survivor floor; its fields show as ``distributed.<key>``."""
+    from fedrx.dp.report_promise import mechanism_extras, mechanism_name, trust_assumption
+
+    e = {"status": "trained", "noise_multiplier": 2.4, "distributed": {
+        "mechanism": "distributed", "share_kind": "discrete", "shares": 5, "k": 2,
+        "honest_shares": 3, "min_survivors": 3}}
+    assert mechanism_name(e) == "distributed"
+    assert mechanism_extras(e) == {"distributed.honest_shares": 3, "distributed.k": 2,
+                                   "distributed.min_survivors": 3,
+                                   "distributed.share_kind": "discrete",
+                                   "distributed.shares": 5}
+    t = trust_assumption([e])
+    assert "at most k = 2 hospitals" in t and "at least 3 survivors" in t
+    assert mechanism_name({"status": "trained"}) == "local"
