@@ -15,12 +15,15 @@ Figures (all with the code's DEFAULT accountant, delta 1e-5, seeded noise, 2 tor
   enrolment), and per round ``round_s`` (``begin_round`` + ``train``: budget check, charge,
   ledger entry, DP-SGD) with ``accountant_s``, the time spent inside the accountant API
   (``compute_epsilon`` and ``calibrate_noise_multiplier``, wherever fedrx calls them;
-  nested calls counted once); ``share`` = accountant / round. Scenarios: ``demo`` (33
+  nested calls counted once); ``share`` = accountant / round, in wall time and in CPU time
+  (``time.process_time``, all threads: steadier on a shared machine). Scenarios: ``demo`` (33
   patients, ~130 visits, 2 rounds: a MIMIC-III-demo hospital of ``fedrx simulate --data
   mimic3-demo --hospitals 3 --rounds 2 --dp on``) and ``large`` (1,000 patients, 6 rounds
   of 16 steps);
-* ``audit_per_entry_s``: ``fedrx.dp.audit.audit`` of the ``large`` ledger (signatures,
-  chain, independent epsilon recomputation) divided by its entries.
+* ``audit_own_per_entry_s``: ``fedrx.dp.audit.audit`` (signatures, chain, independent
+  epsilon recomputation) of a signed 20-entry ledger (q 0.05, sigma 1.1, 25 steps a round)
+  the same tree wrote, divided by 20; with ``--compare`` the current tree also audits the
+  older tree's ledger (``audit_other_*``: existing ledgers must still verify).
 
 Not a timed test: the machine's load moves these numbers; compare runs made side by side.
 """
@@ -43,6 +46,7 @@ PACKAGES = {"fedrx": "core", "fedrx.secagg": "secagg", "fedrx.dp": "dp",
             "fedrx.cli": "cli", "fedrx.medrx": "medrx", "fedrx.bench": "bench"}
 DELTA = 1e-5
 CALIBRATIONS = [(8.0, 0.5), (3.0, 0.05), (1.0, 0.01)]
+AUDIT_ENTRIES = 20
 
 
 class _Remap(importlib.abc.MetaPathFinder):
@@ -64,19 +68,21 @@ class _Clock:
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.cpu = 0.0
         self.calls = 0
         self._depth = 0
 
     def wrap(self, fn: Any) -> Any:
         def timed(*a: Any, **k: Any) -> Any:
             self._depth += 1
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             try:
                 return fn(*a, **k)
             finally:
                 self._depth -= 1
                 if self._depth == 0:
                     self.total += time.perf_counter() - t
+                    self.cpu += time.process_time() - c
                     self.calls += 1
         return timed
 
@@ -134,8 +140,8 @@ def _scenario(name: str, n_patients: int, batch: int, rounds: int, run_dir: Path
     model = MedRecMLP(x.shape[1], y.shape[1])
     rows = []
     for rnd in range(1, rounds + 1):
-        clock.total, clock.calls = 0.0, 0
-        t = time.perf_counter()
+        clock.total, clock.cpu, clock.calls = 0.0, 0.0, 0
+        t, c = time.perf_counter(), time.process_time()
         refusal = dp.begin_round(rnd, f"{rnd:064x}")
         if refusal:
             raise RuntimeError(refusal)
@@ -144,10 +150,14 @@ def _scenario(name: str, n_patients: int, batch: int, rounds: int, run_dir: Path
                        optimizer_factory=lambda p, lr: torch.optim.SGD(p, lr=lr),
                        input_dtype=torch.float32)
         rows.append({"round_s": time.perf_counter() - t, "accountant_s": clock.total,
+                     "round_cpu_s": time.process_time() - c, "accountant_cpu_s": clock.cpu,
                      "calls": clock.calls, "epsilon": rec["epsilon"]})
     out["round_s"] = sum(r["round_s"] for r in rows) / rounds
     out["accountant_s"] = sum(r["accountant_s"] for r in rows) / rounds
     out["share"] = out["accountant_s"] / out["round_s"]
+    out["round_cpu_s"] = sum(r["round_cpu_s"] for r in rows) / rounds
+    out["accountant_cpu_s"] = sum(r["accountant_cpu_s"] for r in rows) / rounds
+    out["cpu_share"] = out["accountant_cpu_s"] / out["round_cpu_s"]
     out["calls_per_round"] = sum(r["calls"] for r in rows) / rounds
     out["final_epsilon"] = rows[-1]["epsilon"]
     return out
@@ -163,8 +173,9 @@ def _warm_imports() -> None:
     torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1).step()
 
 
-def measure(ledger_dir: Path) -> dict[str, Any]:
-    """Every figure of the module doc on the code this process imports."""
+def measure(ledger_dir: Path, other: Path | None = None) -> dict[str, Any]:
+    """Every figure of the module doc on the code this process imports; ``other``: a
+    ledger folder written by another tree, audited too (old ledgers must verify)."""
     import torch
 
     import fedrx.dp.federated  # noqa: F401  (load every module that calls the accountant)
@@ -184,17 +195,50 @@ def measure(ledger_dir: Path) -> dict[str, Any]:
     clock.install()
     res["demo"] = _scenario("demo", 33, 128, 2, ledger_dir / "demo", clock)
     res["large"] = _scenario("large", 1000, 64, 6, ledger_dir / "large", clock)
+    kind = res["demo"]["accountant"]
     t = time.perf_counter()
-    findings = audit(ledger_dir / "large")
-    res["audit_per_entry_s"] = (time.perf_counter() - t) / res["large"]["rounds"]
-    res["audit_findings"] = [str(f) for f in findings]
+    _audit_ledger(ledger_dir / "audit", kind)
+    res["write_audit_ledger_s"] = time.perf_counter() - t
+    for name, folder in [("own", ledger_dir / "audit"), ("other", other)]:
+        if folder is None:
+            continue
+        _cold_audit_caches()
+        t = time.perf_counter()
+        findings = audit(folder)
+        res[f"audit_{name}_per_entry_s"] = (time.perf_counter() - t) / AUDIT_ENTRIES
+        res[f"audit_{name}_findings"] = [str(f) for f in findings]
     return res
 
 
-def _run(code: Path | None, out: Path, ledger_dir: Path) -> dict[str, Any]:
+def _cold_audit_caches() -> None:
+    """Each audit starts cold: no PLD left over from the other ledger's audit."""
+    try:
+        from fedrx.dp.accountants.independent import clear_caches
+    except ImportError:  # a tree from before the incremental audit: nothing cached
+        return
+    clear_caches()
+
+
+def _audit_ledger(run_dir: Path, kind: str) -> None:
+    """A signed ledger of ``AUDIT_ENTRIES`` rounds of 25 steps at q 0.05, sigma 1.1."""
+    from fedrx.dp.accountants.mechanism import Mechanism
+    from fedrx.dp.ledger import PrivacyLedger
+    from fedrx.secagg.identity import Identity
+
+    led = PrivacyLedger.in_run_dir(run_dir, Identity.generate("h-audit"))
+    for rnd in range(1, AUDIT_ENTRIES + 1):
+        led.append(round=rnd, mechanism=Mechanism(0.05, 1.1, 25), max_grad_norm=1.0,
+                   delta=DELTA, accountant=kind, model_hash=f"{rnd:064x}",
+                   budget_epsilon=100.0)
+
+
+def _run(code: Path | None, out: Path, ledger_dir: Path, other: Path | None = None
+         ) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--json", str(out), "--ledgers", str(ledger_dir)]
     if code is not None:
         cmd += ["--code", str(code)]
+    if other is not None:
+        cmd += ["--also-audit", str(other)]
     subprocess.run(cmd, check=True)  # noqa: S603  (our own interpreter and script)
     return json.loads(out.read_text())
 
@@ -215,11 +259,21 @@ def _table(rows: dict[str, dict[str, Any]]) -> str:
         add(f"{sc}: DP round (s)", lambda r, sc=sc: f"{r[sc]['round_s']:.3f}")
         add(f"{sc}: accountant per round (s, calls)",
             lambda r, sc=sc: f"{r[sc]['accountant_s']:.3f} ({r[sc]['calls_per_round']:g})")
-        add(f"{sc}: accountant share of the round",
+        add(f"{sc}: accountant share of the round, wall",
             lambda r, sc=sc: f"{100 * r[sc]['share']:.1f}%")
+        add(f"{sc}: DP round, CPU (s)", lambda r, sc=sc: f"{r[sc]['round_cpu_s']:.3f}")
+        add(f"{sc}: accountant per round, CPU (s)",
+            lambda r, sc=sc: f"{r[sc]['accountant_cpu_s']:.4f}")
+        add(f"{sc}: accountant share of the round, CPU",
+            lambda r, sc=sc: f"{100 * r[sc]['cpu_share']:.1f}%")
         add(f"{sc}: final epsilon", lambda r, sc=sc: f"{r[sc]['final_epsilon']:.3f}")
-    add("audit per ledger entry (s)", lambda r: f"{r['audit_per_entry_s']:.3f}")
-    add("audit findings", lambda r: str(len(r["audit_findings"])))
+    add(f"write a {AUDIT_ENTRIES}-entry ledger (s)", lambda r: f"{r['write_audit_ledger_s']:.2f}")
+    add("audit per ledger entry, own ledger (s)", lambda r: f"{r['audit_own_per_entry_s']:.3f}")
+    add("audit findings, own ledger", lambda r: str(len(r["audit_own_findings"])))
+    add("audit per entry, the before-tree's ledger (s)",
+        lambda r: f"{r['audit_other_per_entry_s']:.3f}" if "audit_other_per_entry_s" in r else "-")
+    add("audit findings, the before-tree's ledger",
+        lambda r: str(len(r["audit_other_findings"])) if "audit_other_findings" in r else "-")
     return "\n".join(lines)
 
 
@@ -229,19 +283,20 @@ def main() -> None:
     ap.add_argument("--compare", type=Path, help="time this older tree, then the current one")
     ap.add_argument("--json", type=Path, help="write the figures here (one tree)")
     ap.add_argument("--ledgers", type=Path, help="folder for the scenarios' run dirs")
+    ap.add_argument("--also-audit", type=Path, help="audit this ledger folder too")
     args = ap.parse_args()
     if args.compare is not None:
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             rows = {"before": _run(args.compare, t / "old.json", t / "old"),
-                    "after": _run(None, t / "new.json", t / "new")}
+                    "after": _run(None, t / "new.json", t / "new", t / "old" / "audit")}
         print(_table(rows))
         print(json.dumps(rows, indent=1))
         return
     if args.code is not None:
         sys.meta_path.insert(0, _Remap(args.code.resolve()))
     with tempfile.TemporaryDirectory() as tmp:
-        res = measure(args.ledgers or Path(tmp))
+        res = measure(args.ledgers or Path(tmp), args.also_audit)
     if args.json is not None:
         args.json.write_text(json.dumps(res))
     else:

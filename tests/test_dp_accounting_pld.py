@@ -127,3 +127,30 @@ def test_calibration_with_history_and_refusals():
         calibrate_noise_multiplier(1e-3, DELTA, 0.5, 1000, max_sigma=50.0)
     with pytest.raises(ConfigError):
         calibrate_noise_multiplier(3.0, DELTA, 0.0, 10)
+
+
+@pytest.mark.parametrize(("q", "sigma", "steps"), [(0.01, 0.7, 1), (0.1, 1.0, 30),
+                                                   (0.5, 0.9, 3), (1.0, 2.0, 10),
+                                                   (0.5, 20.0, 1), (0.05, 1.1, 500)])
+@pytest.mark.parametrize("delta", [1e-5, 1e-9, 0.2])
+def test_vectorised_epsilon_equals_dp_accounting(q, sigma, steps, delta):
+    p = pl.from_gaussian_mechanism(sigma, sampling_prob=q, value_discretization_interval=1e-2)
+    if steps > 1:
+        p = p.self_compose(steps)
+    assert pld.pld_epsilon_for_delta(p, delta) == pytest.approx(p.get_epsilon_for_delta(delta),
+                                                                rel=1e-9, abs=1e-12)
+
+
+def test_vectorised_epsilon_falls_back_to_the_library_for_other_layouts():
+    class Odd:  # a PMF without the dense layout
+        def get_epsilon_for_delta(self, delta):
+            return 1.5
+
+    class Pld:
+        _pmf_remove = Odd()
+        _symmetric = True
+
+        def get_epsilon_for_delta(self, delta):
+            return 2.5
+
+    assert pld.pld_epsilon_for_delta(Pld(), 1e-5) == 2.5

@@ -40,6 +40,12 @@ _PREFIX = LRU(8)  # (key, d) -> PLD of the merged history key
 _EPS = LRU(256)  # (key, delta, d) -> epsilon
 
 
+def clear_caches() -> None:
+    """Forget every cached PLD and epsilon (benchmarks of a cold audit)."""
+    for c in (_ONE, _PARTS, _PREFIX, _EPS):
+        c.clear()
+
+
 def _events(history: Sequence[tuple[float, float, int]]) -> Any:
     import dp_accounting
 

@@ -124,13 +124,74 @@ def composed(key: Key, d: float = DISCRETIZATION) -> Any:
     return pld
 
 
+def _dense_epsilon(pmf: Any, delta: float) -> float | None:
+    """``pmf.get_epsilon_for_delta(delta)`` of a dense dp_accounting PMF, vectorised.
+
+    dp_accounting walks the losses from the top in a Python loop; this is the same walk
+    in numpy: for each loss (descending) the masses BEFORE adding it, the library's break
+    test ``log((upper - delta) / lower) >= loss``, its underflow return ``max(0, loss)``,
+    and its final formula. None (the caller asks the library) for a PMF without the
+    dense layout or any non-finite intermediate.
+    """
+    import numpy as np
+
+    probs = getattr(pmf, "_probs", None)
+    lower = getattr(pmf, "_lower_loss", None)
+    step = getattr(pmf, "_discretization", None)
+    inf_mass = getattr(pmf, "_infinity_mass", None)
+    if not isinstance(probs, np.ndarray) or probs.ndim != 1 or not len(probs) or \
+            lower is None or step is None or inf_mass is None:
+        return None
+    if inf_mass > delta:
+        return math.inf
+    rp = probs[::-1]
+    losses = (lower + len(probs) - 1 - np.arange(len(probs))) * step
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        w = np.exp(-losses) * rp
+        up_after = inf_mass + np.cumsum(rp)
+        low_after = np.cumsum(w)
+        if not (np.all(np.isfinite(low_after)) and np.all(np.isfinite(up_after))):
+            return None
+        up = np.concatenate(([inf_mass], up_after[:-1]))
+        low = np.concatenate(([0.0], low_after[:-1]))
+        cand = np.log((up - delta) / low)
+        brk = (up > delta) & (low > 0) & (cand >= losses)
+        under = (up_after >= delta) & (low_after == 0)
+    i_brk = int(np.argmax(brk)) if brk.any() else len(rp)
+    i_under = int(np.argmax(under)) if under.any() else len(rp)
+    if i_under < i_brk:
+        return max(0.0, float(losses[i_under]))
+    if i_brk < len(rp):
+        u, lo_mass = float(up[i_brk]), float(low[i_brk])
+    else:
+        u, lo_mass = float(up_after[-1]), float(low_after[-1])
+    if u <= lo_mass + delta:
+        return 0.0
+    return math.log((u - delta) / lo_mass)
+
+
+def pld_epsilon_for_delta(pld: Any, delta: float) -> float:
+    """``pld.get_epsilon_for_delta(delta)`` (max over the remove and add PMFs), with the
+    vectorised walk where the PMF layout allows it."""
+    out = 0.0
+    pmfs = [getattr(pld, "_pmf_remove", None)]
+    if not getattr(pld, "_symmetric", False):
+        pmfs.append(getattr(pld, "_pmf_add", None))
+    for pmf in pmfs:
+        e = _dense_epsilon(pmf, delta) if pmf is not None else None
+        if e is None:
+            return float(pld.get_epsilon_for_delta(delta))
+        out = max(out, e)
+    return out
+
+
 def epsilon_of_key(key: Key, delta: float, d: float = DISCRETIZATION) -> float:
     """Epsilon at ``delta`` of the merged history ``key`` (0.0 when empty), cached."""
     if not key:
         return 0.0
     eps = _EPS.get((key, delta, d))
     if eps is None:
-        eps = float(composed(key, d).get_epsilon_for_delta(delta))
+        eps = pld_epsilon_for_delta(composed(key, d), delta)
         _EPS.put((key, delta, d), eps)
     return eps
 
@@ -159,7 +220,7 @@ def calibrate(target: float, delta: float, q: float, steps: int, history: Key, t
                 trial = _base(q, sigma, d)
                 if steps > 1:
                     trial = trial.self_compose(steps)
-                return float(_compose(hist, trial).get_epsilon_for_delta(delta))
+                return pld_epsilon_for_delta(_compose(hist, trial), delta)
             except (ValueError, ArithmeticError, MemoryError):
                 return math.inf
         return eps
