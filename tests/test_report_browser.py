@@ -3,7 +3,7 @@ chromium over the DevTools protocol, tests/report_browser.py), from a real DP fe
 ``fedrx simulate`` on synthetic data, 3 hospitals, mask, 3 rounds with a budget that refuses
 round 3. The per-round tables are read back from the rendered DOM and compared with the
 ledgers; the verdicts with the audit; the console must stay empty. A tampered ledger gives a
-red verdict on top.
+red verdict on top. A distributed-DP federation shows its trust assumption and survivors.
 
 Skipped only where no chromium exists (see report_browser.needs_browser; CI installs it and
 sets FEDRX_REQUIRE_BROWSER=1, so there these tests fail instead of skipping).
@@ -203,3 +203,35 @@ def test_tampered_ledger_gives_a_red_verdict_on_top(real_run, tmp_path):
     assert dom.verdicts["hosp01"][1].startswith("hosp01: verified")
     # the table still shows what the ledger claims, the edited value included
     assert float(dom.rows["hosp02"][1]["epsilon"]["value"]) == e["epsilon"]
+
+
+def test_distributed_run_shows_trust_assumption_and_survivors(tmp_path):
+    """A real distributed-DP federation (``--dp distributed``, mask, 3 hospitals): the page
+    states the trust assumption k and the survivor floor, and each round's survivors."""
+    from fedrx.medrx.synth.config import SynthConfig
+    from fedrx.medrx.synth.writer import generate
+    from fedrx.nodes.simulate import SimulationConfig, run_simulation
+
+    generate(SynthConfig(hospitals=3, patients=150, seed=7, catalogue="builtin"),
+             tmp_path / "data")
+    doc = run_simulation(SimulationConfig(
+        data=str(tmp_path / "data"), rounds=2, hidden=16, local_epochs=1, personalize=False,
+        dp=True, dp_mode="distributed", epsilon=3.0, protection="mask",
+        vocabulary="public", out=str(tmp_path / "run")))
+    assert [r["status"] for r in doc["rounds"]] == ["completed", "completed"]
+    budget_report(tmp_path / "run", tmp_path / "rep")
+    page = load(tmp_path / "rep" / "budget.html",
+                "document.getElementById('promise').innerText")
+    assert page.console == [], page.console
+    assert "distributed DP: the noise is split among hospitals" in page.values
+    assert "at most k = 0 hospitals collude" in page.values
+    assert "released only with at least 3 survivors" in page.values
+    dom = _parse(page.dom)
+    for h in HOSPITALS:
+        rows = dom.rows[h]
+        assert [r["mechanism"]["text"] for r in rows] == ["distributed"] * 2
+        assert [r["survivors"]["text"] for r in rows] == ["3 (hosp01, hosp02, hosp03)"] * 2
+        entries = read_entries(tmp_path / "run" / "ledger" / f"{h}.jsonl")
+        assert [float(r["sigma"]["value"]) for r in rows] == \
+            [e["noise_multiplier"] for e in entries]
+        assert dom.verdicts[h][1].startswith(f"{h}: verified")
