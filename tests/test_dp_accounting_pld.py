@@ -154,3 +154,15 @@ def test_vectorised_epsilon_falls_back_to_the_library_for_other_layouts():
             return 2.5
 
     assert pld.pld_epsilon_for_delta(Pld(), 1e-5) == 2.5
+
+
+def test_vectorised_composition_is_bitwise_dp_accountings():
+    a = pl.from_gaussian_mechanism(0.9, sampling_prob=0.5,
+                                   value_discretization_interval=1e-2).self_compose(3)
+    b = pl.from_gaussian_mechanism(5.0, sampling_prob=0.01,
+                                   value_discretization_interval=1e-2).self_compose(7)
+    ours, lib = pld._compose(a, b), a.compose(b)
+    for x, y in [(ours._pmf_remove, lib._pmf_remove), (ours._pmf_add, lib._pmf_add)]:
+        assert x._lower_loss == y._lower_loss and x._infinity_mass == y._infinity_mass
+        assert (x._probs == y._probs).all()
+    assert ours._symmetric == lib._symmetric
