@@ -272,12 +272,14 @@ def audit_run(path: Path, anchors: Anchors | None, pins: Pins | None, *,
     key = aggregator_public if aggregator_public is not None else (
         pins.aggregator_sign_public if pins is not None else None)
     expected = set(ledgers) | set(ids)
-    if anchors is not None:
+    if Path(path).is_file():  # one ledger file: that hospital only
+        expected = set(ledgers)
+    elif anchors is not None:
         expected |= set(anchors.heads)
-    if pins is not None and pins.run_scope:
+    if pins is not None and pins.run_scope and not Path(path).is_file():
         expected |= set(pins.members)
     node = _node_hospital(folder)
-    if node is not None:
+    if node is not None and not Path(path).is_file():
         expected.add(node)
     top: list[Finding] = []
     if not expected:

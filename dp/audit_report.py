@@ -41,6 +41,9 @@ def _anchor(h: HospitalAudit) -> str:
 
 def hospital_line(h: HospitalAudit) -> str:
     """One line saying what was checked for one hospital and with what result."""
+    if not h.entries:
+        return (f"{h.hospital}: NO ledger entries to check (the ledger is missing, empty or "
+                f"unreadable); {len(h.findings)} finding(s)")
     parts = [f"{h.hospital}: {h.entries} entries", _signatures(h),
              "hash chain intact" if h.chain else "hash chain NOT intact", _anchor(h)]
     if h.recomputed and h.epsilon is not None and h.independent_epsilon is not None:

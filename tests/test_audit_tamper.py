@@ -79,6 +79,8 @@ def test_honest_run_audits_clean_with_pins_and_default_anchors(honest):
         assert h.recomputed and abs(h.max_epsilon_diff) < 0.1
     assert "signatures checked against the PINNED key" in format_audit(res)
     json.dumps([h.to_json() for h in res.hospitals])  # plain data for the HTML report
+    one = run_audit(ledger_path(honest, "h1"))  # one ledger file: that hospital only
+    assert one.exit_code == 0 and [h.hospital for h in one.hospitals] == ["h1"]
 
 
 def test_resigned_ledger_with_swapped_identity_fails_against_pin(honest, tmp_path):
