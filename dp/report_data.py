@@ -131,7 +131,7 @@ def with_run_mechanism(hospital: str, entries: Sequence[Mapping[str, Any]],
                 and "mechanism" not in e and "distributed" not in e:
             e["mechanism"] = {k: v for k, v in run.items() if k not in _RUN_SUMMARY}
             e["mechanism"]["name"] = run["mechanism"]
-            e["mechanism_source"] = "results.json (unsigned)"
+            e["mechanism_source"] = "results.json, unsigned"
         out.append(e)
     return out
 

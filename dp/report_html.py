@@ -37,6 +37,7 @@ monospace;font-size:.85em}.hash{word-break:break-all}
 .notchecked,.weak{color:#8a5300;font-weight:bold}dl{display:grid;grid-template-columns:max-content
 auto;gap:4px 14px}dt{font-weight:bold}dd{margin:0}.small{font-size:.85em;color:#444}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto}
+td.extra{max-width:26em;font-size:.8em;overflow-wrap:anywhere}
 @media print{.verdict.bad{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """
 COLUMNS = ("round", "status", "mechanism", "protection", "sigma", "q", "steps", "survivors",
@@ -70,12 +71,36 @@ def _value(v: Any) -> str:
     return json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else str(v)
 
 
+def _show_extra(extra: Mapping[str, Any]) -> str:
+    """``key=value; ...`` with a mechanism object's prefix dropped, floats to 6 digits."""
+    def val(v: Any) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else _value(v)
+
+    parts = [f"{k.split('.', 1)[-1]}={val(v)}" for k, v in extra.items()
+             if k != "mechanism from"]
+    if "mechanism from" in extra:
+        parts.append(f"(from {extra['mechanism from']})")
+    return "; ".join(parts)
+
+
+def split_extras(rows: list[Mapping[str, Any]]) -> tuple[dict[str, Any], list[dict]]:
+    """The extra fields every trained round records with the same value (shown once per
+    hospital) and, per row, the rest (shown in the table)."""
+    trained = [r["extra"] for r in rows if r["status"] == "trained"]
+    same: dict[str, Any] = {}
+    if trained:
+        same = {k: v for k, v in trained[0].items()
+                if all(k in x and x[k] == v for x in trained)}
+    return same, [{k: v for k, v in r["extra"].items() if k not in same} for r in rows]
+
+
 def rounds_table(s: Mapping[str, Any]) -> str:
-    extra = any(r["extra"] for r in s["rounds"])
+    same, per_row = split_extras(s["rounds"])
+    extra = any(per_row)
     cols = list(COLUMNS) + (["extra"] if extra else [])
     head = "".join(f"<th>{_e(HEADINGS.get(c, 'other recorded fields'))}</th>" for c in cols)
     rows = []
-    for r in s["rounds"]:
+    for r, mine in zip(s["rounds"], per_row, strict=True):
         cells = []
         for c in COLUMNS:
             v = r[c]
@@ -87,15 +112,18 @@ def rounds_table(s: Mapping[str, Any]) -> str:
             cells.append(f"<td data-col=\"{c}\" data-value=\"{_e(_value(v))}\"{cls}{note}>"
                          f"{_e(fmt(c, v, str(r['status'])))}</td>")
         if extra:
-            txt = "; ".join(f"{k}={_value(v)}" for k, v in r["extra"].items()) or "-"
-            cells.append(f"<td data-col=\"extra\">{_e(txt)}</td>")
+            cells.append(f"<td data-col=\"extra\" class=\"extra\">"
+                         f"{_e(_show_extra(mine) or '-')}</td>")
         cls = ' class="refused"' if r["status"] == "refused" else ""
         rows.append(f"<tr{cls} data-round=\"{_e(r['round'])}\">{''.join(cells)}</tr>")
+    params = (f"<p class=\"small mech-params\" data-hospital=\"{_e(s['hospital'])}\">"
+              f"Mechanism parameters of every trained round: {_e(_show_extra(same))}</p>"
+              if same else "")
     src = sorted({str(r["survivors_source"]) for r in s["rounds"]
                   if r["survivors_source"] not in (None, "ledger")})
     note = (f"<p class=\"small\">Survivors: the round's contributors as recorded in "
             f"{_e(', '.join(src))} (not part of the signed ledger).</p>" if src else "")
-    return (f"<table class=\"rounds\" data-hospital=\"{_e(s['hospital'])}\"><thead><tr>"
+    return (f"{params}<table class=\"rounds\" data-hospital=\"{_e(s['hospital'])}\"><thead><tr>"
             f"{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}")
 
 
