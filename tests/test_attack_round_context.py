@@ -393,3 +393,55 @@ def test_config_error_of_min_survivors_is_typed():
     prot = make_server_protection("mask", fed, {}, 7, 5)
     with pytest.raises(ConfigError):
         prot.min_survivors(3)
+
+
+# -- the node: any handler failure is a clean refusal ---------------------------------------
+
+def test_node_turns_any_handler_exception_into_a_refusal():
+    """A bug-triggering request (any exception, not only FedrxError) is answered with an
+    Error frame naming only the exception type; the node keeps serving."""
+    import queue
+    from types import SimpleNamespace
+
+    from fedrx.nodes import wire
+    from fedrx.nodes.hospital import HospitalNode
+    from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
+
+    class Boom:
+        def handle(self, stage, msg):
+            raise ValueError("local value 0.1234")
+
+    node = HospitalNode.__new__(HospitalNode)  # only _answer's collaborators
+    node.cfg = SimpleNamespace(hospital="h1")
+    node.faults = SimpleNamespace(crash_here=lambda *a: None)
+    node.out, node.party = None, None
+    out: queue.Queue = queue.Queue()
+    hdr = pb.Header(session_id=b"s" * 32, round=1, stage="advertise_keys", seq=1)
+    node._answer(out, wire.Incoming(hdr, AdvertiseRequest(1), 10), Boom())
+    frame = out.get_nowait()
+    assert frame.error.code == "internal" and "ValueError" in frame.error.reason
+    assert "0.1234" not in frame.error.reason and out.empty()
+
+
+def test_round_policy_is_pinned_in_the_task_spec():
+    """min_round_size / max_corrupt are optional task settings: absent, a spec keeps its
+    hash; set, they reach every party's Pinned policy and the mask parameters."""
+    import dataclasses
+
+    from fedrx.nodes.simulate import SimulationConfig
+    from fedrx.nodes.taskspec import SHARED, TaskSpec, make_spec
+
+    base = {k: v for k, v in dataclasses.asdict(SimulationConfig(protection="mask")).items()
+            if k in SHARED}
+    plain = make_spec(base)
+    pinned = make_spec(base | {"min_round_size": 3, "max_corrupt": 1})
+    assert "min_round_size" not in plain.to_json()["settings"]
+    assert pinned.sha256 != plain.sha256
+    assert pinned.policy("ab" * 32)["min_round_size"] == 3
+    assert pinned.protection_extra() == {"max_corrupt": 1}
+    assert pinned.task_config().protection == "mask"
+    for bad in (1, True, "3"):
+        doc = pinned.to_json()
+        doc["settings"]["min_round_size"] = bad
+        with pytest.raises(ConfigError, match="min_round_size"):
+            TaskSpec.from_json(doc, "t")
