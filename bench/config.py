@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class BenchConfig:
     """``fedrx bench`` settings. ``None`` fields take the preset's value."""
 
-    protections: tuple[str, ...] = ("none", "mask", "ckks")
+    protections: tuple[str, ...] = ("none", "mask", "ckks", "ckks-threshold")
     dp: tuple[bool, ...] = (False, True)
     data: str = "mimic3-demo"
     hospitals: int | None = None
