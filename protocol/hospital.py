@@ -3,11 +3,19 @@ protection client.
 
 States per round: ``IDLE -> TRAINED -> PROTECTING -> DONE``; ``REFUSED`` (the hospital
 declined to train, e.g. its privacy budget would be exceeded) and ``ABORTED`` (a check
-failed) end the round for this hospital. Every request is validated before it is acted
-on: the round must be newer than any round seen before (replay protection), the model
+failed) end the round for this hospital. Every request is validated WHOLE before it is
+acted on, against what the hospital pinned and computes itself (the agreed round context,
+:mod:`fedrx.protocol.context`): the session must be the one derived from the pinned
+federation, the round newer than any seen (replay) and within the pinned bound, the
+participants sorted, distinct, pinned members and at least the pinned round size, the model
 hash must match the weights, the protection level must be the one this hospital was
-configured with (no downgrade by the aggregator), and protection stages must come in
-order.
+configured with (no downgrade), its own example count within the pinned bound; then the
+protection's client for the round is built (its round parameters derived and checked,
+e.g. ``mask``'s t and n_C from the federation size) BEFORE any training or ledger entry, so
+a request that fails any check costs nothing. Protection stages must come in order; any
+:class:`~fedrx.errors.FedrxError` of a stage aborts the round. Personalised metrics (a model
+fine-tuned on training patients without DP) are kept in :attr:`HospitalParty.personal`,
+never sent.
 
 Re-use after an aggregator restart: with DP, the hospital keeps its last charged round's
 protected input (:class:`KeptResult`: the vector ``[n * (w_local - w_global), n]`` computed

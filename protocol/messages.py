@@ -23,6 +23,9 @@ class TrainRequest:
     ``model_hash`` is :func:`fedrx.protocol.task.model_hash` of ``weights``; a hospital
     refuses a model whose hash does not match. ``protection`` names the level the round
     uses; a hospital refuses a level other than the one it was configured with.
+    ``session_id`` must be the session every party derives from the pinned federation
+    (:func:`fedrx.protocol.context.derive_session_id`). ``params`` is never read by a
+    hospital: every round parameter comes from its pinned configuration.
     """
 
     session_id: bytes
