@@ -43,7 +43,9 @@ BUDGET_POLICIES = ("continue", "stop")
 
 def initial_state(task: FederatedTask, seed: int, optimizer: ServerOptimizer) -> ServerState:
     """Round 0: the task's initial weights for ``seed``, a fresh copy of ``optimizer`` and
-    a new 32-byte session id from the OS."""
+    a 32-byte session id from the OS, which the round machine replaces by the session
+    derived from the pinned federation (:mod:`fedrx.protocol.context`) whenever its
+    protection has one (every party built by :mod:`fedrx.protocol.registry`)."""
     return ServerState(0, task.initial_weights(seed), copy.deepcopy(optimizer),
                        os.urandom(32))
 
