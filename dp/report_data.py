@@ -226,7 +226,6 @@ def build_report(folders: Sequence[Path], *, anchors: Path | None = None,
     ok = not bad and not extra_findings
     complete = ok and all(s["verification"]["complete"] for s in hospitals)
     n_find = sum(len(s["verification"]["findings"]) for s in hospitals) + len(extra_findings)
-    unanchored = [s["hospital"] for s in hospitals if not s["verification"]["anchored"]]
     if not ok:
         line = (f"TAMPERED OR INVALID: the audit found {n_find} problem(s) "
                 + (f"in the ledgers of {', '.join(s['hospital'] for s in bad)}" if bad
@@ -236,9 +235,12 @@ def build_report(folders: Sequence[Path], *, anchors: Path | None = None,
         line = (f"VERIFIED: {len(hospitals)} hospital ledger(s); pinned signatures, hash "
                 "chains, signed anchors and epsilon verified independently")
     else:
-        line = (f"VERIFIED WITH LIMITS: {len(hospitals)} hospital ledger(s) pass the audit"
-                + (f"; not anchored: truncation not detectable ({', '.join(unanchored)})"
-                   if unanchored else "") + "; see each hospital's checks")
+        limits: dict[str, list[str]] = {}
+        for s in hospitals:
+            for note in s["verification"]["limits"]:
+                limits.setdefault(note, []).append(s["hospital"])
+        line = (f"VERIFIED WITH LIMITS: {len(hospitals)} hospital ledger(s) pass the audit; "
+                + "; ".join(f"{n} ({', '.join(hs)})" for n, hs in limits.items()))
     accountants = sorted({str(s["accountant"]) for s in hospitals if s["accountant"]})
     deltas = sorted({s["delta"] for s in hospitals if s["delta"] is not None})
     budgets = sorted({s["budget_epsilon"] for s in hospitals if s["budget_epsilon"]})

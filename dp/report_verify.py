@@ -207,6 +207,19 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
     ok = not mine
     anchored = status["anchors"] in ("pass", "weak")
     weak = [c for c in CHECKS if status[c] in ("weak", "not checked")]
+    notes = []
+    if status["anchors"] == "not checked":
+        notes.append("not anchored: truncation not detectable")
+    elif status["anchors"] == "weak":
+        notes.append("anchored to UNSIGNED heads only (a rewrite of ledger and record "
+                     "together is not detectable)" if getattr(ha, "anchor", "") == "unsigned"
+                     else "anchor receipt signature not verified (no pinned aggregator key)")
+    if status["signatures"] != "pass":
+        notes.append("signatures not against a pinned key")
+    if status["recomputation"] != "pass":
+        notes.append("epsilon not recomputed")
+    if status["hash chain"] != "pass":
+        notes.append("no chain to check")
     if not ok:
         kinds = ", ".join(sorted({f.kind for f in mine}))
         failed = ", ".join(c for c in CHECKS if by[c])
@@ -215,20 +228,10 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
     elif not weak:
         line = f"{hospital}: verified: pinned signatures, hash chain, signed anchor, epsilon"
     else:
-        notes = []
-        if status["anchors"] == "not checked":
-            notes.append("not anchored: truncation not detectable")
-        elif status["anchors"] == "weak":
-            notes.append("anchor not signed or not verified")
-        if status["signatures"] != "pass":
-            notes.append("signatures not against a pinned key")
-        if status["recomputation"] != "pass":
-            notes.append("epsilon not recomputed")
-        if status["hash chain"] != "pass":
-            notes.append("no chain to check")
         done = [c for c in CHECKS if status[c] == "pass"]
         line = (f"{hospital}: verified: {', '.join(done) or 'nothing'}; " + "; ".join(notes))
     return {"ok": ok, "anchored": anchored, "complete": ok and not weak, "verdict": line,
+            "limits": notes if ok else [],
             "checks": checks, "findings": [str(f) for f in mine],
             "audit": ha.to_json() if ha is not None and hasattr(ha, "to_json") else None,
             "command": da.command}
