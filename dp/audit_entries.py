@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedrx.dp.accountants.independent import pld_epsilon, rdp_epsilon
+from fedrx.dp.distributed.audit import entry_findings as distributed_findings
 from fedrx.dp.ledger import (
     ENTRY_KEYS,
     FORMAT,
@@ -186,6 +187,8 @@ def check_entries(hospital: str, entries: Sequence[Mapping[str, Any]],
                 add("malformed", f"invalid mechanism q={q} sigma={s} steps={n}", i)
                 continue
             history.append((q, s, n))
+            for msg in distributed_findings(e):  # distributed DP: the shares behind sigma
+                add("distributed", msg, i)
         elif e["status"] == "refused":
             if n != 0:
                 add("malformed", f"refused entry with steps={n}", i)

@@ -36,6 +36,7 @@ import torch
 from fedrx.dp.accountants.accountant import PrivacyAccountant
 from fedrx.dp.accountants.calibrate import calibrate_noise_multiplier
 from fedrx.dp.accountants.mechanism import Budget, Mechanism
+from fedrx.dp.accountants.registry import DEFAULT_ACCOUNTANT
 from fedrx.dp.clipping import CLIPPED_SUMS, choose_method
 from fedrx.dp.distributed.discrete import discrete_gaussian, os_source
 from fedrx.dp.distributed.sizing import ShareSizing
@@ -72,7 +73,7 @@ class DistributedPolicy:
     max_grad_norm: float = 1.0
     share_kind: str = "discrete"
     scale_bits: int = 16
-    accountant: str = "prv"
+    accountant: str = DEFAULT_ACCOUNTANT
     budget_epsilon: float | None = None
     secure_noise: bool = True
     seed: int | None = None
@@ -203,7 +204,8 @@ class DistributedDP:
         self.ledger.append(round=self._round, mechanism=mech,
                            max_grad_norm=self.policy.max_grad_norm, delta=self.delta,
                            accountant=self.policy.accountant, model_hash=self._model_hash,
-                           budget_epsilon=self.budget.epsilon)
+                           budget_epsilon=self.budget.epsilon,
+                           distributed=self.sizing.describe())
         total = self._clipped_sum(model, loss_fn, examples)
         count = self.policy.count
         if self.sizing.kind == "gaussian":

@@ -132,20 +132,22 @@ class ShareSizing:
             return self.noise_multiplier * self.clip / math.sqrt(self.honest)
         return math.sqrt(self.share_variance)
 
-    def tau(self) -> float:
+    def tau(self, share_variance: int | None = None) -> float:
         """Kairouz et al.'s tau for ``n - k`` discrete shares (0.0 for Gaussian ones)."""
         if self.kind == "gaussian":
             return 0.0
-        v = self.share_variance
+        v = share_variance if share_variance is not None else self.share_variance
         return 10.0 * sum(math.exp(-2.0 * math.pi**2 * v * j / (j + 1))
                           for j in range(1, self.honest))
 
-    def charged_noise_multiplier(self) -> float:
-        """The Gaussian noise multiplier the accountant charges for the honest shares."""
+    def charged_noise_multiplier(self, share_variance: int | None = None) -> float:
+        """The Gaussian noise multiplier the accountant charges for the honest shares (of
+        variance ``share_variance``, default :attr:`share_variance`)."""
         if self.kind == "gaussian":
             return self.noise_multiplier
-        d2, d1, tau = self.sensitivity, self.sensitivity_l1, self.tau()
-        hv = self.honest * self.share_variance
+        v = share_variance if share_variance is not None else self.share_variance
+        d2, d1, tau = self.sensitivity, self.sensitivity_l1, self.tau(v)
+        hv = self.honest * v
         eps = min(math.sqrt(d2 * d2 / hv + 0.5 * tau * d1),
                   d2 / math.sqrt(hv) + tau * math.sqrt(d1))
         return 1.0 / eps
@@ -165,7 +167,7 @@ class ShareSizing:
             "honest_shares": self.honest, "min_survivors": self.min_survivors,
             "noise_multiplier": self.noise_multiplier,
             "charged_noise_multiplier": self.charged_noise_multiplier(),
-            "share_std": self.share_std}
+            "share_std": self.share_std, "dim": self.dim}
         if self.kind == "discrete":
             out |= {"scale_bits": self.scale_bits, "share_variance": self.share_variance,
                     "sensitivity": self.sensitivity, "tau": self.tau(),
