@@ -18,6 +18,7 @@ from fedrx.dp.accountants.accountant import PrivacyAccountant
 from fedrx.dp.accountants.independent import reference_pld_epsilon
 from fedrx.dp.accountants.mechanism import Mechanism
 from fedrx.dp.accountants.registry import DEFAULT_ACCOUNTANT, compute_epsilon
+from fedrx.dp.audit import audit
 from fedrx.dp.ledger import PrivacyLedger
 from fedrx.secagg.identity import Identity
 
@@ -63,3 +64,5 @@ def test_ledger_entries_charged_round_by_round_within_bound(tmp_path):
                 merged[m.noise_multiplier] = merged.get(m.noise_multiplier, 0) + m.steps
             ref = reference_pld_epsilon([(0.05, s, n) for s, n in merged.items()], DELTA)
             assert LOW * ref <= entry["epsilon"] <= HIGH * ref, (rnd, entry["epsilon"], ref)
+    # and fedrx audit, recomputing every entry independently, finds nothing to report
+    assert audit(tmp_path) == []
