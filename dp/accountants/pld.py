@@ -15,12 +15,18 @@ Cost. Nothing is recomputed from scratch on the hot path:
 * epsilons are cached by (history, delta), so the ledger's recomputation right after the
   accountant's is free.
 
+* two of dp_accounting's Python loops over the whole support are done in numpy here, with
+  the same arithmetic: the tail truncation after a convolution (:func:`_compose_dense`,
+  bitwise the library's result) and the epsilon-for-delta walk
+  (:func:`pld_epsilon_for_delta`, equal to 1e-9); the audit's recomputation
+  (:mod:`.independent`) uses the library's own code for both.
+
 All caches are small bounded LRUs (a few MB each entry at most), shared by the threads of
 one process under a lock; they hold derived values only, the replayable truth stays the
 list of mechanisms. :func:`calibrate` finds sigma for a planned schedule with one composed
-history object: a root search (Illinois) on a coarse grid (``COARSE_DISCRETIZATION``, also
-pessimistic), then a few steps on the recording grid, so the returned sigma meets the target
-under exactly the accountant that will record the rounds.
+history object: the search of :mod:`.search` on a coarse grid (``COARSE_DISCRETIZATION``,
+also pessimistic), finished by a secant step or two on the recording grid, so the returned
+sigma meets the target under exactly the accountant that will record the rounds.
 """
 
 from __future__ import annotations
