@@ -20,7 +20,7 @@ the values). Usage::
 
     .venv/bin/python -m fedrx.bench.secagg_plus_cost [--d 100000]
         [--configs harary:2:100,harary:2:500,harary:6:100,harary:6:500,complete:0:10,...]
-        [--tree /path/to/other/checkout]
+        [--tree /path/to/other/checkout] [--per-stage REPS]
 
 Writes a Markdown table to stdout.
 """
@@ -87,6 +87,7 @@ def run_round(graph: str, k: int, n: int, d: int, m: int = 32) -> dict:
     server = MaskingServer(params, fed)
     clients = {i.hospital: MaskingClient(params, i, fed) for i in ids}
     cpu = dict.fromkeys(parts, 0.0)
+    per_stage: dict[str, list[float]] = {s: [] for s in params.stages}
     down = dict.fromkeys(parts, 0)
     up = dict.fromkeys(parts, 0)
     vec = dict.fromkeys(parts, 0)
@@ -103,7 +104,9 @@ def run_round(graph: str, k: int, n: int, d: int, m: int = 32) -> dict:
                 c.set_input(zeros)
             t0 = time.thread_time()
             replies[h] = c.handle(stage, q)
-            cpu[h] += time.thread_time() - t0
+            dt = time.thread_time() - t0
+            cpu[h] += dt
+            per_stage[stage].append(dt)
             down[h] += len(to_bytes(q))
             up[h] += len(to_bytes(replies[h]))
             if stage == MASKED_INPUT:
@@ -122,7 +125,7 @@ def run_round(graph: str, k: int, n: int, d: int, m: int = 32) -> dict:
         "down": statistics.fmean(down[h] for h in per),
         "up": statistics.fmean(up[h] for h in per),
         "overhead": statistics.fmean(down[h] + up[h] - vec[h] for h in per),
-        "server": t_server, "graph_s": t_graph,
+        "server": t_server, "graph_s": t_graph, "per_stage": per_stage,
     }
 
 
@@ -138,6 +141,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def stage_table(spec: str, d: int, reps: int) -> str:
+    """Median hospital CPU per stage (ms) over ``reps`` rounds of one configuration."""
+    graph, k, n = spec.split(":")
+    acc: dict[str, list[float]] = {}
+    for _ in range(reps):
+        r = run_round(graph, int(k), int(n), d)
+        for stage, v in r["per_stage"].items():
+            acc.setdefault(stage, []).extend(v)
+    head = " | ".join(acc)
+    vals = " | ".join(f"{statistics.median(v) * 1e3:.3f}" for v in acc.values())
+    return f"| config | {head} |\n|{'---|' * (len(acc) + 1)}\n| {spec} | {vals} |"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--d", type=int, default=100_000)
@@ -145,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated graph:k:n (k ignored for complete)")
     ap.add_argument("--tree", type=Path, default=None,
                     help="benchmark the fedrx of another checkout (e.g. a git worktree)")
+    ap.add_argument("--per-stage", type=int, default=0, metavar="REPS",
+                    help="instead: median hospital CPU per stage over REPS rounds per config")
     a = ap.parse_args(argv)
     if a.tree is not None:
         use_tree(a.tree.resolve())
+    if a.per_stage:
+        for spec in a.configs.split(","):
+            print(stage_table(spec, a.d, a.per_stage))
+        return 0
     rows = []
     for spec in a.configs.split(","):
         graph, k, n = spec.split(":")
