@@ -21,7 +21,7 @@ from fedrx.secagg.thckks import messages as m
 from fedrx.secagg.thckks.engine import open_engine
 
 HOSPITALS = ("a", "b", "c", "d", "e")  # n = 5, t = 3 (majority)
-LENGTH = 4096 + 51  # two ciphertexts; the last entry is the example count
+LENGTH = 8192 + 51  # two ciphertexts; the last entry is the example count
 
 
 @pytest.fixture(scope="module")

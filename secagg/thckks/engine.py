@@ -81,7 +81,8 @@ class HeEngine(ABC):
         self._lock = threading.Lock()
         info, _ = self.call("setup", params.args())
         self.ring_dim = int(info["ring_dim"])
-        self.slots = int(info["slots"])
+        #: real values per ciphertext (N: N/2 complex slots, real and imaginary parts)
+        self.slots = int(info["values"])
         self.moduli = tuple(int(q) for q in info["moduli"])
 
     @abstractmethod
@@ -136,7 +137,7 @@ class HeEngine(ABC):
         return self.call("joint_public", {}, publics)[1][0]
 
     def encrypt(self, public: bytes, values: np.ndarray) -> list[bytes]:
-        """ceil(len/slots) ciphertexts of float64 ``values`` under ``public``."""
+        """ceil(len/N) ciphertexts of float64 ``values`` under ``public``."""
         x = np.ascontiguousarray(values, dtype="<f8")
         return self.call("encrypt", {}, [public, x.tobytes()])[1]
 
@@ -153,7 +154,7 @@ class HeEngine(ABC):
         return self.call("partial", args, [share, *ciphertexts])[1][0]
 
     def fuse(self, partials: list[bytes], length: int) -> np.ndarray:
-        """The first ``length`` slot values of the fused partials (float64)."""
+        """The first ``length`` values of the fused partials (float64)."""
         out = self.call("fuse", {}, partials)[1][0]
         return np.frombuffer(out, dtype="<f8")[:length].copy()
 

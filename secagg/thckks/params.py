@@ -2,14 +2,16 @@
 
 Parameters (defaults; :class:`ThresholdConfig`)
 -----------------------------------------------
-* Ring N = 8192 (4096 real slots per ciphertext, packed fully), RNS primes of 60 and 59 bits:
+* Ring N = 8192, RNS primes of 60 and 59 bits:
   log2 Q = 119 <= 218, the HomomorphicEncryption.org bound for 128-bit classical security at
   N = 8192 (ternary secret); OpenFHE enforces it (``HEStd_128_classic``). Key switching is BV
   with no special primes (fedrx only adds: no relinearisation or rotation keys exist).
   N = 4096 would need log2 Q <= 109, too little for the flooding below at Δ = 2^59.
 * Scale Δ = 2^59; a decryptable sum needs |Σ x| < Q / (2Δ) ~ 2^59: hospitals keep
   |x_i| <= ``max_abs_sum / n``.
-* Wire: 2 polynomials x 2 primes x 8 bytes per coefficient = 64 bytes per value.
+* Packing: 8192 real values per ciphertext (4096 complex slots, a value in the real and one in
+  the imaginary part of each: OpenFHE's COMPLEX data type). Wire: 2 polynomials x 2 primes x
+  8 bytes per coefficient, one value per coefficient = 32 bytes per value.
 
 Flooding (IND-CPA-D)
 --------------------
@@ -24,7 +26,8 @@ key epoch (a hospital refuses more; the aggregator re-keys first), and
 ``B = T · sqrt(c · ((4/3) n N σ² + σ²))`` bounds the sum of c fresh public-key encryptions
 under an n-party key (v ternary, e and e_pk Gaussian σ = 3.19, s = Σ s_i ternary; T = 8).
 
-Precision: a slot of the fused sum is off by at most (T = 8 standard deviations)::
+Precision: a value (real or imaginary part of a slot) of the fused sum is off by at most
+(T = 8 standard deviations)::
 
     8 · sqrt(N/2) · sqrt(t · (σ_f² + σ_mp²) + (B/8)²) / Δ            (error_bound)
 
@@ -94,7 +97,7 @@ def flood_sigma(cfg: ThresholdConfig, ring_dim: int, members: int, contributions
 
 def error_bound(cfg: ThresholdConfig, ring_dim: int, members: int, contributions: int,
                 threshold: int) -> float:
-    """Bound on |fused slot - true sum| (units of the summed vector)."""
+    """Bound on |fused value - true sum| (units of the summed vector)."""
     sf = flood_sigma(cfg, ring_dim, members, contributions)
     b = noise_bound(ring_dim, members, contributions) / TAIL
     std = math.sqrt(ring_dim / 2) * math.sqrt(threshold * (sf ** 2 + SIGMA_MP ** 2) + b ** 2)

@@ -138,6 +138,7 @@ class Ops:
         p.SetSecurityLevel(o.HEStd_128_classic if secure else o.HEStd_NotSet)
         p.SetRingDim(ring_dim)
         p.SetBatchSize(ring_dim // 2)
+        p.SetCKKSDataType(o.COMPLEX)  # two real values per slot (real and imaginary part)
         try:
             cc = o.GenCryptoContext(p)
         except RuntimeError as exc:
@@ -148,6 +149,7 @@ class Ops:
         self.cc = cc
         self.ring_dim = cc.GetRingDimension()
         self.slots = self.ring_dim // 2
+        self.values = self.ring_dim  # real values per ciphertext: N/2 complex slots
         self.scale = float(2 ** scale_bits)
         kp = cc.KeyGen()
         self._sk_template = json.loads(o.Serialize(kp.secretKey, o.JSON))
@@ -213,7 +215,7 @@ class Ops:
     # -- operations
 
     def op_info(self, args: dict, blobs: list) -> tuple:
-        return {"ring_dim": self.ring_dim, "slots": self.slots,
+        return {"ring_dim": self.ring_dim, "slots": self.slots, "values": self.values,
                 "moduli": [str(q) for q in self.moduli]}, []
 
     def op_keygen(self, args: dict, blobs: list) -> tuple:
@@ -280,7 +282,8 @@ class Ops:
         return {}, [bytes(self.o.Serialize(joint, self.o.BINARY))]
 
     def op_encrypt(self, args: dict, blobs: list) -> tuple:
-        """blobs [public key, float64 LE values] -> one ciphertext per ``slots`` values."""
+        """blobs [public key, float64 LE values] -> one ciphertext per N values (value 2k in
+        the real part of slot k, value 2k+1 in its imaginary part)."""
         np = self.np
         if len(blobs) != 2 or len(blobs[1]) % 8:
             raise WorkerError("bad-request", "encrypt takes a key and float64 values")
@@ -289,11 +292,12 @@ class Ops:
         if not np.all(np.isfinite(x)):
             raise WorkerError("bad-request", "values must be finite")
         out = []
-        for start in range(0, max(len(x), 1), self.slots):
-            chunk = np.zeros(self.slots)
-            part = x[start:start + self.slots]
+        for start in range(0, max(len(x), 1), self.values):
+            chunk = np.zeros(self.values)
+            part = x[start:start + self.values]
             chunk[:len(part)] = part
-            ct = self.cc.Encrypt(pk, self.cc.MakeCKKSPackedPlaintext(chunk))
+            z = chunk[0::2] + 1j * chunk[1::2]
+            ct = self.cc.Encrypt(pk, self.cc.MakeCKKSPackedPlaintext(z))
             out.append(bytes(self.o.Serialize(ct, self.o.BINARY)))
         return {}, out
 
@@ -346,7 +350,7 @@ class Ops:
         return {}, [bytes(self.o.Serialize(part, self.o.BINARY))]
 
     def op_fuse(self, args: dict, blobs: list) -> tuple:
-        """blobs [partial, ...] -> [float64 LE slot values of their fusion]."""
+        """blobs [partial, ...] -> [the N float64 LE values of their fusion]."""
         np = self.np
         if not blobs:
             raise WorkerError("bad-request", "fuse takes at least one partial")
@@ -362,7 +366,9 @@ class Ops:
             raise WorkerError("crypto", "the fused partials do not decode to a CKKS plaintext "
                               "(approximation error too high: not a decryption)") from None
         pt.SetLength(self.slots)
-        vals = np.asarray(pt.GetRealPackedValue(), dtype="<f8")
+        z = np.asarray(pt.GetCKKSPackedValue(), dtype=np.complex128)
+        vals = np.empty(self.values, dtype="<f8")
+        vals[0::2], vals[1::2] = z.real, z.imag
         return {}, [vals.tobytes()]
 
 
