@@ -73,7 +73,8 @@ class ServerConsistency(Advertised):
     def requests(self, live: set[str]) -> dict[str, Any]:
         """Each hospital of U3 is asked to sign its neighbourhood's part of U3."""
         p, u3 = self.ctx.params, self.ctx.view.masked
-        return {h: ConsistencyRequest(p.round, local_survivors(p.graph, u3, h))
+        u3_set = frozenset(u3)
+        return {h: ConsistencyRequest(p.round, local_survivors(p.graph, u3, h, u3_set))
                 for h in u3 if h in live}
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
@@ -81,11 +82,12 @@ class ServerConsistency(Advertised):
         u3 = v.masked
         same = consistency_message(self.sid_r, p.round, list(u3), p.context) \
             if p.graph.complete else None
+        u3_set = frozenset(u3)
         sigs: dict[str, ConsistencySignature] = {}
         for h in sorted(replies):
             s = replies[h]
             msg = same if same is not None else consistency_message(
-                self.sid_r, p.round, local_survivors(p.graph, u3, h), p.context)
+                self.sid_r, p.round, local_survivors(p.graph, u3, h, u3_set), p.context)
             if self.answered(h, s, ConsistencySignature, u3) and s.outside == () \
                     and signed_by(self.ctx.federation, h, s.signature, msg):
                 sigs[h] = s

@@ -65,14 +65,16 @@ class ServerUnmask(Advertised):
         if g.complete:
             sigs = tuple(self._sigs[h] for h in sorted(self._sigs))
             return {h: UnmaskRequest(p.round, u3, tuple(dropped_all), sigs) for h in asked}
+        u3_set, dropped_set = frozenset(u3), frozenset(dropped_all)
+        lists = {z: local_survivors(g, u3, z, u3_set) for z in self._sigs}  # what z signed
         out = {}
         for h in asked:
             mine = g.holders(h)
             near = sorted(g.two_hop(h) & self._sigs.keys())
             sigs = tuple(dataclasses.replace(self._sigs[z], outside=tuple(
-                u for u in local_survivors(g, u3, z) if u not in mine)) for z in near)
-            out[h] = UnmaskRequest(p.round, local_survivors(g, u3, h),
-                                   tuple(u for u in dropped_all if u in mine), sigs)
+                u for u in lists[z] if u not in mine)) for z in near)
+            out[h] = UnmaskRequest(p.round, local_survivors(g, u3, h, u3_set),
+                                   tuple(sorted(mine & dropped_set)), sigs)
         return out
 
     def _split(self, replies: Mapping[str, Any]) -> tuple[list[str], Shares, Shares]:

@@ -43,13 +43,14 @@ def round_session_id(params: MaskingParams) -> bytes:
                                             params.round, params.context)).digest()
 
 
-def local_survivors(graph: Graph, u3: Sequence[str], h: str) -> tuple[str, ...]:
+def local_survivors(graph: Graph, u3: Sequence[str], h: str,
+                    u3_set: frozenset[str] | None = None) -> tuple[str, ...]:
     """The part of U3 (sorted) in ``h``'s neighbourhood, ``h`` included: what ``h`` signs
-    and acts on (all of U3 on the complete graph)."""
+    and acts on (all of U3 on the complete graph). ``u3_set``: ``frozenset(u3)`` when the
+    caller asks for many hospitals (then O(k log k) per call, not O(n))."""
     if graph.complete:
         return tuple(u3)
-    mine = graph.holders(h)
-    return tuple(u for u in u3 if u in mine)
+    return tuple(sorted(graph.holders(h) & (u3_set if u3_set is not None else frozenset(u3))))
 
 
 def mask_sign(owner: str, peer: str) -> int:
