@@ -29,19 +29,19 @@ def _draw(ser: Sequence[Mapping[str, Any]], title: str) -> bytes:
         budgets = sorted({float(s["budget"]) for s in ser if s["budget"]})
         for b in budgets:
             ax.axhline(b, color=BUDGET, linestyle="--", linewidth=1.2, label=f"budget {b:g}")
-        refused_label = "refused round"
         for s in ser:
             pts = s["points"]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=s["colour"],
                     markersize=3, linewidth=2, label=s["hospital"])
-            if s["refused"]:
-                ax.plot([p[0] for p in s["refused"]], [p[1] for p in s["refused"]], "x",
-                        color=REFUSED, markersize=9, markeredgewidth=2.5, label=refused_label)
-                refused_label = "_nolegend_"
+        refused = [p for s in ser for p in s["refused"]]
+        if refused:  # after the lines, so the legend lists the hospitals first
+            ax.plot([p[0] for p in refused], [p[1] for p in refused], "x", color=REFUSED,
+                    markersize=9, markeredgewidth=2.5, linestyle="none", label="refused round")
+        top = max([p[1] for s in ser for p in s["points"]] + budgets + [0.0])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.set_ylabel("cumulative epsilon")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top * 1.08 if top > 0 else 1.0)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", color="#e5e5e5")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
