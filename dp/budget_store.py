@@ -50,16 +50,17 @@ CARRY_FORMAT = "fedrx-carry/1"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-def resolve_store(configured: str | os.PathLike | None, out_dir: Path) -> Path:
-    """The store folder: ``configured`` (``budget_store`` setting) if given, else the
-    ``FEDRX_BUDGET_STORE`` environment variable, else ``<parent of out_dir>/.fedrx-budget``
-    (so runs kept side by side, e.g. ``runs/a`` and ``runs/b``, share one budget)."""
+def resolve_store(configured: str | os.PathLike | None, out_dir: Path) -> tuple[Path, bool]:
+    """(store folder, chosen explicitly): ``configured`` (``budget_store`` setting) if
+    given, else the ``FEDRX_BUDGET_STORE`` environment variable, else (not explicit)
+    ``<parent of out_dir>/.fedrx-budget`` (runs kept side by side, e.g. ``runs/a`` and
+    ``runs/b``, share one budget)."""
     if configured:
-        return Path(configured)
+        return Path(configured), True
     env = os.environ.get(STORE_ENV, "")
     if env:
-        return Path(env)
-    return Path(out_dir).resolve().parent / DEFAULT_DIRNAME
+        return Path(env), True
+    return Path(out_dir).resolve().parent / DEFAULT_DIRNAME, False
 
 
 def check_delta(delta: float, n_patients: int, hospital: str) -> None:

@@ -4,7 +4,10 @@ earlier runs on the same patients (:mod:`fedrx.dp.budget_store`).
 :func:`open_budgets` runs after the data is prepared and before any hospital is enrolled:
 for every hospital it checks ``delta < 1/N`` (N: its training patients), fingerprints its
 training patients, and refuses the whole run (nothing registered, nothing charged) when
-earlier runs on any of those patients already reach the hospital's budget. Otherwise each
+earlier runs on any of those patients already reach the hospital's budget, or when they
+spent anything and the store was not chosen explicitly (``budget_store`` or
+``FEDRX_BUDGET_STORE``; the default store refuses instead of silently shrinking a run's
+budget, e.g. one arm of a benchmark after another). Otherwise each
 hospital's run is registered in the store and its carry file is written, so its ledger
 composes the earlier charges with its own (:class:`fedrx.dp.ledger.PrivacyLedger`).
 """
@@ -40,7 +43,8 @@ def open_budgets(cfg: Any, prep: Any, out_dir: Path) -> dict[str, Carry]:
             check_delta(dp_cfg.delta, n, h)
     if str(cfg.budget_store).lower() == OFF:
         return {}
-    store = BudgetStore(resolve_store(cfg.budget_store, out_dir))
+    root, explicit = resolve_store(cfg.budget_store, out_dir)
+    store = BudgetStore(root)
     plans = {}
     for h in sorted(prep.hospitals):
         n = int(prep.hospitals[h].train.n_patients)
@@ -50,6 +54,14 @@ def open_budgets(cfg: Any, prep: Any, out_dir: Path) -> dict[str, Carry]:
             budget = dp_cfg.budget(n)
             cap = min(budget.epsilon, dp_cfg.target_epsilon)
             spent = compute_epsilon(prior[0], budget.delta, dp_cfg.accountant)
+            if not explicit:  # never charge on top of earlier runs without being told to
+                raise BudgetExceeded(
+                    f"hospital {h}: {len(prior[1])} earlier run(s) on the same patients "
+                    f"already spent epsilon {spent:.3f} (store {store.root}); every run on "
+                    f"the same data is charged to one budget: set budget_store (or "
+                    f"FEDRX_BUDGET_STORE) to {store.root} to run within what remains of "
+                    f"epsilon {cap:g}, or budget_store = \"off\" if these patients need no "
+                    "protection (synthetic data)")
             if spent >= cap:
                 raise BudgetExceeded(
                     f"hospital {h}: {len(prior[1])} earlier run(s) on the same patients "

@@ -85,7 +85,8 @@ class SimulationConfig:
     """Evaluate the global model every this many rounds (and after the last)."""
     budget_store: str = ""
     """DP: the budget store carried across runs on the same patients ("" = the
-    FEDRX_BUDGET_STORE variable, else ``<parent of out>/.fedrx-budget``; "off": none);
+    FEDRX_BUDGET_STORE variable, else ``<parent of out>/.fedrx-budget``, which refuses a run
+    on patients with earlier spend instead of carrying it; "off": none);
     :mod:`fedrx.dp.budget_store`."""
 
     def dp_config(self):  # noqa: ANN201  (torch-free import at module level)

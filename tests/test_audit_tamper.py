@@ -28,7 +28,7 @@ from fedrx.nodes.simulate import SimulationConfig, run_simulation
 from fedrx.secagg.identity import Federation, Identity, PublicIdentity
 
 
-def _cfg(out: Path, store: Path, **kw) -> SimulationConfig:
+def _cfg(out: Path, store: Path | str, **kw) -> SimulationConfig:
     base = dict(hospitals=2, rounds=2, hidden=16, local_epochs=1, personalize=False,
                 dp=True, epsilon=4.0, out=str(out),
                 budget_store=str(store))
@@ -241,6 +241,22 @@ def test_budget_carried_across_runs_on_the_same_patients(honest, tmp_path):
     # but shares patients: it is charged too
     with pytest.raises(BudgetExceeded):
         run_simulation(_cfg(tmp_path / "fourth", store, epsilon=4.0, rounds=1, seed=1))
+
+
+def test_default_store_refuses_a_run_that_would_be_charged_on_top(mimic_demo, tmp_path,
+                                                                  monkeypatch):
+    """Without an explicit store (beside the run folders by default) a run on patients that
+    earlier runs spent budget on is refused with instructions, never silently shrunk."""
+    from fedrx.dp.budget_store import STORE_ENV
+
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    run_simulation(_cfg(tmp_path / "a", "", rounds=1, epsilon=2.0))
+    assert (tmp_path / ".fedrx-budget" / "records").is_dir()
+    with pytest.raises(BudgetExceeded, match=r"set budget_store .* or budget_store = \"off\""):
+        run_simulation(_cfg(tmp_path / "b", "", rounds=1, epsilon=8.0))
+    doc = run_simulation(_cfg(tmp_path / "c", "off", rounds=1, epsilon=2.0))
+    assert "carried" not in read_entries(ledger_path(tmp_path / "c", "h1"))[0]
+    assert doc["dp"]["h1"]["epsilon"] <= 2.0
 
 
 def test_merged_small_sites_run_with_dp(tmp_path):
