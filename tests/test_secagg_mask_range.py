@@ -91,3 +91,40 @@ def test_bounds_on_count_clipped_and_norm():
         assert name
     with pytest.raises(ProtocolAbort):
         quantize.check_sum(ok, CFG, 0)
+
+
+def test_protection_result_refuses_a_corrupt_sum_end_to_end():
+    """Through MaskProtection as the round machine drives it: 7 hospitals, exactly t = 5
+    answer unmask, one reveals a wrong self-mask share. The aggregator's result() raises
+    ProtocolAbort instead of returning a garbage update."""
+    import os
+
+    from fedrx.protocol.protection import RoundContext
+    from fedrx.protocol.protections.mask import MaskConfig, MaskProtection
+    from fedrx.secagg.identity import Federation, Identity
+
+    ids = [Identity.generate(f"hosp-{i}") for i in range(7)]
+    fed = Federation.of(ids)
+    cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=1000)
+    d = 30
+    ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in ids)), d + 1)
+    server = MaskProtection(None, fed, cfg).new_server(ctx)
+    rng = np.random.default_rng(3)  # test data only
+    clients = {}
+    for i in ids:
+        c = MaskProtection(i, fed, cfg).new_client(ctx, i.hospital)
+        c.set_input(np.append(10 * rng.normal(0, 0.01, d), 10.0))
+        clients[i.hospital] = c
+    t = server.params.threshold
+    alive = sorted(clients)
+    for stage in server.stages:
+        if stage == "unmask":
+            alive = alive[:t]  # exactly t answers: share consistency cannot be checked
+        replies = {h: clients[h].handle(stage, q)
+                   for h, q in server.requests(stage, alive).items()}
+        if stage == "unmask":
+            first = alive[0]
+            replies[first] = with_wrong_self_mask_shares(replies[first], {alive[1]})
+        server.collect(stage, replies)
+    with pytest.raises(ProtocolAbort, match="the unmasked sum is corrupt"):
+        server.result()
