@@ -179,3 +179,22 @@ def test_distributed_key_of_the_ledger_is_read_like_a_mechanism():
     t = trust_assumption([e])
     assert "at most k = 2 hospitals" in t and "at least 3 survivors" in t
     assert mechanism_name({"status": "trained"}) == "local"
+
+
+@pytest.mark.parametrize("garbage", [
+    '{"round": "<script>x</script>", "status": 7, "epsilon": "lots", "entry_hash": null}',
+    "not json at all",
+    '{"round": 2, "round": 3}',
+])
+def test_hostile_ledger_lines_give_a_red_report_not_a_crash(ledgers, tmp_path, garbage):
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(ledgers, d)
+    p = ledger_path(d, "h1")
+    p.write_text(p.read_text() + garbage + "\n")
+    budget_report(d, tmp_path / "rep")
+    rep = json.loads((tmp_path / "rep" / "budget.json").read_text())
+    assert not rep["verdict"]["ok"] and not rep["hospitals"][0]["verification"]["ok"]
+    html = (tmp_path / "rep" / "budget.html").read_text()
+    assert "<script>" not in html and 'class="verdict bad"' in html
