@@ -14,12 +14,13 @@ composes the earlier charges with its own (:class:`fedrx.dp.ledger.PrivacyLedger
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from fedrx.canonical import canonical_json
 from fedrx.dp.accountants.registry import compute_epsilon
-from fedrx.dp.budget_store import BudgetStore, Carry, check_delta, resolve_store
+from fedrx.dp.budget_store import STORE_ENV, BudgetStore, Carry, check_delta, resolve_store
 from fedrx.errors import BudgetExceeded
 
 OFF = "off"
@@ -41,9 +42,10 @@ def open_budgets(cfg: Any, prep: Any, out_dir: Path) -> dict[str, Carry]:
         n = int(prep.hospitals[h].train.n_patients)
         if dp_cfg.delta is not None:
             check_delta(dp_cfg.delta, n, h)
-    if str(cfg.budget_store).lower() == OFF:
+    chosen = str(cfg.budget_store or os.environ.get(STORE_ENV, ""))
+    if chosen.lower() == OFF:
         return {}
-    root, explicit = resolve_store(cfg.budget_store, out_dir)
+    root, explicit = resolve_store(chosen, out_dir)
     store = BudgetStore(root)
     plans = {}
     for h in sorted(prep.hospitals):
@@ -60,8 +62,8 @@ def open_budgets(cfg: Any, prep: Any, out_dir: Path) -> dict[str, Carry]:
                     f"already spent epsilon {spent:.3f} (store {store.root}); every run on "
                     f"the same data is charged to one budget: set budget_store (or "
                     f"FEDRX_BUDGET_STORE) to {store.root} to run within what remains of "
-                    f"epsilon {cap:g}, or budget_store = \"off\" if these patients need no "
-                    "protection (synthetic data)")
+                    f"epsilon {cap:g}, or budget_store = \"off\" (FEDRX_BUDGET_STORE=off) if "
+                    "these patients need no protection (synthetic data)")
             if spent >= cap:
                 raise BudgetExceeded(
                     f"hospital {h}: {len(prior[1])} earlier run(s) on the same patients "

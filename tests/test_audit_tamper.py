@@ -257,6 +257,9 @@ def test_default_store_refuses_a_run_that_would_be_charged_on_top(mimic_demo, tm
     doc = run_simulation(_cfg(tmp_path / "c", "off", rounds=1, epsilon=2.0))
     assert "carried" not in read_entries(ledger_path(tmp_path / "c", "h1"))[0]
     assert doc["dp"]["h1"]["epsilon"] <= 2.0
+    monkeypatch.setenv(STORE_ENV, "off")  # the same for a harness that cannot pass settings
+    run_simulation(_cfg(tmp_path / "d", "", rounds=1, epsilon=2.0))
+    assert "carried" not in read_entries(ledger_path(tmp_path / "d", "h1"))[0]
 
 
 def test_merged_small_sites_run_with_dp(tmp_path):
