@@ -274,3 +274,13 @@ def test_merged_small_sites_run_with_dp(tmp_path):
     assert groups and all("-and-" in h for h in groups)
     res = run_audit(tmp_path / "run")
     assert res.exit_code == 0, format_audit(res)
+
+
+def test_unusable_federation_or_anchors_file_is_one_error_line(honest, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "nope"}')
+    for flag in ("--federation", "--anchors"):
+        proc = cli("audit", str(honest), flag, str(bad))
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert str(bad) in lines[0]
