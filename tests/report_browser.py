@@ -69,6 +69,7 @@ class _Cdp:
         cmd_r, res_w = (self._high(cmd_r), self._high(res_w))
         args = [binary, "--headless", "--no-sandbox", "--disable-gpu",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+                "--disable-dev-shm-usage",
                 "--disable-background-networking", "--remote-debugging-pipe",
                 f"--user-data-dir={profile}", "--window-size=1280,2000", "about:blank"]
         # chromium reads commands on fd 3 and writes replies on fd 4 (dup2 in the child,
@@ -77,7 +78,7 @@ class _Cdp:
             os.dup2(cmd_r, 3)
             os.dup2(res_w, 4)
 
-        self.proc = subprocess.Popen(args, pass_fds=(3, 4), preexec_fn=fds,  # noqa: PLW1509
+        self.proc = subprocess.Popen(args, pass_fds=(3, 4), preexec_fn=fds,
                                      stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(cmd_r)
         os.close(res_w)
