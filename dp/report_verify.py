@@ -112,7 +112,8 @@ def _check(check: str, status: str, detail: str) -> dict[str, str]:
     return {"check": check, "status": status, "detail": detail, "what": _EXPLAIN[check]}
 
 
-def _from_audit(ha: Any, by: Mapping[str, list[str]], n: int) -> list[dict[str, str]]:
+def _from_audit(ha: Any, by: Mapping[str, list[str]], n: int,
+                accountant: Any = None) -> list[dict[str, str]]:
     """The four checks from the audit's HospitalAudit (signature pinning, anchor kind,
     independent epsilon as the audit computed them)."""
     checks = []
@@ -159,9 +160,12 @@ def _from_audit(ha: Any, by: Mapping[str, list[str]], n: int) -> list[dict[str, 
         carried = (f"; includes {ha.carried_runs} earlier run(s) on the same patients"
                    if ha.carried_runs else "")
         eps = "-" if ha.epsilon is None else f"{ha.epsilon:.4f}"
+        how = ("recorded with the RDP accountant, an upper bound: matched against "
+               "dp_accounting's RDP within the tolerance, PLD shown for reference"
+               if accountant == "rdp" else "positive: recorded is conservative")
         checks.append(_check("recomputation", "pass", f"recorded {eps}, dp_accounting PLD "
-                             f"{ha.independent_epsilon:.4f}{diff} (positive: recorded is "
-                             f"conservative; tolerance max({TOL_ABS}, {TOL_REL:.0%})){carried}"))
+                             f"{ha.independent_epsilon:.4f}{diff} ({how}; tolerance "
+                             f"max({TOL_ABS}, {TOL_REL:.0%})){carried}"))
     else:
         checks.append(_check("recomputation", "not checked", "no trained entry to recompute"))
     return checks
@@ -201,7 +205,8 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
     for f in mine:
         by[check_of(f.kind)].append(str(f))
     ha = _ha(da, hospital)
-    checks = _from_audit(ha, by, len(entries)) if ha is not None else \
+    acc = entries[-1].get("accountant") if entries else None
+    checks = _from_audit(ha, by, len(entries), acc) if ha is not None else \
         _from_findings(da, by, entries, key_hex)
     status = {c["check"]: c["status"] for c in checks}
     ok = not mine
