@@ -149,7 +149,14 @@ def simulate(config, **flags) -> None:
         if flags["dp"] == "distributed":
             flags["dp_mode"] = "distributed"
         flags["dp"] = flags["dp"] != "off"
-    cfg = build(SimulationConfig, section(config, "simulate"), flags)
+    table = section(config, "simulate")
+    if (flags.get("dp_mode") or (table or {}).get("dp_mode")) == "distributed":
+        from fedrx.medrx.task import DP_DEFAULTS  # DP-aware defaults, unless set
+
+        for key, val in DP_DEFAULTS.items():
+            if flags.get(key) is None and key not in (table or {}):
+                flags[key] = val
+    cfg = build(SimulationConfig, table, flags)
     cfg.validate()
     table = Table(title=f"fedrx simulate: {cfg.data}, protection {cfg.protection}")
     for col in ("round", "status", "contrib.", "dropped", "jaccard", "prauc", "f1",
