@@ -111,9 +111,10 @@ def main(quick: bool = False) -> None:
         for n in (3, 10):
             rows.append((threshold_round(n, d), mask_round(n, d), ckks_round(n, d, ckks_ctx)))
     eng = open_engine()
-    print(f"ckks-threshold: OpenFHE N={eng.ring_dim}, primes {[q.bit_length() for q in eng.moduli]}"
-          f" bits, scale 2^{eng.params.scale_bits}, {eng.slots} slots/ciphertext, 128-bit "
-          f"(HE standard); engine {type(eng).__name__}; CPU seconds per round\n")
+    print(f"ckks-threshold: OpenFHE N={eng.ring_dim}, primes of "
+          f"{[q.bit_length() for q in eng.moduli]} bits, scale 2^{eng.params.scale_bits}, "
+          f"{eng.slots} values/ciphertext (complex packing), 128-bit (HE standard); engine "
+          f"{type(eng).__name__}; CPU seconds per round\n")
     print("| n | d | t | thckks hospital CPU (decryptor) | non-decryptor | thckks aggregator CPU "
           "| mask hospital | mask aggregator | ckks hospital (enc+dec) | ckks aggregator "
           "| thckks upload B/param | decryptor download B/param | mask B/param | ckks B/param "
