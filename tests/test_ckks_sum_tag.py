@@ -124,6 +124,28 @@ def test_tags_equal_the_integer_reference_and_add(ctx):
         add_tags([ta[:2]], k, key.q)
 
 
+def test_tags_are_computed_in_row_blocks_in_stream_order(ctx):
+    """More tags than one block: the first rows are the same stream words as with few tags."""
+    one = [_vec(ctx, 8).serialize()]
+    many = SumTagKey(bytes(range(32)), PARAMS, sum_tag._ROW_BLOCK + 5).tags(one)
+    assert many[:3] == SumTagKey(bytes(range(32)), PARAMS, 3).tags(one)
+    assert len(set(many)) == len(many)
+
+
+def test_malformed_headers_are_refusals_not_crashes():
+    from fedrx.secagg.ckks.messages import UploadHeader
+    from fedrx.secagg.ckks.sum_check import verify_headers
+    from fedrx.secagg.identity import Federation
+
+    binding = RoundBinding(b"s" * 32, 1, b"k" * 32, b"c" * 32, ("a", "b"), 1, 6, 2)
+    good = UploadHeader("a", (b"d" * 32,), b"x" * 64, (1,) * 6)
+    for bad in (replace(good, tags=("1",) * 6), replace(good, tags=(2**64,) * 6),
+                replace(good, digests=(b"short",)), replace(good, hospital=None),
+                replace(good, signature="sig"), "not a header"):
+        with pytest.raises(ProtocolAbort, match="malformed upload header"):
+            verify_headers([bad], binding, Federation({}))
+
+
 def test_tag_count_is_participants_plus_margin():
     assert sum_tag.TAG_MARGIN == 4
     assert [sum_tag.tag_count(n) for n in (2, 10, 100)] == [6, 14, 104]

@@ -69,6 +69,18 @@ class RoundBinding:
                                 hdr.digests, self.context, hdr.tags)
 
 
+def _well_typed(hdr: object) -> None:
+    """ProtocolAbort unless ``hdr`` is an UploadHeader of the types the codec guarantees (an
+    in-process caller could hand anything)."""
+    ok = (isinstance(hdr, UploadHeader) and isinstance(hdr.hospital, str)
+          and isinstance(hdr.signature, bytes)
+          and all(isinstance(d, bytes) and len(d) == 32 for d in hdr.digests)
+          and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**64
+                  for t in hdr.tags))
+    if not ok:
+        raise ProtocolAbort("malformed upload header")
+
+
 def verify_headers(headers: Sequence[UploadHeader], binding: RoundBinding,
                    federation: Federation) -> tuple[str, ...]:
     """Check a decrypt request's list of upload headers; returns the contributors in order.
@@ -82,6 +94,7 @@ def verify_headers(headers: Sequence[UploadHeader], binding: RoundBinding,
     seen: list[str] = []
     digests: set[bytes] = set()
     for hdr in headers:
+        _well_typed(hdr)
         h = hdr.hospital
         if h in seen or h not in binding.participants:
             raise ProtocolAbort(f"contributor {h!r} repeated or not a participant of this "
@@ -123,6 +136,8 @@ def verify_confirmations(confirmations: Sequence[CkksConfirmation],
                              binding.context, headers)
     good: list[str] = []
     for c in confirmations:
+        if not isinstance(c, CkksConfirmation) or not isinstance(c.signature, bytes):
+            continue
         if c.hospital in good or c.hospital not in binding.participants or c.round != binding.round:
             continue
         try:

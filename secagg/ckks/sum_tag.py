@@ -61,6 +61,7 @@ ENTRY_BITS = 55
 """Soundness per tag: no entry of a row, as a residue mod q, has probability above 2^-55."""
 _LIMB_BITS = 14
 _LIMBS = 4  # 4 x 14 = 56 bits >= both the entries (55) and the coefficients (< q < 2^56)
+_ROW_BLOCK = 16  # tag rows generated at a time: 16 x 4 x 2N float64 = 8 MiB at N = 8192
 _SEAL_MAGIC = 0xA15E
 _SEAL_HEADER = struct.Struct("<HBBBBHQ")
 _COMPR_NONE, _COMPR_ZLIB, _COMPR_ZSTD = 0, 1, 2
@@ -228,12 +229,14 @@ class SumTagKey:
         stream = KeyStream(self._key)
         acc = [0] * k
         for blob in serialised_chunks:
-            coeffs = coefficients(blob, self.params)
-            # (k*4, width) @ (width, 4): every product < 2^28, every sum < 2^42: exact
-            part = (row_limbs(stream, k, width) @ _limbs(coeffs).T).reshape(k, _LIMBS, _LIMBS)
-            for j in range(k):
-                acc[j] += sum(int(part[j, a, b]) << (_LIMB_BITS * (a + b))
-                              for a in range(_LIMBS) for b in range(_LIMBS))
+            limbs = _limbs(coefficients(blob, self.params)).T
+            for j0 in range(0, k, _ROW_BLOCK):  # rows in stream order, bounded memory
+                b = min(_ROW_BLOCK, k - j0)
+                # (b*4, width) @ (width, 4): every product < 2^28, every sum < 2^42: exact
+                part = (row_limbs(stream, b, width) @ limbs).reshape(b, _LIMBS, _LIMBS)
+                for j in range(b):
+                    acc[j0 + j] += sum(int(part[j, x, y]) << (_LIMB_BITS * (x + y))
+                                       for x in range(_LIMBS) for y in range(_LIMBS))
         return tuple(a % q for a in acc)
 
     def vector_tags(self, vecs: Sequence[ts.CKKSVector]) -> tuple[int, ...]:
