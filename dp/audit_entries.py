@@ -3,7 +3,6 @@ for what is checked and why; this module holds the per-entry work)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from fedrx.dp.ledger import (
     carried_of,
     compute_entry_hash,
     is_canonical,
+    loads_strict,
     parse_line,
     signing_bytes,
 )
@@ -79,11 +79,11 @@ def check_lines(hospital: str, lines: Sequence[tuple[int, str]], public: PublicI
         try:
             e = parse_line(line)
         except LedgerError as exc:
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
+            try:  # a duplicate key: report it, check the rest as Python reads it
+                e = loads_strict(line, duplicates=True)
+            except LedgerError:
                 e = None
-            if not isinstance(e, dict):
+            if not isinstance(e, dict) or "duplicate key" not in str(exc):
                 form.append(Finding(hospital, "malformed", f"line {lineno}: {exc}", i))
                 entries.append({})
                 continue

@@ -136,13 +136,26 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constant(name: str) -> Any:
+    raise LedgerError(f"{name} is not a JSON number")
+
+
+def loads_strict(line: str, *, duplicates: bool = False) -> Any:
+    """``json.loads`` refusing NaN/Infinity (:class:`LedgerError`) and, unless
+    ``duplicates``, duplicate keys at any depth."""
+    try:
+        if duplicates:
+            return json.loads(line, parse_constant=_no_constant)
+        return json.loads(line, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError):
+        raise LedgerError("not a JSON object") from None
+
+
 def parse_line(line: str) -> dict[str, Any]:
     """One ledger line as a JSON object; :class:`LedgerError` for anything else, a duplicate
-    key at any depth included (JSON parsers disagree on which duplicate wins)."""
-    try:
-        obj = json.loads(line, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError:
-        raise LedgerError("not a JSON object") from None
+    key at any depth and NaN/Infinity included (JSON parsers disagree on which duplicate
+    wins; canonical JSON has no NaN)."""
+    obj = loads_strict(line)
     if not isinstance(obj, dict):
         raise LedgerError("not a JSON object")
     return obj

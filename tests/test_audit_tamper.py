@@ -284,3 +284,15 @@ def test_unusable_federation_or_anchors_file_is_one_error_line(honest, tmp_path)
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr
         assert str(bad) in lines[0]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_number_is_a_finding_not_a_crash(honest, tmp_path, value):
+    d = _copy(honest, tmp_path)
+    p = ledger_path(d, "h1")
+    lines = p.read_text().splitlines()
+    e = json.loads(lines[0])
+    lines[0] = lines[0].replace(f'"epsilon":{e["epsilon"]!r}', f'"epsilon":{value}')
+    p.write_text("".join(x + "\n" for x in lines))
+    res = run_audit(d)
+    assert res.exit_code == 1 and "malformed" in _kinds(res.findings)
