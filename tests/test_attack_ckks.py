@@ -512,3 +512,68 @@ def test_an_unclipped_malicious_input_is_refused_by_the_decryptors(clipped):
     with pytest.raises(ProtocolAbort, match="no key-holding hospital"):
         _drive(clipped, ctx, clients, record)
     assert decrypted == []
+
+
+# ------------------------------------------------------------ fuzzed malicious aggregator
+
+
+def _request_pool(prot, r: Round, forged) -> list[tuple[str, object]]:
+    """Well-typed but adversarial (stage, request) pairs for round 1."""
+    from fedrx.secagg.ckks.messages import CkksKeyringRequest, CkksUploadRequest
+
+    key_id = prot.aggregator.public_context().key_id
+    two = _headers(r, VICTIM, OTHER)
+    up = CkksUploadRequest(SESSION, 1, 1, key_id, LENGTH)
+    pool: list[tuple[str, object]] = [
+        ("upload", up), ("upload", replace(up, round=2)),
+        ("upload", replace(up, session_id=b"x" * 32)),
+        ("upload", replace(up, vector_length=LENGTH - 1)),
+        ("upload", replace(up, key_id=b"k" * 32)),
+        ("keys", CkksKeyringRequest(SESSION, 2, 1)),
+        ("confirm", CkksConfirmRequest(SESSION, 1, key_id, r.honest.contributors)),
+        ("confirm", CkksConfirmRequest(SESSION, 1, key_id, two)),
+        ("confirm", CkksConfirmRequest(SESSION, 1, key_id, two[:1])),
+        ("confirm", CkksConfirmRequest(SESSION, 2, key_id, two)),
+        ("decrypt", r.honest), ("decrypt", replace(r.honest, confirmations=())),
+        ("decrypt", replace(r.honest, round=2)), ("decrypt", replace(r.honest, aggregate=())),
+        ("upload", r.honest), ("decrypt", up), ("bogus", up), ("confirm", None),
+    ]
+    pool += [("decrypt", req) for req in forged.values()]
+    return pool
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fuzzed_requests_only_ever_get_refusals_and_one_release(prot, attacked, seed):
+    """Random sequences of adversarial requests to one hospital: every answer is a reply or a
+    ProtocolAbort (never another exception); it signs at most one contributor list and
+    releases at most one decryption, which is the honest sum; nothing forged is released."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    r, forged = attacked
+    pool = _request_pool(prot, r, forged)
+    want = sum(r.inputs.values())
+
+    @settings(max_examples=8, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.integers(0, len(pool) - 1), min_size=1, max_size=12),
+           st.sampled_from(HOSPITALS))
+    def run(picks, h):
+        c = prot.new_client(r.ctx, h)
+        c.set_input(r.inputs[h])
+        lists, released = set(), []
+        for i in [(p + seed) % len(pool) for p in picks]:
+            stage, req = pool[i]
+            try:
+                out = c.handle(stage, req)
+            except ProtocolAbort:
+                continue
+            if isinstance(out, CkksConfirmation):
+                lists.add(out.signature)
+            if isinstance(out, CkksDecryption):
+                released.append(out)
+        assert len(lists) <= 1 and len(released) <= 1
+        for out in released:
+            assert np.max(np.abs(out.total - want)) <= out.error_bound
+
+    run()
