@@ -265,3 +265,41 @@ def test_checkpoint_and_restart_keep_the_epoch(tmp_path):
     assert run(agg2, hosp2, ctx2) == ["upload", "decrypt"]
     agg2.reconnected(["b"])  # a member came back with a new session: re-key
     assert run(agg2, hosp2, _ctx(3, participants=("a", "b", "c")))[0] == "crs"
+
+
+KEY_ATTACKS = ["threshold-changed", "members-subset", "nonce-replaced", "public-swapped",
+               "share-swapped"]
+
+
+@pytest.mark.parametrize("attack", KEY_ATTACKS)
+def test_key_generation_tampering_is_refused(attack):
+    """The aggregator cannot change t, drop a member, choose the seed, or slip in a public key
+    or key share of its own: every targeted hospital refuses and no epoch is installed."""
+    prot = ThresholdProtection.simulated(("a", "b", "c"))
+    ctx = _ctx(1, participants=("a", "b", "c"))
+    evil_pub = prot.engine.keygen(b"\x09" * 32)[1]
+    refusals: dict = {}
+
+    def tamper(stage, reqs):
+        out = {}
+        for h, r in reqs.items():
+            if stage == "crs" and attack == "threshold-changed":
+                r = replace(r, threshold=2 if r.threshold != 2 else 3)
+            elif stage == "crs" and attack == "members-subset":
+                r = replace(r, members=("a", "b"))
+            elif stage == "keygen" and attack == "nonce-replaced":
+                r = replace(r, nonces=(replace(r.nonces[0], nonce=b"\x00" * 32),)
+                            + r.nonces[1:])
+            elif stage == "keyshares" and attack == "public-swapped":
+                c = r.contributions
+                r = replace(r, contributions=(replace(c[0], public=evil_pub),) + c[1:])
+            elif stage == "keyshares" and attack == "share-swapped":
+                r = replace(r, sealed_shares=(r.sealed_shares[1],) + r.sealed_shares[1:])
+            out[h] = r
+        return out
+
+    with pytest.raises(ProtocolAbort):
+        drive(prot, ctx, _inputs(ctx), on_requests=tamper, refusals=refusals)
+    assert refusals, "nobody refused"
+    assert prot.epoch is None
+    assert sorted(refusals) == ["a", "b", "c"], refusals
