@@ -50,6 +50,8 @@ class MaskedInputState(InputState):
     def _open_share(self, s: Any) -> tuple[str, bytes, bytes]:
         p, me = self.ctx.params, self.ctx.hospital
         if (not isinstance(s, EncryptedShare) or s.receiver != me
+                or not isinstance(s.sender, str) or not isinstance(s.nonce, bytes)
+                or not isinstance(s.ciphertext, bytes)
                 or s.sender not in self.ads or s.sender == me
                 or s.sender not in p.graph.of(me)):
             raise self.abort("received a share not addressed to me by a neighbour")

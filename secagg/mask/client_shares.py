@@ -56,6 +56,8 @@ class ShareKeysState(InputState):
                                                                       tuple):
             raise self.abort("malformed share_keys request")
         names = [getattr(a, "hospital", None) for a in request.advertised]
+        if not all(isinstance(x, str) for x in names):
+            raise self.abort("malformed share_keys request")
         if len(set(names)) != len(names):
             raise self.abort("advertisement list names a hospital twice")
         mine = p.graph.holders(me)
@@ -63,9 +65,9 @@ class ShareKeysState(InputState):
         for ad in request.advertised:
             # Only the neighbourhood's advertisements are relayed, verified and kept: the
             # cost of this stage grows with k, never with n (issue 14 item 9).
-            if getattr(ad, "hospital", None) not in mine:
-                raise self.abort("relayed advertisement of "
-                                 f"{str(getattr(ad, 'hospital', '?'))[:64]}, not a neighbour")
+            who = getattr(ad, "hospital", None)
+            if not isinstance(who, str) or who not in mine:
+                raise self.abort(f"relayed advertisement of {str(who)[:64]}, not a neighbour")
             # Not signed over MY round context (another model, participant list, threshold
             # or graph seed; or forged, or for another round): an honest aggregator relays
             # only advertisements it verified under the same context, so refuse the round

@@ -113,6 +113,7 @@ class UnmaskState(ClientState):
             if enough is not None and len(ok) >= enough:
                 break
             if not isinstance(s, ConsistencySignature) or s.round != p.round \
+                    or not isinstance(s.hospital, str) or not isinstance(s.signature, bytes) \
                     or s.hospital not in near or s.hospital in ok or not distinct(s.outside):
                 continue
             if same is not None:
@@ -131,7 +132,8 @@ class UnmaskState(ClientState):
 
     def handle(self, request: Any) -> tuple[UnmaskReply, ClientState]:
         p, me = self.ctx.params, self.ctx.hospital
-        if not isinstance(request, UnmaskRequest) or not distinct(request.dropped):
+        if not isinstance(request, UnmaskRequest) or not distinct(request.dropped) \
+                or not isinstance(request.signatures, tuple):
             raise self.abort("malformed unmask request")
         if not distinct(request.survivors):
             raise self.abort("malformed survivor list")

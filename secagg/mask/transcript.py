@@ -72,7 +72,8 @@ def signed_by(federation: Federation, hospital: str, signature: bytes,
 def valid_ad(ad: Any, params: MaskingParams, federation: Federation) -> bool:
     """A well-formed advertisement for this round by a participant, signed by it."""
     return (isinstance(ad, AdvertiseKeys) and ad.round == params.round
-            and ad.hospital in params.participants
+            and isinstance(ad.hospital, str) and ad.hospital in params.participants
+            and isinstance(ad.signature, bytes)
             and isinstance(ad.enc_public, bytes) and len(ad.enc_public) == 32
             and isinstance(ad.mask_public, bytes) and len(ad.mask_public) == 32
             and ad.enc_public != ad.mask_public
