@@ -3,7 +3,10 @@
 Primitives: :mod:`.params` (parameters, the protection config), :mod:`.ciphertext` (the
 aggregator's public context and running sum), :mod:`.release` (flooding and rounding
 policy), :mod:`.secret` (a hospital's epoch key), :mod:`.keyring` (epoch manifest, sealed
-packages, key generation), :mod:`.keyring_json` (an epoch as canonical JSON, for checkpoints).
+packages, key generation), :mod:`.keyring_json` (an epoch as canonical JSON, for checkpoints),
+:mod:`.sum_tag` (keyed linear tags of ciphertexts), :mod:`.sum_check` (what a decryptor checks
+before it releases anything: the listed signed uploads, one confirmed list per round, that the
+aggregate IS their sum, the range of the sum; reusable by any CKKS protection).
 Protocol: :mod:`.messages` (the stage messages), :mod:`.key_state` (long-lived key state by
 role: :class:`AggregatorKeyState`, public; :class:`HospitalKeyState`, the opened key),
 :mod:`.server` and :mod:`.client` (one round, one class per state). The binding to the
