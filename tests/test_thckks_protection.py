@@ -303,3 +303,21 @@ def test_key_generation_tampering_is_refused(attack):
     assert refusals, "nobody refused"
     assert prot.epoch is None
     assert sorted(refusals) == ["a", "b", "c"], refusals
+
+
+@pytest.mark.slow
+def test_ten_hospitals_production_parameters_with_four_dropouts():
+    """n = 10, t = 6 at the production parameters (N = 8192, 128-bit): 4 hospitals drop after
+    upload, 6 decrypt, the sum of all 10 uploads is within the stated bound; a 5th dropout
+    (t - 1 = 5 left) aborts."""
+    hs = tuple(f"h{i:02d}" for i in range(10))
+    prot = ThresholdProtection.simulated(hs)
+    ctx = _ctx(1, participants=hs, length=20_000)
+    xs = _inputs(ctx, 11)
+    res, _ = drive(prot, ctx, xs, drop_after={"upload": set(hs[:4])})
+    assert res.stats["threshold"] == 6 and res.contributors == hs
+    assert not set(hs[:4]) & set(res.stats["decryptors"])
+    assert np.max(np.abs(res.total - sum(xs.values()))) <= res.stats["error_bound"] < 1e-3
+    ctx2 = _ctx(2, participants=hs, length=20_000)
+    with pytest.raises(ProtocolAbort, match="below the threshold"):
+        drive(prot, ctx2, _inputs(ctx2), drop_after={"upload": set(hs[:5])})
