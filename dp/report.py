@@ -68,7 +68,7 @@ def budget_report(run_dir: Path | Sequence[Path], out_dir: Path, *,
     ``run_dir`` is one folder or a list (e.g. the gRPC deployment's node folders); one
     report covers all of them. ``anchors``/``federation`` are passed to the audit like
     ``fedrx audit --anchors/--federation`` (found beside the folders when omitted, see
-    :func:`fedrx.dp.report_verify.find_anchors`); ``command`` is the command line shown
+    :func:`fedrx.dp.anchors.find_anchors`); ``command`` is the command line shown
     as the one that made the report. Raises :class:`~fedrx.errors.LedgerError` when there
     is no ledger, two folders hold the same hospital, or an anchors/federation file is
     unreadable. A ledger that fails the audit is still reported, with the failure on top."""

@@ -24,6 +24,8 @@ from fedrx.dp.ledger import ENTRY_KEYS, check_hospital_id, read_entries
 from fedrx.dp.report_promise import (
     NEIGHBOURING,
     OUTSIDE_DP,
+    SENT_BY_HOSPITAL,
+    SENT_SECTION,
     THREAT_MODEL_SECTION,
     mechanism_extras,
     mechanism_name,
@@ -62,14 +64,6 @@ def _json(p: Path) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _public_key(folder: Path, hospital: str) -> str | None:
-    for d in (folder / "identities", folder, folder / "ledger" / "identities"):
-        obj = _json(d / f"{hospital}.pub.json")
-        if isinstance(obj, dict) and isinstance(obj.get("sign_public"), str):
-            return str(obj["sign_public"])
-    return None
 
 
 def run_context(folder: Path) -> dict[str, Any]:
@@ -218,7 +212,7 @@ def build_report(folders: Sequence[Path], *, anchors: Path | None = None,
                 entries = read_entries(per[h][1]) if h in per else []
             except LedgerError:
                 entries = []  # the audit reports it as unreadable
-            ver = hospital_verification(h, da, entries, _public_key(f, h))
+            ver = hospital_verification(h, da, entries)
             ledger = str(per[h][1]) if h in per else "(missing)"
             hospitals.append(_hospital(h, entries, ctx, ver, ledger))
     hospitals.sort(key=lambda s: s["hospital"])
@@ -264,6 +258,9 @@ def build_report(folders: Sequence[Path], *, anchors: Path | None = None,
             "outside_dp": [{"what": o.what, "consequence": o.consequence}
                            for o in OUTSIDE_DP],
             "outside_dp_source": THREAT_MODEL_SECTION,
+            "sent_by_hospital": [{"what": x.what, "when": x.when, "reveals": x.reveals}
+                                 for x in SENT_BY_HOSPITAL],
+            "sent_source": SENT_SECTION,
         },
         "hospitals": hospitals, "folder_findings": extra_findings,
         "verify_commands": commands,

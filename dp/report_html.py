@@ -163,8 +163,14 @@ def _promise(rep: Mapping[str, Any]) -> str:
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
     rows = "".join(f"<tr><td>{_e(o['what'])}</td><td>{_e(o['consequence'])}</td></tr>"
                    for o in p["outside_dp"])
+    sent = "".join(f"<tr><td>{_e(x['what'])}</td><td>{_e(x['when'])}</td>"
+                   f"<td>{_e(x['reveals'])}</td></tr>" for x in p["sent_by_hospital"])
     return (f"<section id=\"promise\"><h2>1. The promise</h2><dl>{dl}</dl>"
-            "<h3>What leaves a hospital outside DP</h3><table id=\"outside-dp\"><thead><tr>"
+            "<h3>What leaves a hospital, and what it reveals outside DP</h3>"
+            "<table id=\"sent-by-hospital\"><thead><tr><th>what</th><th>when</th>"
+            f"<th>reveals (outside epsilon unless said)</th></tr></thead><tbody>{sent}"
+            f"</tbody></table><p class=\"small\">Source: {_e(p['sent_source'])}.</p>"
+            "<h3>What DP does not cover</h3><table id=\"outside-dp\"><thead><tr>"
             "<th>what</th><th>consequence</th></tr></thead><tbody>"
             f"{rows}</tbody></table><p class=\"small\">Source: {_e(p['outside_dp_source'])}"
             ".</p></section>")

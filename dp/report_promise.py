@@ -1,10 +1,11 @@
 """What a privacy budget report promises: the privacy unit, the mechanism and its trust
 assumption, and what leaves a hospital OUTSIDE differential privacy.
 
-:data:`OUTSIDE_DP` is the one list of what DP does not cover in fedrx code; it follows
-threat_model.md §5 "What DP does not cover" (plus the hospital-level and metadata leaks of
-§4.2 and §10), and ``tests/test_report_content.py`` checks that every entry names a row or
-section that the threat model still has. Edit both together.
+:data:`SENT_BY_HOSPITAL` (everything a hospital sends and what it reveals, threat_model.md
+§5.2) and :data:`OUTSIDE_DP` (what DP does not cover, §5, plus the hospital-level and
+metadata leaks of §4.2 and §10) are the one copy of those lists in fedrx code;
+``tests/test_report_content.py`` checks both against the threat model, row by row. Edit
+them together.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 THREAT_MODEL_SECTION = "threat_model.md §5 \"What DP does not cover\" (also §4.2 and §10)"
+SENT_SECTION = "threat_model.md §5.2 \"Everything a hospital sends, and what it reveals\""
 NEIGHBOURING = ("add or remove all visits of one patient at one hospital "
                 "(add-or-remove-one-patient neighbouring)")
 
@@ -57,6 +59,45 @@ OUTSIDE_DP: tuple[OutsideDp, ...] = (
               "Floating-point noise"),
     OutsideDp("A compromised hospital host", "raw data exposed: out of scope",
               "Local node compromise"),
+)
+
+@dataclass(frozen=True)
+class Sent:
+    """One message or record a hospital sends: when, and what it reveals outside epsilon
+    unless said. ``doc_row`` is how the row of threat_model.md §5.2 starts."""
+
+    what: str
+    when: str
+    reveals: str
+    doc_row: str
+
+
+SENT_BY_HOSPITAL: tuple[Sent, ...] = (
+    Sent("TrainAck (status, refusal reason, ledger head hash)", "every round",
+         "whether it trained or refused for its budget (so roughly how much budget is "
+         "left); the head hash commits to its ledger and reveals nothing else", "TrainAck"),
+    Sent("Local DP: its protected weighted delta and visit count", "every round",
+         "under mask or ckks only the SUM over contributors reaches the aggregator: the "
+         "DP-noised deltas (inside epsilon) and the contributors' total number of training "
+         "visits, exactly; under none each hospital's own", "Local DP: protected"),
+    Sent("Local DP: the sampling rate q = B / N_h in the ledger", "every signed entry",
+         "N_h, its number of training patients, exactly", "Local DP: `q = B / N_h`"),
+    Sent("Distributed DP: its noise share of the federation sum", "every round",
+         "only the noisy federation sum (inside epsilon) and the number of survivors; q is "
+         "the federation's, so the federation's total training patients, not N_h",
+         "Distributed DP: share"),
+    Sent("Mask protocol messages (keys, encrypted shares, masked input, signatures)",
+         "every mask round", "nothing about the data beyond the sum; who dropped when",
+         "Mask protocol messages"),
+    Sent("EvalReport: metric sums on its test and validation patients",
+         "every evaluated round", "exact counts of held-out patients and visits and "
+         "their aggregate metrics, not noised: outside the training patients' epsilon, NOT "
+         "private for the held-out patients", "EvalReport: additive metric sums"),
+    Sent("EvalReport personal (fine-tuned head, last round)", "if personalisation is asked",
+         "depends on the training patients unless made DP", "EvalReport `personal`"),
+    Sent("Timing, message sizes, connection metadata", "always",
+         "training time grows with the sampled batch; sizes are fixed by the model",
+         "Timing, message sizes"),
 )
 
 #: Ledger entry keys every report shows in its own columns (the rest of an entry's

@@ -1,13 +1,11 @@
 """The verification part of a privacy budget report: ``fedrx audit`` run on every input
-folder exactly as the command line would run it, its findings sorted per hospital into four
-checks (signatures, hash chain, anchors, independent recomputation) and a verdict.
-
-Anchors and the federation file are found as the auditor would pass them: ``--anchors``
-(a file, or a folder holding ``<hospital>.json`` / ``anchors.json``) and ``--federation``
-when given; otherwise, for a folder holding one hospital, the first
-``aggregator/anchors/<h>.json`` or ``anchors/<h>.json`` in it or one of its 3 parents (the
-``fedrx demo grpc`` layout), and for any folder an ``anchors.json`` there naming only
-hospitals it holds. Every verification names the ``fedrx audit`` command that repeats it.
+folder exactly as the command line runs it (the audit itself finds the pinned federation and
+the default anchors, :mod:`fedrx.dp.pins`, :mod:`fedrx.dp.anchors`), its per-hospital record
+(:class:`fedrx.dp.audit.HospitalAudit`) and findings turned into four checks (signatures,
+hash chain, anchors, independent recomputation), each ``pass``, ``weak`` (checked, but
+against something weaker than the strongest evidence: an unpinned key, unsigned heads, an
+unverified receipt), ``not checked`` or ``fail``, and a one-line verdict per hospital.
+Every verification names the ``fedrx audit`` command that repeats it.
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedrx.dp.accountants.independent import pld_epsilon, rdp_epsilon
-from fedrx.dp.audit import TOL_ABS, TOL_REL, AuditResult, Finding, run_audit, tolerance
-from fedrx.dp.ledger import mechanism_of
+from fedrx.dp.audit import TOL_ABS, TOL_REL, AuditResult, Finding, HospitalAudit, run_audit
 
 CHECKS = ("signatures", "hash chain", "anchors", "recomputation")
 _EXPLAIN = {
@@ -36,7 +32,7 @@ def check_of(kind: str) -> str:
     """Which of :data:`CHECKS` a finding kind belongs to (kinds unknown to this version
     are sorted by their words, and a finding always fails some check)."""
     k = kind.lower()
-    if any(w in k for w in ("receipt", "anchor", "truncat", "head", "missing-ledger")):
+    if any(w in k for w in ("receipt", "anchor", "truncat", "head")):
         return "anchors"
     if any(w in k for w in ("sign", "identity", "key", "pin")):
         return "signatures"
@@ -73,38 +69,12 @@ def audit_folder(folder: Path, anchors: Path | None = None,
 def audited_hospitals(da: DirAudit) -> list[str]:
     """Every hospital the audit of a folder covered (with a ledger or expected to have
     one: a missing or empty ledger is a finding of that hospital)."""
-    return sorted({ha.hospital for ha in getattr(da.result, "hospitals", ())})
+    return sorted({ha.hospital for ha in da.result.hospitals})
 
 
-def recompute(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The last entry's recorded epsilon against dp_accounting's (PLD; RDP too for
-    ``accountant="rdp"`` entries, which are legitimately above PLD) over every trained
-    entry; None when the entries cannot be replayed (malformed: the audit says why)."""
-    if not entries:
-        return None
-    hist: list[tuple[float, float, int]] = []
-    try:
-        for e in entries:
-            m = mechanism_of(e)
-            if m is not None:
-                hist.append((m.sample_rate, m.noise_multiplier, m.steps))
-        last = entries[-1]
-        recorded, delta = float(last["epsilon"]), float(last["delta"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if not (0 < delta < 1):
-        return None
-    ref = pld_epsilon(hist, delta)
-    out = {"recorded": recorded, "pld": ref, "difference": recorded - ref,
-           "tolerance": tolerance(ref), "delta": delta}
-    if last.get("accountant") == "rdp":
-        out["rdp"] = rdp_epsilon(hist, delta)
-    return out
-
-
-def _ha(da: DirAudit, hospital: str) -> Any:
-    """The audit's own per-hospital record (:class:`fedrx.dp.audit.HospitalAudit`)."""
-    return next((ha for ha in getattr(da.result, "hospitals", ())
+def _ha(da: DirAudit, hospital: str) -> HospitalAudit | None:
+    """The audit's own per-hospital record."""
+    return next((ha for ha in da.result.hospitals
                  if ha.hospital == hospital), None)
 
 
@@ -112,7 +82,7 @@ def _check(check: str, status: str, detail: str) -> dict[str, str]:
     return {"check": check, "status": status, "detail": detail, "what": _EXPLAIN[check]}
 
 
-def _from_audit(ha: Any, by: Mapping[str, list[str]], n: int,
+def _from_audit(ha: HospitalAudit, by: Mapping[str, list[str]], n: int,
                 accountant: Any = None) -> list[dict[str, str]]:
     """The four checks from the audit's HospitalAudit (signature pinning, anchor kind,
     independent epsilon as the audit computed them)."""
@@ -171,33 +141,16 @@ def _from_audit(ha: Any, by: Mapping[str, list[str]], n: int,
     return checks
 
 
-def _from_findings(da: DirAudit, by: Mapping[str, list[str]], entries: Sequence[Any],
-                   key_hex: str | None) -> list[dict[str, str]]:
-    """The four checks from the findings alone (an audit without per-hospital records)."""
-    n = len(entries)
-    rec = recompute(entries)
-    key = f"key {key_hex[:16]}..." if key_hex else "no public key found"
-    details = {
-        "signatures": f"{n} entries verified against the hospital's public key ({key})",
-        "hash chain": f"{n} entries chained from the genesis hash, no gap, edit or reorder",
-        "recomputation": "no trained entry to recompute" if rec is None else
-        (f"recorded {rec['recorded']:.4f}, dp_accounting PLD {rec['pld']:.4f}, difference "
-         f"{rec['difference']:+.4f} (tolerance {rec['tolerance']:.3f})"),
-        "anchors": f"head found in the chain (anchors {da.anchors})",
-    }
-    checks = []
-    for c in CHECKS:
-        if by[c]:
-            checks.append(_check(c, "fail", "; ".join(by[c])))
-        elif c == "anchors" and da.anchors is None:
-            checks.append(_check(c, "not checked", "not anchored: truncation not detectable"))
-        else:
-            checks.append(_check(c, "pass", details[c]))
-    return checks
+def _from_findings(by: Mapping[str, list[str]]) -> list[dict[str, str]]:
+    """The checks when the audit kept no record of the hospital: what failed, the rest
+    not checked."""
+    return [_check(c, "fail", "; ".join(by[c])) if by[c] else
+            _check(c, "not checked", "the audit kept no record of this hospital")
+            for c in CHECKS]
 
 
-def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping[str, Any]],
-                          key_hex: str | None = None) -> dict[str, Any]:
+def hospital_verification(hospital: str, da: DirAudit,
+                          entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Per-hospital checks (each ``{"check", "what", "status": "pass" | "fail" | "weak" |
     "not checked", "detail"}``), findings and a one-line verdict."""
     mine: list[Finding] = [f for f in da.result.findings if f.hospital == hospital]
@@ -206,8 +159,7 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
         by[check_of(f.kind)].append(str(f))
     ha = _ha(da, hospital)
     acc = entries[-1].get("accountant") if entries else None
-    checks = _from_audit(ha, by, len(entries), acc) if ha is not None else \
-        _from_findings(da, by, entries, key_hex)
+    checks = _from_audit(ha, by, len(entries), acc) if ha is not None else _from_findings(by)
     status = {c["check"]: c["status"] for c in checks}
     ok = not mine
     anchored = status["anchors"] in ("pass", "weak")
@@ -217,7 +169,7 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
         notes.append("not anchored: truncation not detectable")
     elif status["anchors"] == "weak":
         notes.append("anchored to UNSIGNED heads only (a rewrite of ledger and record "
-                     "together is not detectable)" if getattr(ha, "anchor", "") == "unsigned"
+                     "together is not detectable)" if ha is not None and ha.anchor == "unsigned"
                      else "anchor receipt signature not verified (no pinned aggregator key)")
     if status["signatures"] != "pass":
         notes.append("signatures not against a pinned key")
@@ -238,7 +190,7 @@ def hospital_verification(hospital: str, da: DirAudit, entries: Sequence[Mapping
     return {"ok": ok, "anchored": anchored, "complete": ok and not weak, "verdict": line,
             "limits": notes if ok else [],
             "checks": checks, "findings": [str(f) for f in mine],
-            "audit": ha.to_json() if ha is not None and hasattr(ha, "to_json") else None,
+            "audit": ha.to_json() if ha is not None else None,
             "command": da.command}
 
 

@@ -23,7 +23,7 @@ from fedrx.dp.ledger import (
     signing_bytes,
 )
 from fedrx.dp.report import budget_report
-from fedrx.dp.report_promise import OUTSIDE_DP
+from fedrx.dp.report_promise import OUTSIDE_DP, SENT_BY_HOSPITAL
 from fedrx.dp.report_svg import eps_ticks, round_ticks
 from fedrx.secagg.identity import Identity
 
@@ -103,7 +103,8 @@ def test_same_inputs_give_the_same_bytes(ledgers, tmp_path):
 
 def test_outside_dp_list_follows_threat_model():
     doc = (ROOT / "threat_model.md").read_text(encoding="utf-8")
-    section5 = doc[doc.index("**What DP does not cover.**"):doc.index("## 6. Network")]
+    section5 = doc[doc.index("**What DP does not cover.**"):
+                   doc.index("**Budget enforcement before noise is drawn.**")]
     for o in OUTSIDE_DP:
         assert o.doc_row in doc, o.doc_row
     rows = [ln.split("|")[1].strip() for ln in section5.splitlines()
@@ -111,6 +112,15 @@ def test_outside_dp_list_follows_threat_model():
     # every row of the threat model's table is in the report's list
     missing = [r for r in rows if not any(r.startswith(o.doc_row) for o in OUTSIDE_DP)]
     assert rows and not missing, missing
+    # §5.2: everything a hospital sends, row by row, both ways
+    sent = doc[doc.index("### 5.2 Everything a hospital sends"):doc.index("## 6. Network")]
+    rows = [ln.split(" | ")[0].removeprefix("| ").strip() for ln in sent.splitlines()
+            if ln.startswith("| ") and not ln.startswith("| What |")]
+    missing = [r for r in rows if not any(r.startswith(x.doc_row) for x in SENT_BY_HOSPITAL)]
+    assert rows and not missing, missing
+    gone = [x.doc_row for x in SENT_BY_HOSPITAL if not any(r.startswith(x.doc_row)
+                                                           for r in rows)]
+    assert not gone, gone
 
 
 def test_tampered_ledger_is_red_on_top(ledgers, tmp_path):
