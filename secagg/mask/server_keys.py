@@ -82,7 +82,7 @@ class ServerShareKeys(Advertised):
                 continue
             want = (p.graph.of(h) & u1)
             got = [s.receiver for s in r.shares if isinstance(s, EncryptedShare)
-                   and s.sender == h]
+                   and s.sender == h and isinstance(s.receiver, str)]
             if len(got) != len(r.shares) or len(set(got)) != len(got) or set(got) != want:
                 v.rejected[h] = "shares not addressed to exactly its neighbours"
                 continue

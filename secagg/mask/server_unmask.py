@@ -91,7 +91,8 @@ class ServerUnmask(Advertised):
                 v.rejected[h] = "invalid unmask reply"
                 continue
             mine = p.graph.holders(h) & u2
-            good = all(isinstance(s, RevealedShare) and s.owner in mine
+            good = all(isinstance(s, RevealedShare) and isinstance(s.owner, str)
+                       and s.owner in mine
                        and s.kind == (SELF_MASK if s.owner in u3 else SECRET_KEY)
                        and isinstance(s.share, bytes) for s in r.shares) \
                 and len({s.owner for s in r.shares}) == len(r.shares)

@@ -62,6 +62,8 @@ def signed_by(federation: Federation, hospital: str, signature: bytes,
               message: bytes) -> bool:
     """Whether ``signature`` verifies; the protocol EXCLUDES a peer whose signature fails
     (the round goes on without it), so here the verdict is a decision, not an error."""
+    if not isinstance(signature, bytes) or not isinstance(hospital, str):
+        return False
     try:
         federation.verify(hospital, signature, message)
     except SignatureError:
