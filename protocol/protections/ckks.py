@@ -61,7 +61,8 @@ holds the key); the aggregator still chooses which signed uploads to list (at le
 ``min_contributors`` of them): see threat_model.md 4.4.
 
 Dropouts: a hospital that dropped after ``upload`` stays in the sum; the round needs
-``min_contributors`` valid uploads and one live decryptor.
+``min_contributors`` valid uploads, a majority of the participants alive to confirm the list,
+and one live decryptor.
 
 This module only binds the protection to the :class:`~fedrx.protocol.protection.Protection`
 interface. The per-party state machines are in :mod:`fedrx.secagg.ckks.server` and
