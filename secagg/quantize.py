@@ -270,13 +270,18 @@ def sum_bounds(cfg: QuantConfig, contributors: int, model_length: int,
     return contributors * model_length, norm
 
 
-def check_sum(s: np.ndarray, cfg: QuantConfig, contributors: int) -> None:
+def check_sum(s: np.ndarray, cfg: QuantConfig, contributors: int, *,
+              clip_bounded: bool = True) -> None:
     """ProtocolAbort unless the centred integer sum ``s`` (``[weighted..., count,
     clipped]``) is one that ``contributors`` honest encodings can produce: ``0 <= count <=
-    contributors * max_count``, ``0 <= clipped <= contributors * d`` and the L2 norm of the
-    weighted part within :func:`sum_bounds`. A sum outside these bounds (a wrong self-mask
-    share revealed with exactly t answers, so undetectable by share consistency, decodes to
-    garbage such as a count of -9e8) is refused instead of being used as an update."""
+    contributors * max_count``, ``0 <= clipped <= contributors * d``, every weighted entry
+    within ``contributors * per_hospital_bound`` and, for :func:`encode`'s clipped inputs
+    (``clip_bounded``), the L2 norm of the weighted part within :func:`sum_bounds`. A sum
+    outside these bounds (a wrong self-mask share revealed with exactly t answers, so
+    undetectable by share consistency, decodes to garbage such as a count of -9e8) is
+    refused instead of being used as an update. ``clip_bounded=False`` for
+    :func:`encode_prequantised` inputs (distributed DP: the noise is not norm-bounded; the
+    count, clipped and per-entry bounds still hold)."""
     if not isinstance(contributors, int) or contributors < 1:
         raise ProtocolAbort("a decoded sum needs at least one contributor")
     d = s.size - 2
@@ -288,25 +293,33 @@ def check_sum(s: np.ndarray, cfg: QuantConfig, contributors: int) -> None:
     if not 0 <= clipped <= max_clipped:
         raise ProtocolAbort(f"decoded clipped-coordinate count {clipped} outside [0, "
                             f"{max_clipped}]: the unmasked sum is corrupt")
-    w = s[:-2].astype(np.float64)
-    norm = math.sqrt(float(np.add.reduce(np.square(w))))
+    w = s[:-2]
+    limit = contributors * per_hospital_bound(cfg, d)
+    if w.size and int(np.max(np.abs(w))) > limit:
+        raise ProtocolAbort(f"a decoded entry exceeds {contributors} hospitals' bound: the "
+                            "unmasked sum is corrupt")
+    if not clip_bounded:
+        return
+    wf = w.astype(np.float64)
+    norm = math.sqrt(float(np.add.reduce(np.square(wf))))
     if not norm <= max_norm:
         raise ProtocolAbort(f"decoded sum has L2 norm {norm / 2**cfg.frac_bits:.6g} above "
                             f"the {count} examples' clip bound "
                             f"{max_norm / 2**cfg.frac_bits:.6g}: the unmasked sum is corrupt")
 
 
-def decode(total: np.ndarray, cfg: QuantConfig, m: int,
-           contributors: int | None = None) -> tuple[np.ndarray, int]:
+def decode(total: np.ndarray, cfg: QuantConfig, m: int, contributors: int | None = None,
+           *, clip_bounded: bool = True) -> tuple[np.ndarray, int]:
     """Decode a sum of encodings: (float64 ``[sum c*delta..., sum c]``, total clipped count).
 
     With ``contributors`` (|U3|; the aggregator always passes it) the sum is first checked
     against what that many honest encodings can produce (:func:`check_sum`, ProtocolAbort
-    otherwise); None skips the check (unit tests of the codec alone).
+    otherwise; ``clip_bounded=False`` when the inputs were :func:`encode_prequantised`);
+    None skips the check (unit tests of the codec alone).
     """
     s = centred_lift(total, m)
     if contributors is not None:
-        check_sum(s, cfg, contributors)
+        check_sum(s, cfg, contributors, clip_bounded=clip_bounded)
     out = np.empty(s.size - 1, dtype=np.float64)
     # times 2**-frac_bits: a power of two, so exactly the division by 2**frac_bits
     np.multiply(s[:-2], 2.0 ** -cfg.frac_bits, out=out[:-1])

@@ -128,3 +128,19 @@ def test_protection_result_refuses_a_corrupt_sum_end_to_end():
         server.collect(stage, replies)
     with pytest.raises(ProtocolAbort, match="the unmasked sum is corrupt"):
         server.result()
+
+
+def test_prequantised_sums_skip_only_the_norm_bound():
+    """Distributed DP's pre-quantised shares carry noise that is not norm-bounded: with
+    ``clip_bounded=False`` a noisy but in-range sum passes; the count and per-entry bounds
+    still refuse garbage."""
+    scale = 2.0**CFG.frac_bits
+    noisy = _sum(np.full(D, int(2 * scale), dtype=np.int64), 10)  # norm above count * B
+    with pytest.raises(ProtocolAbort, match="L2 norm"):
+        quantize.check_sum(noisy, CFG, 2)
+    quantize.check_sum(noisy, CFG, 2, clip_bounded=False)
+    limit = 2 * quantize.per_hospital_bound(CFG, D)
+    for bad in (_sum(np.full(D, limit + 1, dtype=np.int64), 10),
+                _sum(np.zeros(D, dtype=np.int64), -3)):
+        with pytest.raises(ProtocolAbort, match="corrupt"):
+            quantize.check_sum(bad, CFG, 2, clip_bounded=False)
