@@ -66,3 +66,25 @@ def test_ledger_entries_charged_round_by_round_within_bound(tmp_path):
             assert LOW * ref <= entry["epsilon"] <= HIGH * ref, (rnd, entry["epsilon"], ref)
     # and fedrx audit, recomputing every entry independently, finds nothing to report
     assert audit(tmp_path) == []
+
+
+@pytest.mark.slow  # a whole simulated federation: ~13 s of CPU
+def test_federation_with_the_pld_accountant_records_within_bound(mimic_demo, tmp_path):
+    from fedrx.dp.ledger import read_entries
+    from fedrx.nodes.simulate import SimulationConfig, run_simulation
+
+    cfg = SimulationConfig(hospitals=3, rounds=2, hidden=16, local_epochs=1, personalize=False,
+                           dp=True, accountant="pld", epsilon=8.0, out=str(tmp_path / "run"))
+    doc = run_simulation(cfg)
+    assert [r["status"] for r in doc["rounds"]] == ["completed", "completed"]
+    for h in doc["dp"]:
+        entries = read_entries(tmp_path / "run" / "ledger" / f"{h}.jsonl")
+        hist: dict[tuple[float, float], int] = {}
+        for e in entries:
+            assert e["accountant"] == "pld" and e["status"] == "trained"
+            key = (e["sample_rate"], e["noise_multiplier"])
+            hist[key] = hist.get(key, 0) + e["steps"]
+            ref = reference_pld_epsilon([(q, s, n) for (q, s), n in hist.items()], e["delta"])
+            assert LOW * ref <= e["epsilon"] <= HIGH * ref
+        assert entries[-1]["epsilon"] <= 8.0
+    assert audit(tmp_path / "run") == []
