@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from thckks_golden import thckks_golden_samples
 
 from fedrx.nodes import codec
 from fedrx.nodes.codec import CodecError, Limits, OversizeError
@@ -263,6 +264,7 @@ def _golden_samples() -> dict[str, object]:
                                                           hdr, hospital="h2")), (b"agg" * 30,)),
         "ckks_decryption": pc.CkksDecryption("h2", 3, b"i" * 32, np.linspace(-2, 2, 7), 1e-3),
     })
+    out.update(thckks_golden_samples())
     return out
 
 
