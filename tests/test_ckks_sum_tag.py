@@ -74,13 +74,26 @@ def test_coefficients_add_mod_q(ctx):
     assert [int(x) for x in cs] == [(int(x) + int(y)) % q for x, y in zip(ca, cb, strict=True)]
 
 
-def test_row_limbs_known_answer_rfc8439():
+def test_row_entries_known_answer_rfc8439_and_rejection():
     """Zero key, zero nonce: ChaCha20's first block is RFC 8439 A.1 #1 (76 b8 e0 ad a0 f1 3d
-    90 ...); the first row's limb 0 takes the low 14 bits of its first 16-bit words."""
-    limbs = sum_tag.row_limbs(KeyStream(bytes(32)), 1, 4)
-    assert limbs.shape == (4, 4)
-    assert [int(x) for x in limbs[0]] == [0xB876 & 0x3FFF, 0xADE0 & 0x3FFF, 0xF1A0 & 0x3FFF,
-                                          0x903D & 0x3FFF]
+    90 40 5d 6a e5 53 86 bd 28 ...); a row entry is the low 56 bits of one little-endian word."""
+    q = data_prime(PARAMS)
+    rows = sum_tag.row_entries(KeyStream(bytes(32)), 1, 2, q)
+    block = bytes.fromhex("76b8e0ada0f13d90405d6ae55386bd28")  # RFC 8439 A.1 #1, first 16
+    want = [int.from_bytes(block[i:i + 8], "little") & (2**56 - 1) for i in (0, 8)]
+    assert want[0] == 0x3DF1A0ADE0B876
+    assert [int(x) for x in rows[0]] == want
+
+    class Stream:  # words at and above q are replaced, in order, by the next ones below q
+        def __init__(self, words):
+            self.words = list(words)
+
+        def words64(self, n):
+            out, self.words = self.words[:n], self.words[n:]
+            return np.array(out, dtype=np.uint64)
+
+    rows = sum_tag.row_entries(Stream([5, q, 7, 2**56 - 1, q + 1, 9, 11]), 1, 3, q)
+    assert [int(x) for x in rows[0]] == [5, 9, 7]  # q -> (2^56-1 -> q+1 rejected) -> 9
 
 
 def test_tag_key_derivation_known_answer():
@@ -96,18 +109,23 @@ KAT_TAG_KEY = "cf4fa9cc4dbe1a94c9b76a403a5d88d7445f11526a6c02da00c746c8704fed9c"
 
 
 def _reference_tags(key: bytes, blobs, k: int) -> list[int]:
-    """The documented definition with Python integers: row j, entry l of each chunk is
-    sum_a (u16[(4j + a) * width + l] & 0x3FFF) << 14a; tag j = sum entry * coeff mod q."""
+    """The documented definition with Python integers: row j, entry l of each chunk is the
+    low 56 bits of the next keystream word (rejected if >= q); tag j = sum entry * coeff mod q."""
     q, width = data_prime(PARAMS), 2 * N
     stream = KeyStream(key)
     out = [0] * k
     for blob in blobs:
         coeffs = [int(c) for c in coefficients(blob, PARAMS)]
-        u16 = stream.words64(k * width).view("<u2").astype(np.int64)
-        for j in range(k):
-            rows = [u16[(4 * j + a) * width:(4 * j + a + 1) * width] & 0x3FFF for a in range(4)]
-            entries = [sum(int(rows[a][i]) << (14 * a) for a in range(4)) for i in range(width)]
-            out[j] += sum(e * c for e, c in zip(entries, coeffs, strict=True))
+        for j0 in range(0, k, sum_tag._ROW_BLOCK):
+            b = min(sum_tag._ROW_BLOCK, k - j0)
+            words = [int(w) & (2**56 - 1) for w in stream.words64(b * width)]
+            for i, w in enumerate(words):
+                while w >= q:
+                    w = int(stream.words64(1)[0]) & (2**56 - 1)
+                words[i] = w
+            for j in range(b):
+                row = words[j * width:(j + 1) * width]
+                out[j0 + j] += sum(e * c for e, c in zip(row, coeffs, strict=True))
     return [x % q for x in out]
 
 

@@ -53,7 +53,7 @@ different participant lists gets nothing decrypted. Each upload also carries ``n
 linear tags of its ciphertexts under a round key derived from the epoch's flooding key (which
 the aggregator never holds): the tag of the aggregate must be the sum of the tags, which no
 other ciphertext (the victim's upload scaled, plus a known offset, alone, duplicated, from an
-older round) satisfies except with probability < 2^(n - 276). The decryptor never receives
+older round) satisfies except with negligible probability (< 2^-275). The decryptor never receives
 another hospital's ciphertext (it holds the secret key and could decrypt it).
 
 What remains: an aggregator colluding with ANY hospital learns every update (that hospital

@@ -192,7 +192,7 @@ def check_tagged_sum(aggregate: Sequence[ts.CKKSVector], headers: Sequence[Uploa
     """Raise ProtocolAbort unless the loaded ``aggregate`` has exactly the keyed linear tags of
     the sum of the listed ``headers``' uploads (call :func:`verify_headers` first). A
     ciphertext that is not that sum (the victim's upload scaled, plus a known offset, alone,
-    twice, or with chunks moved) fails except with probability < 2^(n - 276)."""
+    twice, or with chunks moved) fails except with probability < 2^-55 (q^-k, q^-5)."""
     try:
         expected = add_tags((h.tags for h in headers), key.n_tags, key.q)
         actual = key.vector_tags(aggregate)

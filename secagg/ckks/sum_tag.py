@@ -9,31 +9,31 @@ ciphertexts could decrypt each hospital's update. Instead each hospital signs, w
     T_i[j] = sum over chunks c, coefficients l of  R_c[j, l] * ct_i,c[l]   (mod q)
 
 ``ct_i,c`` is chunk ``c`` of hospital ``i``'s upload as SEAL stores it (2 polynomials x N
-coefficients mod the data prime ``q``), ``R_c[j, l]`` is uniform on ``[0, 2^56)`` (as a
-residue mod ``q``, ``2^55 < q < 2^56``, no value has probability above ``2^-55``) from a
-ChaCha20 stream keyed by :meth:`SumTagKey.derive`: the epoch's flooding key (held by every
-epoch member, never by the aggregator), the session, round and agreed round context.
-Ciphertext addition is coefficient-wise mod ``q``, so the tag of a sum is the sum of the
-tags: the decryptor computes the tag of the aggregate it is asked to decrypt and refuses
-unless it equals ``sum_i T_i mod q`` over the listed, signed uploads.
+coefficients mod the data prime ``q``), ``R_c[j, l]`` is uniform on ``Z_q`` (56-bit words of a
+ChaCha20 stream, rejection-sampled below ``q``), the stream keyed by :meth:`SumTagKey.derive`:
+the epoch's flooding key (held by every epoch member, never by the aggregator), the session,
+round and agreed round context. Ciphertext addition is coefficient-wise mod ``q``, so the tag of
+a sum is the sum of the tags: the decryptor computes the tag of the aggregate it is asked to
+decrypt and refuses unless it equals ``sum_i T_i mod q`` over the listed, signed uploads.
 
 Soundness (what the aggregator cannot do). It knows the uploads ``ct_i`` and their tags, hence
 the tag of any combination ``sum beta_i ct_i`` with one coefficient per upload; it knows nothing
 else about ``R`` (fresh per round). An aggregate ``A = sum_listed ct_i + D`` passes only if
 ``R D = 0`` on all ``k`` rows. If ``D`` has a part outside the span of the uploads (a trivial
-encryption of a known offset, an older round's ciphertext, chunks moved between positions),
-each row vanishes with probability <= 2^-55. If ``D = sum beta_i ct_i`` (e.g. the victim's
-upload times 4095), it needs a non-zero ``beta`` with ``sum beta_i T_i = 0``: the ``k x n`` tag
-matrix must be rank-deficient, probability <= q^(n-1) * 2^(-55k) < 2^(56(n-1) - 55(n+4)) =
-2^(n - 276) for ``k = n + TAG_MARGIN`` tags (``n`` = round participants: each uploads once
-per round; ``TAG_MARGIN = 4``): below 2^-176 for up to 100 participants. (With fewer tags than
-uploads a short kernel vector exists, ~q^(k/n) by lattice reduction: k >= n is necessary.)
+encryption of a known offset, an older round's ciphertext, chunks moved between positions), each
+row vanishes with probability exactly 1/q < 2^-55 (given everything the aggregator saw, that
+part's tag is uniform). If ``D = sum beta_i ct_i`` (e.g. the victim's upload times 4095), it
+needs a non-zero ``beta`` with ``sum beta_i T_i = 0``: the ``k x n`` tag matrix must be
+rank-deficient, probability <= q^(n-1) * q^(-k) = q^-5 < 2^-275 for ``k = n + TAG_MARGIN`` tags
+(``n`` = round participants: each uploads once per round; ``TAG_MARGIN = 4``). (With fewer tags
+than uploads a short kernel vector exists, ~q^(k/n) by lattice reduction: k >= n is necessary.)
 
 What the tags reveal: they are a keyed function of the ciphertext (which the aggregator holds
 anyway) under a key it does not know: nothing about the plaintext.
 
 Cost per upload: ``k`` 8-byte tags; per party and round, ``k * 2N`` keystream words and an
-exact integer dot product per chunk (14-bit limbs, float64 BLAS: every partial sum < 2^42).
+exact integer dot product per chunk (16- and 14-bit limbs, float64 BLAS: every partial sum
+< 2^44).
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ from fedrx.secagg.ckks.params import CkksParams
 TAG_DOMAIN = b"fedrx-ckks-sum-tag/1\x00"
 TAG_MARGIN = 4
 """Tags beyond the number of participants (each adds 55 bits of soundness)."""
-ENTRY_BITS = 55
-"""Soundness per tag: no entry of a row, as a residue mod q, has probability above 2^-55."""
 _LIMB_BITS = 14
-_LIMBS = 4  # 4 x 14 = 56 bits >= both the entries (55) and the coefficients (< q < 2^56)
+_LIMBS = 4  # coefficients: 4 x 14-bit limbs; row entries: 4 x 16-bit limbs (56 bits)
+_ROW_LIMB_BITS = 16
+_MASK56 = np.uint64(2**56 - 1)
 _ROW_BLOCK = 16  # tag rows generated at a time: 16 x 4 x 2N float64 = 8 MiB at N = 8192
 _SEAL_MAGIC = 0xA15E
 _SEAL_HEADER = struct.Struct("<HBBBBHQ")
@@ -188,17 +188,28 @@ def _limbs(x: np.ndarray) -> np.ndarray:
                      for a in range(_LIMBS)])
 
 
-def row_limbs(stream: KeyStream, k: int, width: int) -> np.ndarray:
-    """The next chunk's ``k`` rows as float64 limbs, shape ``(k * 4, width)``: row ``j``'s
-    entry ``l`` is ``sum_a limb[4j + a, l] * 2^(14a)``, each limb the low 14 bits of one
-    little-endian 16-bit keystream word (so entries are uniform on ``[0, 2^56)``; as residues
-    mod ``q`` no value has probability above ``2^-55``)."""
-    words = stream.words64(k * width).view("<u2").reshape(k * _LIMBS, width)
-    return (words & np.uint16(2**_LIMB_BITS - 1)).astype(np.float64)
+def row_entries(stream: KeyStream, k: int, width: int, q: int) -> np.ndarray:
+    """The next chunk's ``k`` rows, shape ``(k, width)``, uint64 uniform on ``[0, q)``: the
+    low 56 bits of consecutive little-endian keystream words, row by row; a value ``>= q``
+    (probability ~2^-37.5) is replaced, in order, by the next stream word below ``q``."""
+    rows = stream.words64(k * width) & _MASK56
+    for i in np.flatnonzero(rows >= np.uint64(q)):
+        while True:
+            w = int(stream.words64(1)[0]) & (2**56 - 1)
+            if w < q:
+                rows[i] = w
+                break
+    return rows.reshape(k, width)
+
+
+def _row_limbs(rows: np.ndarray) -> np.ndarray:
+    """(k, width) uint64 < 2^56 -> (k, 4, width) float64 16-bit limbs (exact)."""
+    k, width = rows.shape
+    return rows.view("<u2").reshape(k, width, _LIMBS).transpose(0, 2, 1).astype(np.float64)
 
 
 class SumTagKey:
-    """One round's tag key: ``k`` rows of uniform ``[0, 2^56)`` entries per ciphertext
+    """One round's tag key: ``k`` rows of uniform ``Z_q`` entries per ciphertext
     coefficient, from a ChaCha20 stream (chunk by chunk, in order). Never printed."""
 
     def __init__(self, key: bytes, params: CkksParams, n_tags: int):
@@ -232,10 +243,11 @@ class SumTagKey:
             limbs = _limbs(coefficients(blob, self.params)).T
             for j0 in range(0, k, _ROW_BLOCK):  # rows in stream order, bounded memory
                 b = min(_ROW_BLOCK, k - j0)
-                # (b*4, width) @ (width, 4): every product < 2^28, every sum < 2^42: exact
-                part = (row_limbs(stream, b, width) @ limbs).reshape(b, _LIMBS, _LIMBS)
+                rows = _row_limbs(row_entries(stream, b, width, q)).reshape(b * _LIMBS, width)
+                # (b*4, width) @ (width, 4): products < 2^30, sums < 2^44: exact in float64
+                part = (rows @ limbs).reshape(b, _LIMBS, _LIMBS)
                 for j in range(b):
-                    acc[j0 + j] += sum(int(part[j, x, y]) << (_LIMB_BITS * (x + y))
+                    acc[j0 + j] += sum(int(part[j, x, y]) << (_ROW_LIMB_BITS * x + _LIMB_BITS * y)
                                        for x in range(_LIMBS) for y in range(_LIMBS))
         return tuple(a % q for a in acc)
 
