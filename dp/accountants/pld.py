@@ -113,8 +113,12 @@ def _compose_dense(a: Any, b: Any, tail_mass_truncation: float = 1e-15) -> Any:
     from dp_accounting.pld import pld_pmf
     from scipy import signal
 
-    if type(a) is not pld_pmf.DensePLDPmf or type(b) is not pld_pmf.DensePLDPmf:
-        return None
+    layout = ("_probs", "_lower_loss", "_infinity_mass", "_discretization",
+              "_pessimistic_estimate")
+    dense = getattr(pld_pmf, "DensePLDPmf", None)
+    if dense is None or type(a) is not dense or type(b) is not dense or \
+            not all(hasattr(x, k) for x in (a, b) for k in layout):
+        return None  # another dp_accounting layout: the caller uses the library's compose
     a.validate_composable(b)
     probs = signal.fftconvolve(a._probs, b._probs)
     inf_mass = a._infinity_mass + b._infinity_mass - a._infinity_mass * b._infinity_mass
@@ -132,8 +136,8 @@ def _compose_dense(a: Any, b: Any, tail_mass_truncation: float = 1e-15) -> Any:
     else:
         kept[-1] += right_mass
         right_tail = 0
-    return pld_pmf.DensePLDPmf(a._discretization, a._lower_loss + b._lower_loss + left, kept,
-                               inf_mass + right_tail, a._pessimistic_estimate)
+    return dense(a._discretization, a._lower_loss + b._lower_loss + left, kept,
+                 inf_mass + right_tail, a._pessimistic_estimate)
 
 
 def _contains(big: Key, small: Key) -> int:
