@@ -88,3 +88,25 @@ def test_federation_with_the_pld_accountant_records_within_bound(mimic_demo, tmp
             assert LOW * ref <= e["epsilon"] <= HIGH * ref
         assert entries[-1]["epsilon"] <= 8.0
     assert audit(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize(("factor", "kind"), [(0.9, "epsilon-understated"),
+                                              (1.1, "epsilon-mismatch")])
+def test_audit_flags_a_signed_pld_epsilon_off_the_independent_value(tmp_path, factor, kind):
+    from fedrx.canonical import canonical_json
+    from fedrx.dp.ledger import compute_entry_hash, ledger_path, read_entries, signing_bytes
+
+    ident = Identity.generate("h1")
+    led = PrivacyLedger.in_run_dir(tmp_path, ident)
+    led.append(round=1, mechanism=Mechanism(0.05, 1.1, 200), max_grad_norm=1.0, delta=DELTA,
+               accountant="pld", model_hash="0" * 64, budget_epsilon=50.0)
+    assert audit(tmp_path) == []
+    p = ledger_path(tmp_path, "h1")
+    e = read_entries(p)[0]
+    e["epsilon"] *= factor  # the key holder signs an epsilon 10% off
+    e.pop("entry_hash")
+    e.pop("signature")
+    e["signature"] = ident.sign(signing_bytes(e)).hex()
+    e["entry_hash"] = compute_entry_hash(e)
+    p.write_bytes(canonical_json(e) + b"\n")
+    assert kind in {f.kind for f in audit(tmp_path)}
