@@ -32,11 +32,14 @@ def check_of(kind: str) -> str:
     """Which of :data:`CHECKS` a finding kind belongs to (kinds unknown to this version
     are sorted by their words, and a finding always fails some check)."""
     k = kind.lower()
+    if k in ("duplicate-key", "non-canonical"):  # the line's form: part of the chain check
+        return "hash chain"
     if any(w in k for w in ("receipt", "anchor", "truncat", "head")):
         return "anchors"
     if any(w in k for w in ("sign", "identity", "key", "pin")):
         return "signatures"
-    if any(w in k for w in ("epsilon", "budget", "accountant", "recomput")):
+    if any(w in k for w in ("epsilon", "budget", "accountant", "recomput", "distributed",
+                            "carried")):
         return "recomputation"
     return "hash chain"
 

@@ -208,3 +208,22 @@ def test_hostile_ledger_lines_give_a_red_report_not_a_crash(ledgers, tmp_path, g
     assert not rep["verdict"]["ok"] and not rep["hospitals"][0]["verification"]["ok"]
     html = (tmp_path / "rep" / "budget.html").read_text()
     assert "<script>" not in html and 'class="verdict bad"' in html
+
+
+def test_finding_kinds_fall_under_the_check_that_failed():
+    from fedrx.dp.report_verify import check_of
+
+    assert {k: check_of(k) for k in (
+        "bad-signature", "identity-not-pinned", "not-pinned", "missing-identity",
+        "chain-break", "hash-mismatch", "non-canonical", "duplicate-key", "missing-ledger",
+        "empty-ledger", "head-mismatch", "truncated", "receipt-bad-signature",
+        "epsilon-understated", "budget-overrun", "distributed", "carried-changed")} == {
+        "bad-signature": "signatures", "identity-not-pinned": "signatures",
+        "not-pinned": "signatures", "missing-identity": "signatures",
+        "chain-break": "hash chain", "hash-mismatch": "hash chain",
+        "non-canonical": "hash chain", "duplicate-key": "hash chain",
+        "missing-ledger": "hash chain", "empty-ledger": "hash chain",
+        "head-mismatch": "anchors", "truncated": "anchors",
+        "receipt-bad-signature": "anchors", "epsilon-understated": "recomputation",
+        "budget-overrun": "recomputation", "distributed": "recomputation",
+        "carried-changed": "recomputation"}
