@@ -72,7 +72,8 @@ class HospitalKeyState:
     def __repr__(self) -> str:
         return f"HospitalKeyState({self.hospital!r}, current={self.current!r})"
 
-    def _store(self, keys: EpochKeys) -> None:
+    def store(self, keys: EpochKeys) -> None:
+        """Make ``keys`` the current epoch (and write it to the key folder, mode 0600)."""
         self.current = keys
         if self.key_dir is not None:
             save_keys(self.key_dir, keys)
@@ -170,7 +171,7 @@ class HospitalKeyState:
         except CryptoError as exc:
             raise ProtocolAbort(f"key contributions refused: {exc}", stage="keyshares") from None
         key_id = m.key_id_of(joint, p.seed, p.epoch, p.members, p.threshold)
-        self._store(EpochKeys(self.hospital, p.epoch, p.members, p.threshold, key_id, joint,
+        self.store(EpochKeys(self.hospital, p.epoch, p.members, p.threshold, key_id, joint,
                               share))
         self.pending = None
         sig = self.identity.sign(m.statement("ack", req.session_id, p.epoch, key_id,
@@ -283,7 +284,7 @@ class HospitalRound:
             raise ProtocolAbort("this key epoch's decryption budget is spent; re-key",
                                 stage="decrypt")
         self.decrypted = True
-        self.keys._store(cur.spent(n_chunks))
+        self.keys.store(cur.spent(n_chunks))
         idx = [cur.members.index(h) + 1 for h in dec]
         sigma = flood_sigma(self.keys.cfg, self.keys.engine.ring_dim, len(cur.members),
                             len(names))

@@ -1,20 +1,12 @@
 """fedrx's HE worker: OpenFHE threshold CKKS behind a typed, length-prefixed stdio protocol.
 
-STANDALONE: this file runs under whatever Python has the ``openfhe`` wheel (CPython 3.10 in
-``.venv-he``), where fedrx is not installed. It imports only the standard library, and
-``openfhe`` with its own dependency ``numpy`` lazily (so that fedrx can import the framing
-functions below under any Python). Run: ``python worker_main.py`` (then speak frames on
-stdin/stdout; stderr stays quiet).
-
-Frame (both directions)::
-
-    u32 big-endian header length | header: canonical JSON object | blob 0 | blob 1 | ...
-
-The header holds ``"blobs": [len0, len1, ...]`` (raw byte strings that follow it, in order).
-Request header: ``{"op": NAME, "args": {...}, "blobs": [...]}``; reply header: ``{"ok": true,
+STANDALONE: runs under a Python that has the ``openfhe`` wheel (CPython 3.10 in ``.venv-he``),
+where fedrx is not installed; imports the standard library, ``openfhe`` and its dependency
+``numpy`` (lazily), and :mod:`.frames` (from fedrx, or from its own folder when standalone).
+Run ``python -E -s worker_main.py``, then speak frames (:mod:`.frames`) on stdin/stdout.
+Request header: ``{"op": NAME, "args": {...}, "blobs": [...]}``; reply: ``{"ok": true,
 "result": {...}, "op_s": SECONDS, "blobs": [...]}`` or ``{"ok": false, "kind": KIND,
-"message": TEXT}``. Never pickle, never eval. Messages never carry secret values in the
-JSON header, and error texts never quote blob contents.
+"message": TEXT}``. Never pickle or eval; no secret in a header or an error text.
 
 Key material and the threshold (t-of-n) scheme, all in the ring R_Q, Q = q_0 q_1 (RNS):
 
@@ -49,52 +41,31 @@ import struct
 import sys
 import time
 
-PROTOCOL = "fedrx-he-worker/1"
-MAX_HEADER_BYTES = 1 << 20
-MAX_FRAME_BLOBS = 4096
-MAX_BLOB_BYTES = 1 << 30
+try:  # imported by fedrx
+    from fedrx.secagg.thckks.frames import (
+        MAX_BLOB_BYTES,
+        MAX_FRAME_BLOBS,
+        MAX_HEADER_BYTES,
+        PROTOCOL,
+        WorkerError,
+        encode_frame,
+        read_frame,
+    )
+except ImportError:  # the standalone worker: its folder is on sys.path
+    from frames import (  # type: ignore[no-redef]
+        MAX_BLOB_BYTES,
+        MAX_FRAME_BLOBS,
+        MAX_HEADER_BYTES,
+        PROTOCOL,
+        WorkerError,
+        encode_frame,
+        read_frame,
+    )
+
+__all__ = ["MAX_BLOB_BYTES", "MAX_FRAME_BLOBS", "MAX_HEADER_BYTES", "PROTOCOL", "Ops", "Server",
+           "WorkerError", "encode_frame", "read_frame"]
+
 _CRS_DOMAIN = b"fedrx-thckks-crs/1\x00"
-
-
-class WorkerError(Exception):
-    """A request the worker refuses; ``kind`` is one of "bad-request", "crypto", "internal"."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-# ------------------------------------------------------------------------------ framing
-
-
-def encode_frame(header: dict, blobs: list) -> bytes:
-    """One frame: canonical JSON header (with the blob lengths) then the raw blobs."""
-    h = dict(header)
-    h["blobs"] = [len(b) for b in blobs]
-    hb = json.dumps(h, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-    if len(hb) > MAX_HEADER_BYTES:
-        raise WorkerError("bad-request", "frame header too large")
-    return b"".join([struct.pack(">I", len(hb)), hb, *[bytes(b) for b in blobs]])
-
-
-def read_frame(read_exact) -> tuple:
-    """Read one frame with ``read_exact(n) -> bytes`` (exactly n bytes or raise EOFError).
-    Returns (header dict, list of blobs); WorkerError("bad-request") if malformed."""
-    (size,) = struct.unpack(">I", read_exact(4))
-    if size > MAX_HEADER_BYTES:
-        raise WorkerError("bad-request", f"frame header of {size} bytes exceeds the limit")
-    try:
-        header = json.loads(read_exact(size).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise WorkerError("bad-request", "frame header is not JSON") from None
-    lens = header.get("blobs") if isinstance(header, dict) else None
-    if (not isinstance(lens, list) or len(lens) > MAX_FRAME_BLOBS
-            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_BLOB_BYTES
-                       for n in lens)
-            or sum(lens) > MAX_BLOB_BYTES):
-        raise WorkerError("bad-request", "frame blob lengths are malformed or too large")
-    return header, [read_exact(n) for n in lens]
 
 
 # ------------------------------------------------------------------------------ engine ops
