@@ -227,3 +227,27 @@ def test_finding_kinds_fall_under_the_check_that_failed():
         "receipt-bad-signature": "anchors", "epsilon-understated": "recomputation",
         "budget-overrun": "recomputation", "distributed": "recomputation",
         "carried-changed": "recomputation"}
+
+
+@needs_browser
+def test_tampered_report_is_red_on_top_in_a_real_browser(ledgers, tmp_path):
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(ledgers, d)
+    p = ledger_path(d, "h2")
+    e = json.loads(p.read_text().splitlines()[0])
+    lines = p.read_text().splitlines()
+    e["noise_multiplier"] = e["noise_multiplier"] * 2  # claim twice the noise
+    lines[0] = canonical_json(e).decode()
+    p.write_text("\n".join(lines) + "\n")
+    budget_report(d, tmp_path / "rep")
+    page = load(tmp_path / "rep" / "budget.html",
+                "(() => { const v = document.getElementById('verdict'); return JSON.stringify("
+                "{bg: getComputedStyle(v).backgroundColor, top: v.getBoundingClientRect().top,"
+                " text: v.innerText, first: document.body.firstElementChild.id}); })()")
+    assert page.console == [], page.console
+    v = json.loads(page.values)
+    assert v["bg"] == "rgb(176, 0, 32)" and v["first"] == "verdict" and v["top"] < 50
+    assert v["text"].startswith("TAMPERED OR INVALID") and "h2: AUDIT FAILED" in v["text"]
+    assert "h1: verified" in v["text"]
