@@ -166,15 +166,16 @@ def _mutate(req: Any, how: str, pool: dict[str, Any]) -> Any:
 class Federation4:
     """Four hospital parties, a genuine server per round, and the invariants."""
 
-    def __init__(self):
+    def __init__(self, params: dict | None = None):
+        params = params or {}
         self.task = Task()
         self.parties = {
             i.hospital: make_party(i.hospital, self.task, Data(5 + k), protection="mask",
-                                   federation=FED, identity=i, params={},
+                                   federation=FED, identity=i, params=params,
                                    client_optimizer=ClientOptimizer("sgd", 0.1), seed=0,
                                    dp=LedgerDP())
             for k, i in enumerate(IDS)}
-        self.server_prot = make_server_protection("mask", FED, {}, N, Task.size + 1)
+        self.server_prot = make_server_protection("mask", FED, params, N, Task.size + 1)
         self.session = self.server_prot.pinned.session_id
         self.round = 0
         self.next = 0
@@ -276,8 +277,8 @@ ACTION = st.one_of(
 )
 
 
-def _run(actions) -> None:
-    fed = Federation4()
+def _run(actions, params: dict | None = None) -> None:
+    fed = Federation4(params)
     for kind, targets, a, b in actions:
         if kind == "prefix":  # a genuine stages, then the next one mutated to targets
             fed.train(NAMES, 0, 1)
@@ -296,9 +297,20 @@ def test_fuzz_hospital_party_against_a_malicious_aggregator(actions):
     _run(actions)
 
 
-def test_honest_sequence_reaches_the_end():
+HARARY = {"graph": "harary", "k": 2}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(ACTION, min_size=1, max_size=16))
+def test_fuzz_secagg_plus_hospital_party(actions):
+    """The same on a SecAgg+ ring (k = 2: each hospital holds shares of two neighbours)."""
+    _run(actions, HARARY)
+
+
+@pytest.mark.parametrize("params", [None, HARARY])
+def test_honest_sequence_reaches_the_end(params):
     """The fuzz harness can complete a round (so its sequences reach unmask)."""
-    fed = Federation4()
+    fed = Federation4(params)
     fed.train(NAMES, 0, 1)
     for _ in STAGES:
         fed.stage(None, NAMES, "none")
