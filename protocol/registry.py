@@ -25,8 +25,9 @@ def make_protection(name: str, *, federation: Federation | None = None,
                     policy: Mapping[str, Any] | None = None) -> Protection:
     """The protection ``name`` for one party (``identity`` None = the aggregator), with its
     pinned round policy (:func:`fedrx.protocol.context.pin` of ``federation``; ``policy``:
-    its keyword arguments ``pinned``, ``rounds``, ``min_round_size``, ``max_examples``;
-    ``mask`` pins ``max_examples`` = its ``max_count`` unless given)."""
+    its keyword arguments ``pinned``, ``rounds``, ``min_round_size``, ``max_examples``; a
+    protection whose config has a ``max_count`` (``mask``, ``ckks``) pins ``max_examples`` =
+    that, unless given)."""
     proto = _make(name, federation, identity, dict(params or {}))
     if federation is not None:
         kw = {"max_examples": getattr(getattr(proto, "config", None), "max_count", None)}
