@@ -59,3 +59,16 @@ def test_harary_property(nk):
         return
     g = graph.harary_graph([f"p{i}" for i in range(n)], k, b"s" * 32, 1)
     assert g.is_regular(k) and g.is_connected()
+
+
+def test_two_hop_and_complete():
+    """two_hop(h): every holder of a secret of anyone whose shares h holds; complete: every
+    hospital neighbours every other (the per-neighbourhood rules then reduce to Bonawitz's)."""
+    parts = [f"p{i:02d}" for i in range(12)]
+    g = graph.harary_graph(parts, 4, b"s" * 32, 1)
+    assert not g.complete and graph.complete_graph(parts).complete
+    for h in parts:
+        want = set().union(*(g.holders(v) for v in g.holders(h)))
+        assert g.two_hop(h) == want and len(want) <= 1 + 4 + 4 * 3
+    c = graph.complete_graph(parts)
+    assert all(c.two_hop(h) == set(parts) for h in parts)
