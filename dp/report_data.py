@@ -186,7 +186,13 @@ def build_report(folders: Sequence[Path], *, anchors: Path | None = None,
     """Read, audit and summarise every input folder (see the module doc). Raises
     :class:`~fedrx.errors.LedgerError` when there is no ledger at all, when two folders hold
     the same hospital, or on an unreadable anchors / federation file."""
-    folders = [Path(f) for f in folders]
+    seen: set[Path] = set()
+    unique = []
+    for f in map(Path, folders):  # a folder named twice is read once
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    folders = unique
     per: dict[str, tuple[Path, Path]] = {}
     for f in folders:
         for h, p in ledger_files(f).items():
