@@ -115,10 +115,13 @@ class SplitViews:
             out[p.index(self.c)] = b if kind == SELF_MASK else k
         return out
 
-    def recover_victim(self) -> np.ndarray | None:
-        """The victim's input from its masked vector, or None if some share set is short."""
+    def recover_victim(self, u: str | None = None) -> np.ndarray | None:
+        """``u``'s (default: the victim's) input from its masked vector, or None if some
+        share set the aggregator needs is short."""
         r, p, g = self.r, self.r.params, self.r.params.graph
-        t, u = p.threshold, self.u
+        t, u = p.threshold, (self.u if u is None else u)
+        if u not in r.sent["masked_input"]:
+            return None
         b = self.shares_of(u, SELF_MASK)
         if len(b) < t:
             return None
@@ -133,6 +136,8 @@ class SplitViews:
                 return None
             sk = kex.private_from_bytes(shamir.reconstruct(ks, t))
             ads = r.sent["advertise_keys"]
+            if v not in ads:
+                return None
             k_uv = kex.mask_key(kex.agree(sk, ads[u].mask_public), sid_r, p.round, u, v)
             masks.append((k_uv, -mask_sign(u, v)))
         msg = r.sent["masked_input"][u]
@@ -329,3 +334,4 @@ def test_secagg_plus_round_over_the_wire_codec():
         r.server.collect(stage, replies)
     total, who = r.server.result()
     assert np.array_equal(total, r.expected(who))
+
