@@ -159,3 +159,21 @@ def test_key_file_is_0600_never_in_repr_and_survives_a_restart(tmp_path):
     path.write_text("{}")
     with pytest.raises(ConfigError, match="malformed"):
         load_keys(tmp_path, "a")
+
+
+def test_t_minus_1_colluders_with_their_own_key_parts_get_noise(eng):
+    """Colluders who also KEPT their additive key parts s_i (the protocol deletes them) and
+    their Shamir shares still decrypt one upload to noise ~1e18 x the signal."""
+    n, t = 5, 3
+    seed = os.urandom(32)
+    keys = [eng.keygen(seed) for _ in range(n)]
+    shares = [eng.share(s, n, t) for s, _ in keys]
+    S = [eng.combine([shares[i][j] for i in range(n)]) for j in range(n)]
+    x = np.random.default_rng(0).normal(0, 5, eng.slots)
+    ct = eng.encrypt(eng.joint_public([p for _, p in keys]), x)
+    signal = float(np.max(np.abs(x)))
+    for how in ([(keys[0][0], 1, [1]), (keys[1][0], 1, [1])],          # s_1 + s_2
+                [(S[0], 1, [1, 2]), (S[1], 2, [1, 2])],                # Lagrange on 2 shares
+                [(keys[0][0], 1, [1]), (S[0], 1, [1])]):               # mixed
+        parts = [eng.partial(k, ct, i, dec, j == 0, 0.0) for j, (k, i, dec) in enumerate(how)]
+        assert np.max(np.abs(eng.fuse(parts, eng.slots) - x)) > 1e3 * signal

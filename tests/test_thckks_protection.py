@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fedrx.errors import CiphertextError, ConfigError, ProtocolAbort
+from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.protocol.protection import RoundContext
 from fedrx.protocol.protections.ckks_threshold import ThresholdProtection
 from fedrx.secagg.thckks import messages as m
@@ -123,11 +123,8 @@ def test_aggregator_with_t_minus_1_colluders_cannot_decrypt_one_upload(prot):
     for name, how in attempts.items():
         parts = [[eng.partial(share, [c], i, dec, k == 0, 0.0)
                   for k, (share, i, dec) in enumerate(how)] for c in target.chunks]
-        try:
-            guess = np.concatenate([eng.fuse(p, eng.slots) for p in parts])[:LENGTH]
-        except CiphertextError:
-            continue  # OpenFHE's decoder finds no plaintext: the slots are noise mod Q
-        assert np.max(np.abs(guess - xs["e"])) > 1e3 * signal, name
+        guess = np.concatenate([eng.fuse(p, eng.slots) for p in parts])[:LENGTH]
+        assert np.max(np.abs(guess - xs["e"])) > 1e3 * signal, name  # measured: ~1e18 x
     # the same machinery with t honest shares does decrypt it (the test can tell)
     full = [prot.hospitals[h].current for h in ("a", "b", "c")]
     parts = [[eng.partial(k.share, [c], k.index, [1, 2, 3], k.index == 1, 0.0) for k in full]
