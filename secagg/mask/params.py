@@ -45,8 +45,10 @@ class MaskingParams:
     protocol layer): every advertisement and consistency signature is made over it, and a
     hospital aborts on any relayed advertisement not signed over ITS OWN context, before it
     sends a share. ``min_contributors``: a hospital refuses to reveal any unmasking share
-    when fewer hospitals than this contributed (|U3|); 0 disables the check (distributed DP
-    sets it to the number of noise shares it relies on).
+    when fewer hospitals than this contributed; 0 disables the check (distributed DP sets
+    it to the number of noise shares it relies on). A hospital counts the survivors it can
+    see: all of U3 on the complete graph, its own neighbourhood's part under SecAgg+ (so
+    there a floor above the neighbourhood's survivors refuses every round: fails closed).
     """
 
     session_id: bytes
