@@ -178,21 +178,20 @@ class ClientConfirmed(ClientState):
     """After signing the round's contributor list: holds that list's statement and the
     reply (a repeated request for the same list gets it again; any other list is refused)."""
 
-    def __init__(self, rnd: ClientRound, statement: bytes, reply: CkksConfirmation):
+    def __init__(self, rnd: ClientRound, listed: tuple[UploadHeader, ...],
+                 reply: CkksConfirmation):
         super().__init__(rnd)
-        self.statement = statement
+        self.listed = listed
         self.reply = reply
 
     def handle(self, stage: str, request: Any) -> tuple[Any, ClientState]:
         if stage == "confirm" and isinstance(request, CkksConfirmRequest):
-            secret = self.rnd.secret(request.session_id, request.round, request.key_id)
-            stmt = confirm_statement(self.rnd.session_id, self.rnd.round, secret.key_id,
-                                     self.rnd.context, request.contributors)
-            if stmt != self.statement:
+            self.rnd.secret(request.session_id, request.round, request.key_id)
+            if tuple(request.contributors) != self.listed:
                 raise ProtocolAbort("already confirmed another contributor list this round")
             return self.reply, self
         if stage == "decrypt" and isinstance(request, CkksDecryptRequest):
-            return decrypt(self.rnd, request, self.statement)
+            return decrypt(self.rnd, request, self.listed)
         raise _unexpected(stage)
 
 
@@ -206,7 +205,7 @@ def confirm(r: ClientRound, req: CkksConfirmRequest
     verify_headers(req.contributors, r.binding(secret), r.keys.federation)
     stmt = confirm_statement(r.session_id, r.round, secret.key_id, r.context, req.contributors)
     reply = CkksConfirmation(r.keys.hospital, r.round, r.keys.identity.sign(stmt))
-    return reply, ClientConfirmed(r, stmt, reply)
+    return reply, ClientConfirmed(r, tuple(req.contributors), reply)
 
 
 class ClientDone(ClientState):
@@ -218,7 +217,8 @@ class ClientDone(ClientState):
         raise _unexpected(stage)
 
 
-def decrypt(r: ClientRound, req: CkksDecryptRequest, confirmed: bytes | None = None
+def decrypt(r: ClientRound, req: CkksDecryptRequest,
+            confirmed: tuple[UploadHeader, ...] | None = None
             ) -> tuple[CkksDecryption | ProtocolAbort, ClientDone]:
     """Check the decrypt request, then release the flooded, rounded sum (once per round).
 
@@ -238,14 +238,14 @@ def decrypt(r: ClientRound, req: CkksDecryptRequest, confirmed: bytes | None = N
     cfg = r.keys.config
     binding = r.binding(secret)
     who = verify_headers(req.contributors, binding, r.keys.federation)
-    if confirmed is not None and confirmed != confirm_statement(
-            r.session_id, r.round, secret.key_id, r.context, req.contributors):
+    if confirmed is not None and tuple(req.contributors) != confirmed:
         raise ProtocolAbort("asked to decrypt another contributor list than this hospital "
                             "confirmed")
     verify_confirmations(req.confirmations, req.contributors, binding, r.keys.federation)
-    if len(req.aggregate) != binding.n_chunks:
+    if len(req.aggregate) != binding.n_chunks or not all(
+            isinstance(c, bytes) for c in req.aggregate):
         raise ProtocolAbort(f"aggregate has {len(req.aggregate)} chunks, expected "
-                            f"{binding.n_chunks}")
+                            f"{binding.n_chunks} byte strings")
     individual = {d for hdr in req.contributors for d in hdr.digests}
     if any(hashlib.sha256(c).digest() in individual for c in req.aggregate):
         raise ProtocolAbort("aggregate chunk is byte-identical to an individual upload")
