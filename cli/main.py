@@ -131,7 +131,7 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--max-grad-norm", type=float, help="DP: per-patient clipping norm C  [1.0]")
 @click.option("--dp-batch", type=int,
               help="DP: expected patients per batch, capped at half a hospital's  [128]")
-@click.option("--accountant", type=click.Choice(["prv", "rdp"]), help="DP accountant  [prv]")
+@click.option("--accountant", type=click.Choice(["pld", "prv", "rdp"]), help="DP accountant  [pld]")
 @click.option("--vocabulary", type=click.Choice(["data", "public"]),
               help="data: from the hospitals' training patients; public: ICD/ATC categories "
                    "of the code systems, reveals nothing about any hospital  [data]")

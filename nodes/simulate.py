@@ -68,7 +68,7 @@ class SimulationConfig:
     delta: float | None = None
     max_grad_norm: float = 1.0
     dp_batch: int = 128
-    accountant: str = "prv"
+    accountant: str = "pld"
     secure_noise: bool = True
     budget_epsilon: float | None = None
     on_budget_exhausted: str = "continue"

@@ -209,7 +209,7 @@ def test_inthread_dp_ledgers_audit_and_match_receipts(tmp_path, mimic_demo):
         entries = read_entries(folder / "ledger" / f"{h}.jsonl")
         assert [e["round"] for e in entries] == [1, 2]
         assert all(e["status"] == "trained" for e in entries)
-        assert node.party.dp.describe()["accountant"] == "prv"
+        assert node.party.dp.describe()["accountant"] == "pld"
         pub = json.loads((folder / "identities" / f"{h}.pub.json").read_text())
         assert bytes.fromhex(pub["sign_public"]) == node.identity.public.sign_public
         for r, e in zip(receipts["rounds"], entries, strict=True):
