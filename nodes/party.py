@@ -59,6 +59,7 @@ def protection_params(cfg: Any, n_hospitals: int | None = None) -> dict[str, Any
             params["rounding_seed"] = cfg.rounding_seed
         if floor:
             params["min_contributors"] = floor
+            params["noisy_shares"] = True
         return params
     if cfg.protection == "ckks" and floor:
         from fedrx.secagg.ckks.params import CkksConfig

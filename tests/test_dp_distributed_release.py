@@ -59,7 +59,9 @@ def _sizing(d: int, sigma: float = 1.0) -> ShareSizing:
 def test_released_sum_has_the_stated_discrete_noise():
     d = 20_000
     sz = _sizing(d)
-    cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=1000,
+    # clip_norm only sizes the modulus (and the decoded sum's range check): shares are
+    # pre-quantised and never clipped by the protection
+    cfg = MaskConfig(noisy_shares=True, clip_norm=100.0, frac_bits=16, max_count=1000,
                      min_contributors=sz.min_survivors)
     rng = np.random.default_rng(0)
     sums = {h: rng.normal(0, 0.01, d) for h in PARTS}  # each a clipped-gradient sum
@@ -88,7 +90,7 @@ def test_worst_case_shares_do_not_wrap_at_the_configured_modulus():
     n_patients = 3
     bound = sz.share_bound(n_patients)
     clip = bound / 2.0**16 / 10  # the mask's per-hospital bound covers the share bound
-    cfg = MaskConfig(clip_norm=clip, frac_bits=16, max_count=10)
+    cfg = MaskConfig(noisy_shares=True, clip_norm=clip, frac_bits=16, max_count=10)
     m = quantize.modulus_bits(cfg.quant, N, d)
     assert m <= 64 and m >= modulus_bits_needed(N, bound)
     worst = np.zeros(d)
@@ -105,7 +107,8 @@ def test_worst_case_shares_do_not_wrap_at_the_configured_modulus():
 def test_a_share_beyond_the_modulus_bound_is_refused():
     d = 16
     sz = _sizing(d)
-    cfg = MaskConfig(clip_norm=1e-3, frac_bits=16, max_count=2)  # modulus too small
+    # a modulus too small for the share
+    cfg = MaskConfig(noisy_shares=True, clip_norm=1e-3, frac_bits=16, max_count=2)
     share = integer_share(np.zeros(d), 1, sz, n_patients=50)
     with pytest.raises(ConfigError, match="per-hospital bound"):
         quantize.encode_prequantised(share, cfg.quant, 40)
@@ -121,8 +124,8 @@ def test_too_few_survivors_is_never_released(dropped, released):
     the aggregator gets no sum at all. Shamir t = 3 here, so the refusal is the floor's."""
     d = 200
     sz = _sizing(d)
-    cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=1000, threshold=3, max_corrupt=0,
-                     min_contributors=sz.min_survivors)
+    cfg = MaskConfig(noisy_shares=True, clip_norm=1.0, frac_bits=16, max_count=1000,
+                     threshold=3, max_corrupt=0, min_contributors=sz.min_survivors)
     inputs = {h: integer_share(np.zeros(d), 1, sz, 10) for h in PARTS}
     drops = {"masked_input": set(PARTS[:dropped])}
     assert release_allowed(sz, N - dropped) is released
@@ -139,7 +142,8 @@ def test_without_the_floor_the_same_round_would_release():
     the refusal is the floor's doing."""
     d = 200
     sz = _sizing(d)
-    cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=1000, threshold=3, max_corrupt=0)
+    cfg = MaskConfig(noisy_shares=True, clip_norm=1.0, frac_bits=16, max_count=1000,
+                     threshold=3, max_corrupt=0)
     inputs = {h: integer_share(np.zeros(d), 1, sz, 10) for h in PARTS}
     res, _ = drive(cfg, _ctx(d), inputs, {"masked_input": set(PARTS[:2])})
     assert len(res.contributors) == 3

@@ -73,6 +73,9 @@ class MaskConfig:
     min_contributors: int = 0
     """Distributed DP: a hospital refuses to unmask a sum of fewer contributors (|U3|) than
     the noise shares it relies on (``n - k``); 0: no such check."""
+    noisy_shares: bool = False
+    """Distributed DP: inputs are pre-quantised noisy shares (not norm-clipped), so the
+    decoded sum is range-checked per entry, not against the clip bound."""
 
     @property
     def quant(self) -> quantize.QuantConfig:
@@ -160,7 +163,8 @@ class MaskServer(ServerProtection):
         total, contributors = self.machine.result()
         # range-checked against what |U3| honest encodings can produce (ProtocolAbort)
         values, clipped = quantize.decode(total, self.cfg.quant, self.params.modulus_bits,
-                                          contributors=len(contributors))
+                                          contributors=len(contributors),
+                                          clip_bounded=not self.cfg.noisy_shares)
         v = self.machine.view
         return AggregateResult(values, contributors, {
             "clipped_coordinates": clipped, "modulus_bits": self.params.modulus_bits,
