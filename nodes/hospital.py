@@ -141,7 +141,8 @@ class HospitalNode:
         # from the pinned federation file and task, never from the aggregator
         party = make_party(h, task, own, protection=t.protection,
                            federation=self.dep.federation, identity=self.identity,
-                           params=protection_params(t) | self.spec.protection_extra(),
+                           params=protection_params(t) | self.spec.protection_extra()
+                           | self._local_params(t.protection),
                            client_optimizer=client_optimizer(t), seed=t.seed, dp=dp,
                            policy=self.spec.policy(self.dep.federation_id))
         saved = read_node_state(self.out)
@@ -153,6 +154,13 @@ class HospitalNode:
         self.signed_receipts = read_signed_receipts(self.out)
         self.party = party
         return party
+
+    def _local_params(self, protection: str) -> dict[str, Any]:
+        """Node-local protection settings (never pinned): ckks-threshold keeps its key shares
+        beside the identity file (mode 0600), so a restarted node keeps its key epoch."""
+        if protection == "ckks-threshold":
+            return {"key_dir": str(Path(self.cfg.identity).parent)}
+        return {}
 
     def _own_head(self, rnd: int) -> str:
         """This hospital's ledger entry hash of round ``rnd`` ("" without one)."""
@@ -167,6 +175,12 @@ class HospitalNode:
                 return str(e["entry_hash"])
         return ""
 
+    def _session_id(self) -> bytes | None:
+        """The session this hospital derived from the pinned federation (None before the
+        party is built or without a pinned round policy)."""
+        pinned = getattr(self.party.protection, "pinned", None) if self.party else None
+        return pinned.session_id if pinned is not None else None
+
     def verify_result(self, r: pb.RoundResult) -> dict[str, Any]:
         """The signed receipt of RoundResult ``r`` once verified
         (:func:`fedrx.nodes.receipt_check.check_round_result`); logs an error and raises
@@ -176,7 +190,8 @@ class HospitalNode:
             return check_round_result(r, hospital=h, deployment=self.dep,
                                       own_head=self._own_head,
                                       previous=self.signed_receipts[-1]
-                                      if self.signed_receipts else None)
+                                      if self.signed_receipts else None,
+                                      session_id=self._session_id())
         except ReceiptRejected as exc:
             event(log, logging.ERROR, "round receipt rejected; stopping", hospital=h,
                   round=r.round, why=exc.why)

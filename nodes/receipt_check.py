@@ -2,7 +2,8 @@
 
 Every RoundResult must carry the round receipt signed by the aggregator's Ed25519 key pinned
 in the federation file (:mod:`fedrx.receipts`). The check: the receipt is canonical JSON, its
-signature verifies against the pinned key, it is of this federation, it matches the
+signature verifies against the pinned key, it is of this federation and of this hospital's
+derived session (:func:`fedrx.protocol.context.derive_session_id`), it matches the
 RoundResult field by field, the ledger head it names for THIS hospital is this hospital's own
 ledger entry of that round (no ledger / no entry: it must name none; a receipt naming no head
 for this hospital, e.g. it dropped out before its TrainAck arrived, is accepted unless it lists
@@ -29,11 +30,13 @@ class ReceiptRejected(ProtocolError):
 
 def check_round_result(r: Any, *, hospital: str, deployment: Any,
                        own_head: Callable[[int], str],
-                       previous: Mapping[str, Any] | None) -> dict[str, Any]:
+                       previous: Mapping[str, Any] | None,
+                       session_id: bytes | None = None) -> dict[str, Any]:
     """The signed receipt of RoundResult ``r`` (a ``fedrx.v1.RoundResult``), verified as the
     module doc says; raises :class:`ReceiptRejected` otherwise. ``own_head(round)``: this
     hospital's ledger entry hash of that round ("" without one); ``previous``: the newest
-    receipt already accepted."""
+    receipt already accepted; ``session_id``: the session this hospital derived from the pinned
+    federation (None: not checked, a party without a pinned round policy)."""
     h = hospital
     try:
         body = json.loads(r.receipt.decode("utf-8"))
@@ -51,6 +54,8 @@ def check_round_result(r: Any, *, hospital: str, deployment: Any,
     heads = body["ledger_heads"] if isinstance(body["ledger_heads"], dict) else {}
     if body["federation_id"] != deployment.federation_id:
         raise ReceiptRejected("receipt of another federation")
+    if session_id is not None and body["session_id"] != session_id.hex():
+        raise ReceiptRejected("receipt of another session")
     if (body["round"], body["status"], body["model_hash"], list(body["contributors"]),
             heads.get(h, "")) != (r.round, r.status, r.model_hash, list(r.contributors),
                                   r.ledger_head):

@@ -316,6 +316,12 @@ def _check_signed_receipts(out: Path, nodes: list, receipts: dict) -> None:
     with pytest.raises(ProtocolError, match="omits its ledger head"):
         node.verify_result(result(omitted, omitted["signature"]))
     node.signed_receipts.append(stored)
+    # signed by the pinned aggregator key, but for another session than the derived one
+    stored = node.signed_receipts.pop()
+    other = sign_receipt(agg_ident, {**good, "session_id": "ab" * 32})
+    with pytest.raises(ProtocolError, match="receipt of another session"):
+        node.verify_result(result(other, other["signature"]))
+    node.signed_receipts.append(stored)
     unsigned = result(good, good["signature"])
     unsigned.ClearField("signature")
     with pytest.raises(ProtocolError, match="receipt rejected"):
