@@ -359,7 +359,7 @@ def privacy_outputs(setup: Setup, echo: Callable[[str], None] = print) -> dict[s
                  + f" (fedrx audit {d}" + (f" --anchors {a})" if anchors else ")"))
     echo("ledgers: " + ", ".join(str(p) for p in ledgers.values()))
     if report:
-        echo(f"budget report: {report[1]} (also {report[0].name}, {report[2].name}); "
+        echo(f"budget report: {report[2]} (also {report[0].name}, {report[1].name}); "
              f"receipts: {setup.out / 'aggregator' / 'receipts.json'}")
     return {"report": report, "audit": results, "ledgers": ledgers}
 
