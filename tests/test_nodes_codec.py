@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ckks_golden import ckks_golden_samples
 from thckks_golden import thckks_golden_samples
 
 from fedrx.nodes import codec
@@ -186,7 +187,8 @@ def test_ckks_messages_round_trip_through_a_real_round():
     assert np.max(np.abs(res.total - exact)) <= res.stats["error_bound"]
     kinds = {type(m) for m in seen}
     assert kinds == {pc.CkksKeyringRequest, pc.CkksKeyringReply, pc.CkksUploadRequest,
-                     pc.CkksUpload, pc.CkksDecryptRequest, pc.CkksDecryption}
+                     pc.CkksUpload, pc.CkksConfirmRequest, pc.CkksConfirmation,
+                     pc.CkksDecryptRequest, pc.CkksDecryption}
     assert any(isinstance(m, pc.CkksUploadRequest) and m.delivery is not None for m in seen)
 
 
@@ -265,6 +267,7 @@ def _golden_samples() -> dict[str, object]:
         "ckks_decryption": pc.CkksDecryption("h2", 3, b"i" * 32, np.linspace(-2, 2, 7), 1e-3),
     })
     out.update(thckks_golden_samples())
+    out.update(ckks_golden_samples())
     return out
 
 
