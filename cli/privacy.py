@@ -56,7 +56,10 @@ def budget_report_cmd(folders: tuple[Path, ...], out_dir: Path, anchors: Path | 
               help="federation.json pinning the hospitals' keys and the aggregator's receipt "
                    "key (default: found in PATH or up to 3 folders above it, also in certs/, "
                    "else beside the anchors file)")
-def audit_cmd(path: Path, anchors: Path | None, federation: Path | None) -> None:
+@click.option("--json", "json_out", type=PathType,
+              help="also write the result as JSON (fedrx-audit/1) to this file")
+def audit_cmd(path: Path, anchors: Path | None, federation: Path | None,
+              json_out: Path | None) -> None:
     """Verify ledger signatures against the PINNED keys, the canonical form and hash chains,
     the anchored heads and their signed round receipts, and recompute epsilon independently
     (Google dp-accounting, PLD). One line per hospital says what was checked. Exit 0 when
@@ -65,6 +68,12 @@ def audit_cmd(path: Path, anchors: Path | None, federation: Path | None) -> None
     from fedrx.dp.audit_report import format_audit
 
     result = run_audit(path, anchors, federation)
+    if json_out is not None:
+        import json
+
+        from fedrx.atomic import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(result.to_json(), indent=1) + "\n")
     click.echo(format_audit(result))  # not rich: findings may hold [...] and long lines
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)

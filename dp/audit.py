@@ -154,6 +154,19 @@ class AuditResult:
         """0 when clean, 1 with findings."""
         return 1 if self.findings else 0
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain data (``fedrx audit --json``): ``format`` ``fedrx-audit/1``, ``ok``,
+        ``ledgers``, ``entries``, ``pins``, ``receipts_verified``, ``receipts_unverified``,
+        ``hospitals`` (:meth:`HospitalAudit.to_json` each) and ``findings`` (hospital,
+        kind, message, seq)."""
+        return {"format": "fedrx-audit/1", "ok": not self.findings, "ledgers": self.ledgers,
+                "entries": self.entries, "pins": self.pins,
+                "receipts_verified": self.receipts_verified,
+                "receipts_unverified": self.receipts_unverified,
+                "hospitals": [h.to_json() for h in self.hospitals],
+                "findings": [{"hospital": f.hospital, "kind": f.kind, "message": f.message,
+                              "seq": f.seq} for f in self.findings]}
+
 
 def _locate(path: Path) -> tuple[dict[str, Path], dict[str, Path], Path]:
     """Ledger files, identity files and the folder of a run dir (``ledger/``,

@@ -95,8 +95,12 @@ def test_resigned_ledger_with_swapped_identity_fails_against_pin(honest, tmp_pat
     assert audit(d, recompute=False, pins=None) == []
     kinds = _kinds(run_audit(d).findings)
     assert {"identity-not-pinned", "bad-signature"} <= kinds
-    proc = cli("audit", str(d))
+    proc = cli("audit", str(d), "--json", str(tmp_path / "audit.json"))
     assert proc.returncode == 1 and "identity-not-pinned" in proc.stdout
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert doc["format"] == "fedrx-audit/1" and doc["ok"] is False
+    assert "identity-not-pinned" in {f["kind"] for f in doc["findings"]}
+    assert [h["signatures"] for h in doc["hospitals"]] == ["pinned", "pinned"]
 
 
 def test_hospital_outside_the_pinned_federation_fails(honest, tmp_path):
