@@ -138,6 +138,21 @@ def test_deployment_federation_file_pins_node_folders(honest, tmp_path):
         (ha,) = res.hospitals
         assert ha.signatures == "pinned" and ha.anchor == "signed-receipt"
         assert res.receipts_verified
+    # a node folder on its own: its verified receipts.jsonl anchors it by default
+    signed = json.loads((out / "aggregator" / "receipts.json").read_text())["rounds"]
+    alone = tmp_path / "alone"
+    shutil.copytree(out / "nodes" / "h1", alone)
+    (alone / "receipts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in signed))
+    res = run_audit(alone, federation_path=out / "certs" / "federation.json")
+    assert res.exit_code == 0 and res.hospitals[0].anchor == "signed-receipt"
+    assert res.hospitals[0].anchor_source.endswith("receipts.jsonl")
+    la = ledger_path(alone, "h1")
+    la.write_text(la.read_text().splitlines()[0] + "\n")
+    assert "head-mismatch" in _kinds(run_audit(alone, federation_path=out / "certs" /
+                                               "federation.json").findings)
+    la.unlink()
+    (alone / "identities" / "h1.pub.json").unlink()  # state.json still names the hospital
+    assert "missing-ledger" in _kinds(run_audit(alone).findings)
     # the tail cut off a node's ledger: caught by the default (signed) anchors
     p = ledger_path(out / "nodes" / "h1", "h1")
     p.write_text(p.read_text().splitlines()[0] + "\n")
