@@ -577,3 +577,32 @@ def test_fuzzed_requests_only_ever_get_refusals_and_one_release(prot, attacked, 
             assert np.max(np.abs(out.total - want)) <= out.error_bound
 
     run()
+
+
+def test_the_aggregator_rejects_uploads_with_bad_tags_or_another_context(prot):
+    """An honest aggregator drops (with the reason in stats) an upload whose tags were cut or
+    that was signed over another round context; the round completes without it."""
+    ctx = _ctx(8)
+    xs = _inputs(HOSPITALS, 8)
+    clients = {h: prot.new_client(ctx, h) for h in HOSPITALS}
+    clients["e"] = prot.new_client(replace(ctx, model_hash="t" * 64), "e")
+    for h in HOSPITALS:
+        clients[h].set_input(xs[h])
+
+    class Cut:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def handle(self, stage, req):
+            out = self.inner.handle(stage, req)
+            if stage == "upload":
+                out = replace(out, header=replace(out.header, tags=out.header.tags[:-1]))
+            return out
+
+    clients["d"] = Cut(clients["d"])
+    res = _drive(prot, ctx, clients)
+    rejected = res.stats["rejected"]
+    assert set(res.contributors) == {"a", "b", "c"}
+    assert "sum tags" in rejected["d"] and "signature" in rejected["e"]
+    want = sum(xs[h] for h in ("a", "b", "c"))
+    assert np.max(np.abs(res.total - want)) <= res.stats["error_bound"]
