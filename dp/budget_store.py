@@ -143,7 +143,11 @@ def record_charges(record: Path, mechanisms: Sequence[Mechanism], epsilon: float
     except (OSError, ValueError) as exc:
         raise LedgerError(f"budget store record {record} is unreadable: {exc}") from None
     obj.update(mechanisms=mechanisms_json(mechanisms), epsilon=float(epsilon), head=head)
-    atomic_write_text(Path(record), json.dumps(obj, indent=1) + "\n")
+    try:
+        atomic_write_text(Path(record), json.dumps(obj, indent=1) + "\n")
+    except OSError as exc:
+        raise LedgerError(f"budget store record {record}: cannot write "
+                          f"({exc.strerror or type(exc).__name__})") from None
 
 
 class BudgetStore:
@@ -160,7 +164,11 @@ class BudgetStore:
             except OSError as exc:
                 raise ConfigError(f"budget store {self.root}: cannot write there "
                                   f"({exc.strerror or type(exc).__name__})") from None
-        salt = p.read_bytes()
+        try:
+            salt = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"budget store {self.root}: cannot read its salt "
+                              f"({exc.strerror or type(exc).__name__})") from None
         if len(salt) != 32:
             raise LedgerError(f"budget store {self.root}: salt is not 32 bytes")
         return salt
@@ -203,9 +211,14 @@ class BudgetStore:
         rid = hashlib.sha256(f"{Path(run_dir).resolve()}\0{hospital}\0{os.urandom(8).hex()}"
                              .encode()).hexdigest()[:20]
         rec = self.root / "records" / f"{rid}.json"
-        atomic_write_text(rec, json.dumps({
-            "format": RECORD_FORMAT, "hospital": hospital, "run": str(Path(run_dir).resolve()),
-            "patients": list(keys), "mechanisms": [], "epsilon": 0.0, "head": ""}) + "\n")
         carry = Carry(hospital, tuple(mechs), tuple(runs), rec)
-        write_carry(run_dir, carry)
+        try:
+            atomic_write_text(rec, json.dumps({
+                "format": RECORD_FORMAT, "hospital": hospital,
+                "run": str(Path(run_dir).resolve()), "patients": list(keys),
+                "mechanisms": [], "epsilon": 0.0, "head": ""}) + "\n")
+            write_carry(run_dir, carry)
+        except OSError as exc:
+            raise ConfigError(f"budget store {self.root}: cannot write a record "
+                              f"({exc.strerror or type(exc).__name__})") from None
         return carry
