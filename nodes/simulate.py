@@ -88,6 +88,11 @@ class SimulationConfig:
     FEDRX_BUDGET_STORE variable, else ``<parent of out>/.fedrx-budget``, which refuses a run
     on patients with earlier spend instead of carrying it; "off": none);
     :mod:`fedrx.dp.budget_store`."""
+    backend: str = "inprocess"
+    """``inprocess`` (every hospital in this process) or ``ray`` (hospitals hosted by Ray
+    worker actors, :mod:`fedrx.nodes.ray_backend`; the ``fedrx[ray]`` extra)."""
+    ray_address: str = ""
+    """``--backend ray``: the cluster to join ("" = start a local Ray on this machine)."""
 
     def dp_config(self):  # noqa: ANN201  (torch-free import at module level)
         from fedrx.dp.dpsgd import DPConfig
@@ -122,6 +127,8 @@ class SimulationConfig:
             raise ConfigError("on_budget_exhausted must be 'continue' or 'stop'")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.backend not in ("inprocess", "ray"):
+            raise ConfigError(f"backend must be 'inprocess' or 'ray', got {self.backend!r}")
         if self.dp:
             if not self.epsilon > 0:
                 raise ConfigError(f"--epsilon must be > 0, got {self.epsilon}")
@@ -198,7 +205,23 @@ def run_simulation(cfg: SimulationConfig,
         from fedrx.nodes.run_budget import open_budgets
 
         open_budgets(cfg, prep, out_dir)
-    process, state = start_process(cfg, prep, out_dir)
+    if cfg.backend == "ray":  # the same runner; hospitals in Ray actors
+        from fedrx.nodes.ray_backend import start_ray_process
+
+        process, state = start_ray_process(cfg, prep, out_dir)
+    else:
+        process, state = start_process(cfg, prep, out_dir)
+    try:
+        return _run(cfg, prep, out_dir, process, state, progress, wrap_transport, t_start)
+    finally:
+        if hasattr(process, "close"):
+            process.close()
+
+
+def _run(cfg: SimulationConfig, prep: Prepared, out_dir: Path, process: Any,
+         state: ServerState, progress: Callable[[dict[str, Any]], None] | None,
+         wrap_transport: Callable[[Transport], Transport] | None,
+         t_start: float) -> dict[str, Any]:
     if cfg.dp:  # the pinned keys `fedrx audit` checks the ledgers against
         from fedrx.dp.pins import write_run_federation
 
