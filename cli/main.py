@@ -137,6 +137,9 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
                    "of the code systems, reveals nothing about any hospital  [data]")
 @click.option("--centralized/--no-centralized", default=None,
               help="also train centrally on the same split, for comparison")
+@click.option("--backend", type=click.Choice(["inprocess", "ray"]),
+              help="inprocess, or ray: hospitals in Ray worker actors (fedrx[ray])  [inprocess]")
+@click.option("--ray-address", help="--backend ray: the cluster to join  [a local Ray]")
 @click.option("--config", type=PathType, help="TOML file with a [simulate] table")
 def simulate(config, **flags) -> None:
     """Run a federation in one process with the real protocol and cryptography."""

@@ -159,14 +159,19 @@ class RayProcess:
 def init_ray(address: str = "", num_cpus: int | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a local Ray with ``num_cpus`` (the
     machine's cores) unless one is running; True if this call started it."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs Ray: pip install 'fedrx[ray]'") from None
 
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count()
+        ray.init(num_cpus=num_cpus or cores or 1, include_dashboard=False,
                  object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False)
     return True
 
@@ -178,9 +183,9 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared,
     if cfg.dp:
         raise ConfigError("--backend ray does not run DP yet (the privacy ledgers would "
                           "live in the actors); use --backend inprocess with --dp")
+    started = init_ray(cfg.ray_address)
     import ray
 
-    started = init_ray(cfg.ray_address)
     hospitals = sorted(prep.hospitals)
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     n_actors = max(1, min(cpus, len(hospitals)))
