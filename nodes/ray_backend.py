@@ -49,8 +49,9 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024
 class HospitalWorker:
     """A Ray actor's body: the hospitals it owns, built inside the actor.
 
-    ``spec``: JSON ``{"config": <SimulationConfig fields>, "hospitals": [ids]}``. Methods
-    take and return only str / bytes / ints."""
+    ``spec``: JSON ``{"config": <SimulationConfig fields>, "hospitals": [ids], "params":
+    <protection parameters, the aggregator's>}``. Methods take and return only str / bytes
+    / ints."""
 
     def __init__(self, spec: str):
         import torch
@@ -64,6 +65,7 @@ class HospitalWorker:
         if missing:
             raise ConfigError(f"worker: hospital(s) {', '.join(missing)} not in the data")
         self.n = len(prep.hospitals)
+        self.params = dict(doc["params"])
         self.task = prep.task
         self.data = {h: prep.hospitals[h] for h in owned}  # the others' data is dropped
         del prep
@@ -82,7 +84,7 @@ class HospitalWorker:
         """Build every owned hospital's party for the pinned ``federation`` (JSON)."""
         fed = Federation.from_json(json.loads(federation))
         cfg = self.cfg
-        params = protection_params(cfg, self.n)
+        params = self.params
         drops = parse_drops(cfg.drop)
         for h in sorted(self.data):
             party = make_party(h, self.task, self.data[h], protection=cfg.protection,
@@ -176,10 +178,12 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> bool:
     return True
 
 
-def start_ray_process(cfg: SimulationConfig, prep: Prepared,
-                      out_dir: Path) -> tuple[RayProcess, ServerState]:
+def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
+                      params: dict[str, Any] | None = None) -> tuple[RayProcess, ServerState]:
     """The Ray federation of ``cfg`` and its round-0 state: one actor per available CPU,
-    hospitals assigned round-robin in sorted order, each enrolled inside its actor."""
+    hospitals assigned round-robin in sorted order, each enrolled inside its actor.
+    ``params``: the protection parameters of every party (None: those ``cfg`` derives,
+    :func:`fedrx.nodes.party.protection_params`; plain JSON values)."""
     if cfg.dp:
         raise ConfigError("--backend ray does not run DP yet (the privacy ledgers would "
                           "live in the actors); use --backend inprocess with --dp")
@@ -187,13 +191,16 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared,
     import ray
 
     hospitals = sorted(prep.hospitals)
+    n = len(hospitals)
+    params = dict(protection_params(cfg, n) if params is None else params)
     cpus = int(ray.available_resources().get("CPU", 1)) or 1
     n_actors = max(1, min(cpus, len(hospitals)))
     worker_cls = ray.remote(num_cpus=1)(HospitalWorker)
     owned: list[list[str]] = [hospitals[i::n_actors] for i in range(n_actors)]
     config = asdict(cfg)
     actors = [call_actor(worker_cls, "remote",
-                         json.dumps({"config": config, "hospitals": hs})) for hs in owned]
+                         json.dumps({"config": config, "hospitals": hs,
+                                                 "params": params})) for hs in owned]
     try:
         docs = [json.loads(d) for d in fetch(
             [call_actor(a.describe, "remote") for a in actors])]
@@ -217,8 +224,7 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared,
         if started:
             ray.shutdown()
         raise
-    n = len(hospitals)
-    server = make_server_protection(cfg.protection, federation, protection_params(cfg, n),
+    server = make_server_protection(cfg.protection, federation, params,
                                     n, prep.task.spec.size + 1)
     proc = RayProcess(cfg, federation, server, prep.task, actors, started_ray=started)
     for hs, a in zip(owned, actors, strict=True):

@@ -164,7 +164,8 @@ def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
         elif isinstance(v, str) and v.startswith("{"):
             doc = json.loads(v)
             if "config" in doc:  # the build description: settings and hospital ids only
-                assert set(doc) == {"config", "hospitals"}
+                assert set(doc) == {"config", "hospitals", "params"}
+                assert set(doc["params"]) <= {"clip_norm", "threshold", "rounding_seed"}
                 assert set(doc["config"]) == {f.name for f in
                                               dataclasses.fields(SimulationConfig)}
             blobs.append(v.encode())

@@ -1,0 +1,131 @@
+"""Wall time per round against the number of hospitals: the in-process backend against the
+Ray backend (:mod:`fedrx.nodes.ray_backend`), synthetic data (built-in catalogue), masking
+over SecAgg+'s Harary graph, the same runner and cryptography on both. A script, not a test.
+
+    python -m fedrx.bench.ray_scaling --ns 10,50,200 --rounds 3 --out runs/ray_scaling.json
+
+Per round: wall seconds of the round (train, every masking stage, evaluation), the median
+over rounds 2..``--rounds`` (round 1 pays one-off warm-up costs). Speed-up = in-process /
+Ray. Ray is started locally with the cores this process may use (``--cpus``), no dashboard
+and a 200 MB object store; the in-process arm runs torch on one thread, as each actor does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fedrx.atomic import atomic_write_text
+
+
+def _data(root: Path, n: int, per_hospital: int, seed: int) -> Path:
+    from fedrx.medrx.synth.config import SynthConfig
+    from fedrx.medrx.synth.writer import generate
+
+    out = root / f"synth-{n}"
+    generate(SynthConfig(hospitals=1, patients=n * per_hospital, seed=seed,
+                         catalogue="builtin"), out, overwrite=True)
+    return out
+
+
+def _round_seconds(runner: Any, state: Any) -> list[float]:
+    res = runner.run(state)
+    bad = [r["status"] for r in res.rounds if r["status"] != "completed"]
+    if bad or not res.rounds:
+        raise RuntimeError(f"a benchmark round did not complete: {bad}")
+    return [float(r["seconds"]) for r in res.rounds]
+
+
+def measure(n: int, backend: str, data: Path, rounds: int, hidden: int,
+            seed: int) -> dict[str, Any]:
+    """One federation of ``n`` hospitals on ``backend``: per-round wall seconds."""
+    from fedrx.medrx.prepare import prepare
+    from fedrx.nodes.party import client_optimizer, protection_params
+    from fedrx.nodes.simulate import SimulationConfig
+    from fedrx.protocol.api import build_federated_averaging_process
+    from fedrx.protocol.optim import ServerOptimizer
+    from fedrx.protocol.runner import RunHooks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = SimulationConfig(data=str(data), hospitals=n, rounds=rounds, protection="mask",
+                               seed=seed, out=tmp, hidden=hidden, min_patients=3,
+                               backend=backend)
+        prep = prepare(cfg)
+        params = protection_params(cfg, n) | {"graph": "harary"}
+        t0 = time.perf_counter()
+        if backend == "ray":
+            from fedrx.nodes.ray_backend import start_ray_process
+
+            process, state = start_ray_process(cfg, prep, Path(tmp), params=params)
+        else:
+            # start_process's steps, with the Harary graph in the parameters
+            process = build_federated_averaging_process(
+                prep.task, client_optimizer=client_optimizer(cfg),
+                server_optimizer=ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr),
+                protection="mask", protection_params=params, seed=cfg.seed)
+            state = process.initialize()
+            process.enroll(prep.hospitals)
+        setup = time.perf_counter() - t0
+        try:
+            runner = process.runner(prep.hospitals, rounds, personalize=False,
+                                    hooks=RunHooks(sorted(prep.hospitals)))
+            secs = _round_seconds(runner, state)
+        finally:
+            if hasattr(process, "close"):
+                process.close()
+    warm = secs[1:] or secs  # round 1 pays the one-off warm-up (imports, first kernels)
+    return {"n": n, "backend": backend, "setup_s": setup, "round_s": secs,
+            "median_round_s": statistics.median(warm), "parameters": prep.task.spec.size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ns", default="10,50,200", help="hospital counts  [10,50,200]")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--per-hospital", type=int, default=20, help="patients per hospital")
+    ap.add_argument("--cpus", type=int, default=0, help="local Ray CPUs  [the cores]")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/ray_scaling.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    from fedrx.nodes.ray_backend import init_ray
+
+    torch.set_num_threads(1)  # the in-process arm on one core, as each Ray actor
+    started = init_ray("", args.cpus or None)
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            for n in (int(x) for x in args.ns.split(",")):
+                data = _data(Path(root), n, args.per_hospital, args.seed)
+                pair = {}
+                for backend in ("inprocess", "ray"):
+                    r = measure(n, backend, data, args.rounds, args.hidden, args.seed)
+                    pair[backend] = r
+                    rows.append(r)
+                    print(json.dumps(r), flush=True)
+                speed = pair["inprocess"]["median_round_s"] / pair["ray"]["median_round_s"]
+                print(f"n={n}: in-process {pair['inprocess']['median_round_s']:.2f} s/round, "
+                      f"ray {pair['ray']['median_round_s']:.2f} s/round, "
+                      f"speed-up {speed:.2f}x", flush=True)
+                rows.append({"n": n, "speedup": speed})
+                out = Path(args.out)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(out, json.dumps(rows, indent=1) + "\n")
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
