@@ -310,6 +310,16 @@ def audit_run(path: Path, anchors: Anchors | None, pins: Pins | None, *,
                        hospitals=hosp, pins=str(pins.source) if pins else "")
 
 
+def _relevant(pins: Pins | None, path: Path) -> Pins | None:
+    """A federation file found in a parent folder that pins none of the hospitals present
+    belongs to another deployment: ignored (the audit then says the keys are NOT pinned)."""
+    if pins is None or pins.run_scope:
+        return pins
+    ledgers, ids, folder = _locate(path)
+    present = set(ledgers) | set(ids) | {_node_hospital(folder)} - {None}
+    return None if present and present.isdisjoint(pins.members) else pins
+
+
 def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
           *, recompute: bool = True, receipts: Mapping[str, Mapping] | None = None,
           aggregator_public: bytes | None = None,
@@ -320,7 +330,7 @@ def audit(path: Path, anchors: Mapping[str, LedgerHead] | None = None,
     identity files, or the :class:`Pins` to use."""
     a = Anchors(dict(anchors), dict(receipts or {}), Path("<anchors>")) if anchors else None
     if pins is True:
-        pins = find_pins(Path(path))
+        pins = _relevant(find_pins(Path(path)), Path(path))
     return list(audit_run(Path(path), a, pins or None, recompute=recompute,
                           aggregator_public=aggregator_public).findings)
 
@@ -333,6 +343,8 @@ def run_audit(path: Path, anchors_path: Path | None = None,
     :class:`~fedrx.errors.LedgerError` on unusable input (an unreadable anchors or
     federation file)."""
     pins = find_pins(Path(path), anchors_path, federation_path)
+    if federation_path is None:
+        pins = _relevant(pins, Path(path))
     anchors = anchors_file(anchors_path) if anchors_path else find_anchors(Path(path))
     return audit_run(Path(path), anchors, pins, recompute=recompute)
 

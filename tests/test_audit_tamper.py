@@ -111,6 +111,23 @@ def test_hospital_outside_the_pinned_federation_fails(honest, tmp_path):
     assert "not-pinned" in _kinds(run_audit(d).findings)
 
 
+def test_unrelated_federation_file_above_an_older_run_is_ignored(honest, tmp_path):
+    """An older run (no DIR/federation.json) below another deployment's federation file:
+    that file pins none of its hospitals, so it is not used (and the output says NOT
+    pinned) instead of failing every hospital as outside the federation."""
+    d = _copy(honest, tmp_path)
+    (d / "federation.json").unlink()
+    other = Federation.of([Identity.generate("x1"), Identity.generate("x2")])
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "federation.json").write_text(json.dumps({
+        "format": "fedrx-deployment/2", "federation": other.to_json(),
+        "aggregator_sign_public": "00" * 32}))
+    res = run_audit(d)
+    assert res.exit_code == 0, format_audit(res)
+    assert {h.signatures for h in res.hospitals} == {"unpinned"}
+    assert "NOT pinned" in format_audit(res)
+
+
 def test_deployment_federation_file_pins_node_folders(honest, tmp_path):
     """The gRPC layout: OUT/certs/federation.json (fedrx-deployment/2) pins OUT/nodes/<h>."""
     from fedrx.nodes.receipt_store import write_receipts
