@@ -34,12 +34,14 @@ def _data(root: Path, n: int, per_hospital: int, seed: int) -> Path:
     return out
 
 
-def _round_seconds(runner: Any, state: Any) -> list[float]:
+def _round_seconds(runner: Any, state: Any) -> tuple[list[float], dict[str, float]]:
+    """Wall seconds of each round, and the last round's seconds per stage."""
     res = runner.run(state)
     bad = [r["status"] for r in res.rounds if r["status"] != "completed"]
     if bad or not res.rounds:
         raise RuntimeError(f"a benchmark round did not complete: {bad}")
-    return [float(r["seconds"]) for r in res.rounds]
+    last = {st["stage"]: round(float(st["seconds"]), 3) for st in res.rounds[-1]["stages"]}
+    return [float(r["seconds"]) for r in res.rounds], last
 
 
 def measure(n: int, backend: str, data: Path, rounds: int, hidden: int,
@@ -75,13 +77,14 @@ def measure(n: int, backend: str, data: Path, rounds: int, hidden: int,
         try:
             runner = process.runner(prep.hospitals, rounds, personalize=False,
                                     hooks=RunHooks(sorted(prep.hospitals)))
-            secs = _round_seconds(runner, state)
+            secs, stages = _round_seconds(runner, state)
         finally:
             if hasattr(process, "close"):
                 process.close()
     warm = secs[1:] or secs  # round 1 pays the one-off warm-up (imports, first kernels)
     return {"n": n, "backend": backend, "setup_s": setup, "round_s": secs,
-            "median_round_s": statistics.median(warm), "parameters": prep.task.spec.size}
+            "median_round_s": statistics.median(warm), "parameters": prep.task.spec.size,
+            "last_round_stages_s": stages}
 
 
 def main(argv: list[str] | None = None) -> int:
