@@ -160,6 +160,7 @@ def simulate(config, **flags) -> None:
             if flags.get(key) is None and key not in (table or {}):
                 flags[key] = val
     cfg = build(SimulationConfig, table, flags)
+    cfg.budget_store = cfg.budget_store or "auto"  # DP runs on the same patients: one budget
     cfg.validate()
     table = Table(title=f"fedrx simulate: {cfg.data}, protection {cfg.protection}")
     for col in ("round", "status", "contrib.", "dropped", "jaccard", "prauc", "f1",

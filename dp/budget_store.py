@@ -44,6 +44,8 @@ from fedrx.dp.accountants.mechanism import Mechanism
 from fedrx.errors import ConfigError, LedgerError
 
 STORE_ENV = "FEDRX_BUDGET_STORE"
+AUTO = "auto"
+"""The ``budget_store`` value for the default store beside the run folder."""
 DEFAULT_DIRNAME = ".fedrx-budget"
 RECORD_FORMAT = "fedrx-budget-record/1"
 CARRY_FORMAT = "fedrx-carry/1"
@@ -52,10 +54,10 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def resolve_store(configured: str | os.PathLike | None, out_dir: Path) -> tuple[Path, bool]:
     """(store folder, chosen explicitly): ``configured`` (``budget_store`` setting) if
-    given, else the ``FEDRX_BUDGET_STORE`` environment variable, else (not explicit)
-    ``<parent of out_dir>/.fedrx-budget`` (runs kept side by side, e.g. ``runs/a`` and
-    ``runs/b``, share one budget)."""
-    if configured:
+    given and not ``"auto"``, else the ``FEDRX_BUDGET_STORE`` environment variable, else
+    (not explicit) ``<parent of out_dir>/.fedrx-budget`` (runs kept side by side, e.g.
+    ``runs/a`` and ``runs/b``, share one budget)."""
+    if configured and str(configured) != AUTO:
         return Path(configured), True
     env = os.environ.get(STORE_ENV, "")
     if env:

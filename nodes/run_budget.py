@@ -20,7 +20,14 @@ from typing import Any
 
 from fedrx.canonical import canonical_json
 from fedrx.dp.accountants.registry import compute_epsilon
-from fedrx.dp.budget_store import STORE_ENV, BudgetStore, Carry, check_delta, resolve_store
+from fedrx.dp.budget_store import (
+    AUTO,
+    STORE_ENV,
+    BudgetStore,
+    Carry,
+    check_delta,
+    resolve_store,
+)
 from fedrx.errors import BudgetExceeded
 
 OFF = "off"
@@ -35,15 +42,21 @@ def patient_bytes(patient: Any) -> bytes:
 
 def open_budgets(cfg: Any, prep: Any, out_dir: Path) -> dict[str, Carry]:
     """Check and register every hospital of ``prep`` (see module doc); {} when the store is
-    ``off``. Raises :class:`~fedrx.errors.ConfigError` (delta) or
+    ``off`` or unset. ``cfg.budget_store``: a folder (explicit), ``"auto"`` (what ``fedrx
+    simulate`` sets: the default store beside the run folder), ``"off"``, or ``""`` (a
+    programmatic run, e.g. a benchmark arm: no store); ``FEDRX_BUDGET_STORE`` replaces
+    ``"auto"`` and ``""``. Raises :class:`~fedrx.errors.ConfigError` (delta) or
     :class:`~fedrx.errors.BudgetExceeded` (earlier runs spent the budget), one line each."""
     dp_cfg = cfg.dp_config()
     for h in sorted(prep.hospitals):
         n = int(prep.hospitals[h].train.n_patients)
         if dp_cfg.delta is not None:
             check_delta(dp_cfg.delta, n, h)
-    chosen = str(cfg.budget_store or os.environ.get(STORE_ENV, ""))
-    if chosen.lower() == OFF:
+    chosen = str(cfg.budget_store or "")
+    env = os.environ.get(STORE_ENV, "")
+    if env and chosen in ("", AUTO):  # the environment beats the defaults
+        chosen = env
+    if chosen.lower() in (OFF, ""):  # "": a programmatic run (bench arms) that set none
         return {}
     root, explicit = resolve_store(chosen, out_dir)
     store = BudgetStore(root)

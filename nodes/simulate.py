@@ -84,10 +84,11 @@ class SimulationConfig:
     eval_every: int = 1
     """Evaluate the global model every this many rounds (and after the last)."""
     budget_store: str = ""
-    """DP: the budget store carried across runs on the same patients ("" = the
-    FEDRX_BUDGET_STORE variable, else ``<parent of out>/.fedrx-budget``, which refuses a run
-    on patients with earlier spend instead of carrying it; "off": none);
-    :mod:`fedrx.dp.budget_store`."""
+    """DP: the budget store carried across runs on the same patients: a folder; "auto"
+    (what ``fedrx simulate`` sets) = ``<parent of out>/.fedrx-budget``, which refuses a run
+    on patients with earlier spend instead of carrying it; "off"; "" (programmatic runs,
+    e.g. benchmark arms) = none. FEDRX_BUDGET_STORE replaces "auto" and "";
+    :mod:`fedrx.nodes.run_budget`, :mod:`fedrx.dp.budget_store`."""
     backend: str = "inprocess"
     """``inprocess`` (every hospital in this process) or ``ray`` (hospitals hosted by Ray
     worker actors, :mod:`fedrx.nodes.ray_backend`; the ``fedrx[ray]`` extra)."""

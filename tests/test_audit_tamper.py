@@ -281,20 +281,26 @@ def test_budget_carried_across_runs_on_the_same_patients(honest, tmp_path):
 
 def test_default_store_refuses_a_run_that_would_be_charged_on_top(mimic_demo, tmp_path,
                                                                   monkeypatch):
-    """Without an explicit store (beside the run folders by default) a run on patients that
-    earlier runs spent budget on is refused with instructions, never silently shrunk."""
+    """The default store of ``fedrx simulate`` ("auto", beside the run folders): a run on
+    patients that earlier runs spent budget on is refused with instructions, never silently
+    shrunk; the CLI uses it without being told."""
     from fedrx.dp.budget_store import STORE_ENV
 
     monkeypatch.delenv(STORE_ENV, raising=False)
-    run_simulation(_cfg(tmp_path / "a", "", rounds=1, epsilon=2.0))
+    proc = cli("simulate", "--hospitals", "2", "--rounds", "1", "--dp", "on", "--epsilon", "2",
+               "--out", str(tmp_path / "a"))
+    assert proc.returncode == 0, proc.stderr
     assert (tmp_path / ".fedrx-budget" / "records").is_dir()
     with pytest.raises(BudgetExceeded, match=r"set budget_store .* or budget_store = \"off\""):
-        run_simulation(_cfg(tmp_path / "b", "", rounds=1, epsilon=8.0))
+        run_simulation(_cfg(tmp_path / "b", "auto", rounds=1, epsilon=8.0))
+    # a programmatic run that names no store (a benchmark arm) is not charged
+    run_simulation(_cfg(tmp_path / "e", "", rounds=1, epsilon=2.0))
+    assert "carried" not in read_entries(ledger_path(tmp_path / "e", "h1"))[0]
     doc = run_simulation(_cfg(tmp_path / "c", "off", rounds=1, epsilon=2.0))
     assert "carried" not in read_entries(ledger_path(tmp_path / "c", "h1"))[0]
     assert doc["dp"]["h1"]["epsilon"] <= 2.0
     monkeypatch.setenv(STORE_ENV, "off")  # the same for a harness that cannot pass settings
-    run_simulation(_cfg(tmp_path / "d", "", rounds=1, epsilon=2.0))
+    run_simulation(_cfg(tmp_path / "d", "auto", rounds=1, epsilon=2.0))
     assert "carried" not in read_entries(ledger_path(tmp_path / "d", "h1"))[0]
 
 
