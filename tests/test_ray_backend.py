@@ -7,6 +7,7 @@ once for the module and shut down after it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import tempfile
@@ -170,9 +171,12 @@ def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
                                               dataclasses.fields(SimulationConfig)}
             blobs.append(v.encode())
     assert messages > 4 * 4  # train, key, share and masked-input stages at least
-    for key in secrets:
+    for key in secrets:  # raw, hex or base64 (a JSON string would carry it encoded)
         assert len(key) == 32
-        assert not any(key in b for b in blobs), "a private key crossed an actor boundary"
+        forms = (key, key.hex().encode(), base64.b64encode(key)[:40],
+                 base64.urlsafe_b64encode(key)[:40])
+        assert not any(f in b for f in forms for b in blobs), \
+            "a private key crossed an actor boundary"
     for rec in records:
         assert not any(rec in b for b in blobs), "a hospital's records crossed"
 
