@@ -180,3 +180,42 @@ def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
     for rec in records:
         assert not any(rec in b for b in blobs), "a hospital's records crossed"
 
+
+
+def test_late_refusing_or_malformed_replies_are_dropouts(local_ray):
+    """The transport's gather: a reply after the stage deadline, a refusal and bytes that
+    are no protocol message all leave the hospital out of the replies (to the aggregator it
+    dropped); the punctual one is decoded."""
+    import time
+
+    from fedrx.protocol.messages import EvalRequest, TrainAck
+
+    class Fake:  # nested: Ray ships it by value
+        def ping(self):
+            return 1
+
+        def handle(self, stage, hospital, request):
+            if hospital == "late":
+                time.sleep(3.0)
+            if hospital == "refuses":
+                return b"", "refused: not this round"
+            if hospital == "garbage":
+                return b"\x00\xffnot an envelope", ""
+            return codec.to_bytes(TrainAck(1, hospital, "trained")), ""
+
+    names = ("late", "ok", "refuses", "garbage")
+    fake = ray.remote(num_cpus=0)(Fake)
+    actors = {h: fake.remote() for h in names}  # one each: an actor answers in order
+    ray.get([a.ping.remote() for a in actors.values()])  # started before the clock runs
+    transport = ray_transport.RayTransport(actors, deadline_s=1.5)
+    req = EvalRequest(1, np.zeros(3), "x" * 64)
+    replies = transport.exchange("evaluate", 1, {h: req for h in (*names, "unknown")})
+    assert set(replies) == {"ok"} and replies["ok"] == TrainAck(1, "ok", "trained")
+    (st,) = transport.take_stats()
+    assert st.failures["late"] == "late (stage deadline)"
+    assert st.failures["refuses"] == "refused: not this round"
+    assert st.failures["garbage"].startswith("malformed reply")
+    assert st.failures["unknown"] == "unknown hospital"
+    assert st.asked == 5 and st.answered == 1
+    for a in actors.values():
+        ray.kill(a)
