@@ -63,6 +63,10 @@ def _drive(n: int, d: int, ids: list[Identity], fed: Federation, *, graph: str =
     from fedrx.secagg.mask.params import MASKED_INPUT
 
     cfg = MaskConfig(clip_norm=1.0, frac_bits=16, max_count=100_000, graph=graph)
+    # the round's federation is exactly its n hospitals: n_C (and so t) follows from the
+    # pinned federation's size, and a round of 10 in a federation of 200 would be refused
+    fed = Federation({h: fed.members[h] for h in sorted(i.hospital for i in ids[:n])}) \
+        if len(fed.members) != n else fed
     ctx = RoundContext(os.urandom(32), 1, tuple(sorted(i.hospital for i in ids[:n])), d + 1)
     server = MaskProtection(None, fed, cfg).new_server(ctx)
     clients = {i.hospital: MaskProtection(i, fed, cfg).new_client(ctx, i.hospital)
