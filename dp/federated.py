@@ -24,6 +24,7 @@ import torch
 from fedrx.dp.accountants.accountant import PrivacyAccountant
 from fedrx.dp.accountants.calibrate import calibrate_noise_multiplier
 from fedrx.dp.accountants.mechanism import Mechanism
+from fedrx.dp.budget_store import check_delta
 from fedrx.dp.dpsgd import DPConfig, OptimizerFactory, PatientDPTrainer
 from fedrx.dp.examples import GroupedExamples, PerExampleLoss
 from fedrx.dp.ledger import PrivacyLedger
@@ -54,6 +55,7 @@ class HospitalDP:
         self.n_patients = n_patients
         self.sample_rate = batch / n_patients
         self.delta = self.config.resolved_delta(n_patients)
+        check_delta(self.delta, n_patients, hospital)  # every node, not only simulate
         self.budget = self.config.budget(n_patients)
         self.steps_per_round = max(1, math.ceil(plan.local_epochs * n_patients / batch))
         self.ledger = PrivacyLedger.in_run_dir(run_dir, identity)
