@@ -28,11 +28,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def default_protections() -> tuple[str, ...]:
+    """Every protection level; ``ckks-threshold`` only where its OpenFHE engine is available
+    (in-process, or the CPython 3.10 worker of ``make he-env``)."""
+    from fedrx.secagg.thckks.engine import find_he_python, openfhe_in_process
+
+    he = openfhe_in_process() or Path(find_he_python() or "/nonexistent").is_file()
+    return ("none", "mask", "ckks", *(("ckks-threshold",) if he else ()))
+
+
 @dataclass
 class BenchConfig:
     """``fedrx bench`` settings. ``None`` fields take the preset's value."""
 
-    protections: tuple[str, ...] = ("none", "mask", "ckks", "ckks-threshold")
+    protections: tuple[str, ...] = field(default_factory=lambda: default_protections())
     dp: tuple[bool, ...] = (False, True)
     data: str = "mimic3-demo"
     hospitals: int | None = None

@@ -49,3 +49,25 @@ def eicu_demo(data_root: Path) -> Path:
 @pytest.fixture(scope="session")
 def mappings_dir(mimic_demo: Path) -> Path:
     return mimic_demo / "mappings"
+
+
+def _he_engine_available() -> bool:
+    from fedrx.secagg.thckks.engine import find_he_python, openfhe_in_process
+
+    return openfhe_in_process() or Path(find_he_python() or "/nonexistent").is_file()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """ckks-threshold's tests need OpenFHE (in-process, or the CPython 3.10 worker that
+    ``make he-env`` builds and ``make test`` builds when a 3.10 exists). Without one they
+    are skipped with that reason, except where ``FEDRX_REQUIRE_HE=1`` (``.ci/run``: the CI
+    machine has CPython 3.10, so a skip there would hide a failure)."""
+    import os
+
+    he_items = [i for i in items if Path(str(i.fspath)).name.startswith("test_thckks_")]
+    if not he_items or os.environ.get("FEDRX_REQUIRE_HE") == "1" or _he_engine_available():
+        return
+    skip = pytest.mark.skip(reason="ckks-threshold needs OpenFHE: run `make he-env` "
+                                   "(CPython 3.10) or set FEDRX_HE_PYTHON")
+    for item in he_items:
+        item.add_marker(skip)
