@@ -132,26 +132,42 @@ def demo_app() -> None:
               help="auto (MIMIC-III demo if found, else synthetic), synthetic, mimic3-demo, "
                    "mimic4-demo, omop-demo, eicu-demo, or a folder of per-hospital exports")
 @click.option("--hospitals", type=int, default=3, show_default=True)
-@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--rounds", type=int, default=None,
+              help="rounds [default: 34 with --dp distributed (10 expected passes at q 0.3), "
+                   "else 3]")
 @click.option("--protection", default="mask", show_default=True)
-@click.option("--hidden", type=int, default=64, show_default=True)
+@click.option("--hidden", type=int, default=None,
+              help="MLP hidden size [default: 32 with --dp distributed, else 64]")
 @click.option("--local-epochs", type=int, default=2, show_default=True)
-@click.option("--dp", "dp", type=click.Choice(["on", "off"]), default="on", show_default=True,
-              help="patient-level DP-SGD at every hospital (each hospital's own policy)")
+@click.option("--dp", "dp", type=click.Choice(["distributed", "on", "local", "off"]),
+              default="distributed", show_default=True,
+              help="distributed: one patient-level DP-SGD step of the whole federation per "
+                   "round, noise shared under the secure sum; on/local: DP-SGD at every "
+                   "hospital on its own (each hospital's own policy); off")
+@click.option("--dp-k", type=int, default=1, show_default=True,
+              help="distributed DP: hospitals that may collude with the aggregator or drop")
 @click.option("--epsilon", type=float, default=8.0, show_default=True,
               help="DP: each hospital's target epsilon for the whole run")
 @click.option("--timeout", type=float, default=900.0, show_default=True,
               help="give up after this many seconds")
-def demo_grpc(out_dir: Path, data: str, hospitals: int, rounds: int, protection: str,
-              hidden: int, local_epochs: int, dp: str, epsilon: float, timeout: float) -> None:
+def demo_grpc(out_dir: Path, data: str, hospitals: int, rounds: int | None, protection: str,
+              hidden: int | None, local_epochs: int, dp: str, dp_k: int, epsilon: float,
+              timeout: float) -> None:
     """Certificates + an aggregator and hospital processes on loopback, then the table."""
+    from fedrx.medrx.task import DP_DEFAULTS
     from fedrx.nodes.launcher import DemoSpec, print_round_table, run_demo
 
     if not epsilon > 0:
         raise ConfigError(f"--epsilon must be > 0, got {epsilon}")
+    dist = dp == "distributed"
+    if rounds is None:
+        rounds = 34 if dist else 3
+    if hidden is None:
+        hidden = int(DP_DEFAULTS["hidden"]) if dist else 64
     spec = DemoSpec(out=out_dir, data=data, hospitals=hospitals, rounds=rounds,
                     protection=protection, hidden=hidden, local_epochs=local_epochs,
-                    dp=dp == "on", epsilon=epsilon, timeout=timeout)
+                    dp=dp != "off", epsilon=epsilon, timeout=timeout,
+                    dp_mode="distributed" if dist else "local", dp_k=dp_k if dist else 0)
     doc = run_demo(spec, echo=lambda m: console.print(m))
     print_round_table(doc, out)
     console.print(f"results: {out_dir / 'aggregator' / 'results.json'}, summary: "

@@ -118,7 +118,12 @@ class DeploymentHooks(RunHooks):
         self.sessions = {h: reg.get(h) for h in participants}
         return state, participants
 
+    runner: Any = None
+
     def round_starting(self, rnd: int, participants: list[str]) -> None:
+        if self.runner is not None:  # [aggregator] eval_every; always after the last round
+            every = self.node.cfg.eval_every
+            self.runner.evaluate = rnd % every == 0 or rnd >= self.node.task_cfg.rounds
         self.last_round = rnd - 1
         write_started(self.ckpt, rnd)
         event(log, logging.INFO, "round starting", round=rnd,
@@ -176,6 +181,14 @@ class AggregatorNode:
         self.port = 0
         self.server: Any = None
 
+    def _shares_cfg(self, task: Any) -> Any:
+        """The task as the hospitals see it for the protection's parameters: with distributed
+        DP pinned, DP is on at every hospital (noisy shares, the survivor floor ``n - k``),
+        so the aggregator's masking config must say so too (it is in the round context)."""
+        if self.spec.distributed() is None:
+            return task
+        return dataclasses.replace(task, dp=True)
+
     def _handle_signal(self, signum: int, frame: Any) -> None:
         event(log, logging.WARNING, "signal received; shutting down", signal=signum)
         self.stop.set()
@@ -192,7 +205,8 @@ class AggregatorNode:
         # ever opened here (evaluation is the hospitals' metric sums)
         model = MedicationTask(self.spec.vocab(), None, model=task.model, hidden=task.hidden)
         protection = make_server_protection(task.protection, self.dep.federation,
-                                            protection_params(task)
+                                            protection_params(self._shares_cfg(task),
+                                                              len(members))
                                             | self.spec.protection_extra(), len(members),
                                             model.spec.size + 1,
                                             policy=self.spec.policy(self.dep.federation_id))
@@ -257,6 +271,7 @@ class AggregatorNode:
         runner = FederationRunner(protection, transport, model.pool_metrics, task.rounds,
                                   personalize=task.personalize,
                                   on_budget_exhausted=task.on_budget_exhausted, hooks=hooks)
+        hooks.runner = runner
 
         reason = "federation finished"
         try:

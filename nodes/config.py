@@ -98,6 +98,9 @@ class AggregatorConfig:
     insecure: bool = False
     crash_after_round: int = 0
     crash_at: str = ""
+    eval_every: int = 1
+    """Evaluate the global model every this many rounds (and after the last); 1 = every
+    round, as before. A few steps apart suits distributed DP (one step per round)."""
 
     def crash_point(self) -> tuple[str, int] | None:
         """``crash_at`` parsed as (stage, round), or None."""
@@ -115,6 +118,8 @@ class AggregatorConfig:
         for name in ("wait_seconds", "train_deadline", "stage_deadline", "eval_deadline"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"[aggregator] {name} must be > 0")
+        if self.eval_every < 1:
+            raise ConfigError(f"[aggregator] eval_every must be >= 1, got {self.eval_every}")
         if self.min_hospitals < 0 or self.max_message_mb < 1:
             raise ConfigError("[aggregator] min_hospitals >= 0 and max_message_mb >= 1")
         if not self.federation:

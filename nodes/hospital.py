@@ -136,12 +136,19 @@ class HospitalNode:
                 raise ConfigError("[node] out is required with DP (the ledger lives there)")
             # the hospital's OWN policy ([privacy] of its config) and its real long-term identity;
             # ledger in OUT/ledger/<h>.jsonl, public identity in OUT/identities/<h>.pub.json
-            dp = dp_factory(t, self.out)(h, self.identity, own)
+            dist = self.spec.distributed()
+            if dist is None:
+                dp = dp_factory(t, self.out)(h, self.identity, own)
+            else:  # one federation step per round; N pinned, n = the pinned federation
+                dp = dp_factory(t, self.out, federation_patients=int(dist["dp_patients"]),
+                                n_hospitals=len(self.dep.hospitals),
+                                dim=task.spec.size)(h, self.identity, own)
         # the round policy (derived session, round bound, minimum round size, n_C) comes
         # from the pinned federation file and task, never from the aggregator
         party = make_party(h, task, own, protection=t.protection,
                            federation=self.dep.federation, identity=self.identity,
-                           params=protection_params(t) | self.spec.protection_extra()
+                           params=protection_params(t, len(self.dep.hospitals))
+                           | self.spec.protection_extra()
                            | self._local_params(t.protection),
                            client_optimizer=client_optimizer(t), seed=t.seed, dp=dp,
                            policy=self.spec.policy(self.dep.federation_id))

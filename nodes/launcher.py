@@ -71,10 +71,26 @@ class DemoSpec:
     dp: bool = False
     epsilon: float = 8.0
     dp_task: dict[str, Any] = field(default_factory=dict)
+    dp_mode: str = "local"
+    """With ``dp``: ``local`` (each hospital's own DP-SGD) or ``distributed`` (one federation
+    DP-SGD step per round, noise shared under the secure sum; :mod:`fedrx.nodes.demo_dp`)."""
+    dp_k: int = 0
+    """Distributed DP: hospitals that may collude with the aggregator or drop, together."""
+
+    @property
+    def distributed(self) -> bool:
+        return self.dp and self.dp_mode == "distributed"
 
     def privacy_table(self) -> dict[str, Any]:
         """A hospital's ``[privacy]``: its own DP policy."""
-        return {"dp": True, "epsilon": self.epsilon, **self.dp_task} if self.dp else {}
+        if not self.dp:
+            return {}
+        extra: dict[str, Any] = {}
+        if self.distributed:
+            from fedrx.nodes.demo_dp import privacy_settings
+
+            extra = privacy_settings()
+        return {"dp": True, "epsilon": self.epsilon, **extra, **self.dp_task}
 
     def check(self) -> None:
         """Every argument, before anything is written: the task settings and the DP policy
@@ -84,6 +100,8 @@ class DemoSpec:
 
         SimulationConfig(**self.task_table(), hospitals=self.hospitals, dp=self.dp,
                          epsilon=self.epsilon).validate()
+        if self.dp and self.dp_mode not in ("local", "distributed"):
+            raise ConfigError(f"dp mode must be 'local' or 'distributed', got {self.dp_mode!r}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(f"--out {self.out} is a file; give a folder")
         check_writable(Path(self.out), "--out")
@@ -95,10 +113,15 @@ class DemoSpec:
 
         cfg = SimulationConfig(rounds=self.rounds, protection=self.protection, seed=self.seed,
                                hidden=self.hidden, local_epochs=self.local_epochs)
-        bad = sorted(set(self.task) - set(SHARED))
+        bad = sorted(set(self.task) - set(SHARED) - {"dp_sample_rate"})
         if bad:
             raise ConfigError(f"not task settings: {', '.join(bad)} (known: {', '.join(SHARED)})")
-        return {k: getattr(cfg, k) for k in SHARED} | dict(self.task)
+        table = {k: getattr(cfg, k) for k in SHARED}
+        if self.distributed:
+            from fedrx.nodes.demo_dp import task_settings
+
+            table |= task_settings(self.dp_k, dict(self.task))
+        return table | dict(self.task)
 
 
 @dataclass
@@ -195,13 +218,24 @@ def write_setup(spec: DemoSpec, hospitals: list[str] | None = None) -> Setup:
         raise ConfigError(f"no export for {', '.join(missing)} in {ex.root}")
     certs = out / "certs"
     if not (certs / "federation.json").exists():
-        init_certs(certs, hs, task=make_spec(spec.task_table(), mappings=ex.mappings))
+        settings = spec.task_table()
+        if spec.distributed:  # the federation's training patients N, agreed beforehand
+            from fedrx.nodes.demo_dp import train_patients
+
+            settings["dp_patients"] = sum(
+                train_patients(ex.root / h, ex.mappings, seed=spec.seed,
+                               min_visits=settings["min_visits"], hospital=h) for h in hs)
+        init_certs(certs, hs, task=make_spec(settings, mappings=ex.mappings))
     addr = out / "aggregator.addr"
     agg = {"listen": "127.0.0.1:0", "address_file": str(addr), "ca": str(certs / "ca.pem"),
            "cert": str(certs / "aggregator.pem"), "key": str(certs / "aggregator.key"),
            "federation": str(certs / "federation.json"), "out": str(out / "aggregator"),
            "wait_seconds": 120.0, "train_deadline": 300.0, "stage_deadline": 60.0,
            "eval_deadline": 300.0}
+    if spec.distributed:
+        from fedrx.nodes.demo_dp import aggregator_settings
+
+        agg.update(aggregator_settings())
     agg.update(spec.aggregator)
     write_toml(out / "aggregator.toml", {"aggregator": agg})
     nodes = {}

@@ -45,6 +45,13 @@ rule; written into the spec only when set, so older specs keep their hash):
 ``min_round_size`` (fewest participants a hospital accepts in a round, >= 2) and
 ``max_corrupt`` (n_C of ``mask``: hospitals assumed to collude with the aggregator; None =
 floor((N-1)/3) of the FEDERATION's share-holder group). See fedrx.protocol.context."""
+DISTRIBUTED = ("dp_mode", "dp_k", "dp_sample_rate", "dp_patients")
+"""Optional shared settings of distributed DP (written only with ``dp_mode = "distributed"``,
+so older specs keep their hash): the mechanism, ``dp_k`` (hospitals that may collude with the
+aggregator or drop, together), the common Poisson rate ``q`` and ``dp_patients``, the
+federation's total training patients ``N`` as agreed before training (it sets the public
+per-hospital count entry ``max(1, round(q N / n))``, a scale of the aggregated step, and the
+default delta; it names no hospital's own count). ``n`` is the pinned federation's size."""
 PRIVACY = ("dp", "epsilon", "delta", "max_grad_norm", "dp_batch", "accountant", "secure_noise",
            "budget_epsilon")
 """A hospital's own DP policy (its node config's ``[privacy]`` table; within ``dp_bounds``)."""
@@ -94,6 +101,13 @@ class TaskSpec:
         return {"pinned": deployment_id, "rounds": int(self.settings["rounds"]),
                 "min_round_size": self.round_policy().get("min_round_size")}
 
+    def distributed(self) -> dict[str, Any] | None:
+        """The pinned :data:`DISTRIBUTED` settings, or None when the task does not pin
+        distributed DP."""
+        if self.settings.get("dp_mode") != "distributed":
+            return None
+        return {k: self.settings[k] for k in DISTRIBUTED}
+
     def protection_extra(self) -> dict[str, Any]:
         """Protection parameters pinned here beyond ``protection_params`` (mask:
         ``max_corrupt``)."""
@@ -107,7 +121,8 @@ class TaskSpec:
         hospital's ``privacy`` policy and ``extra`` (e.g. ``data``), validated."""
         from fedrx.nodes.simulate import SimulationConfig
 
-        shared = {k: v for k, v in self.settings.items() if k not in ROUND_POLICY}
+        shared = {k: v for k, v in self.settings.items()
+                  if k not in ROUND_POLICY and k != "dp_patients"}
         cfg = SimulationConfig(**shared, **dict(privacy or {}), **extra,
                                vocabulary="public" if self.encoding == PUBLIC else "data")
         cfg.validate()
@@ -116,6 +131,10 @@ class TaskSpec:
     def check_policy(self, cfg: Any) -> None:
         """Refuse a hospital DP policy outside ``dp_bounds``: with ``max_epsilon`` set, DP
         must be on (DP off is an unbounded epsilon) with ``epsilon <= max_epsilon``."""
+        if self.distributed() is not None and not cfg.dp:
+            raise ConfigError("[privacy] dp is off, but the federation's task pins distributed "
+                              "DP (task spec dp_mode): every hospital supplies a noise share; "
+                              "set dp = true")
         bound = self.dp_bounds.get("max_epsilon")
         if bound is None:
             return
@@ -137,9 +156,11 @@ class TaskSpec:
                               f"version {TASK_VERSION}")
         settings, vocab = obj.get("settings"), obj.get("vocabulary")
         if not isinstance(settings, dict) or not set(SHARED) <= set(settings) <= \
-                set(SHARED) | set(ROUND_POLICY):
+                set(SHARED) | set(ROUND_POLICY) | set(DISTRIBUTED):
             raise ConfigError(f"{where}: settings must hold exactly {', '.join(SHARED)} "
-                              f"(and optionally {', '.join(ROUND_POLICY)})")
+                              f"(and optionally {', '.join(ROUND_POLICY)}; "
+                              f"{', '.join(DISTRIBUTED)})")
+        _check_distributed(settings, where)
         for k, low in (("min_round_size", 2), ("max_corrupt", 0)):
             v = settings.get(k)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low):
@@ -176,6 +197,24 @@ class TaskSpec:
         except ValueError:
             raise ConfigError(f"task spec {path} is not JSON") from None
         return TaskSpec.from_json(obj, str(path))
+
+
+def _check_distributed(settings: Mapping[str, Any], where: str) -> None:
+    """The :data:`DISTRIBUTED` settings are all present with ``dp_mode = "distributed"``
+    (and absent otherwise), with valid values."""
+    have = [k for k in DISTRIBUTED if k in settings]
+    if not have:
+        return
+    if len(have) != len(DISTRIBUTED) or settings["dp_mode"] != "distributed":
+        raise ConfigError(f"{where}: distributed DP pins all of {', '.join(DISTRIBUTED)} "
+                          "with dp_mode 'distributed'")
+    k, q, n = settings["dp_k"], settings["dp_sample_rate"], settings["dp_patients"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ConfigError(f"{where}: settings dp_k must be an integer >= 0, got {k!r}")
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 1:
+        raise ConfigError(f"{where}: settings dp_sample_rate must be in (0, 1], got {q!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ConfigError(f"{where}: settings dp_patients must be an integer >= 2, got {n!r}")
 
 
 def first_difference(mine: TaskSpec, pinned: TaskSpec) -> str:
@@ -229,6 +268,11 @@ def make_spec(settings: Mapping[str, Any], *, vocabulary: Any = None,
     else:
         encoding = EXACT
     pol = {k: src[k] for k in ROUND_POLICY if src.get(k) is not None}
+    if src.get("dp_mode") == "distributed":  # else absent: older specs keep their hash
+        lack = [k for k in DISTRIBUTED if src.get(k) is None]
+        if lack:
+            raise ConfigError(f"distributed DP: the task must pin {', '.join(lack)}")
+        pol |= {k: src[k] for k in DISTRIBUTED}
     spec = TaskSpec({k: src[k] for k in SHARED} | pol, encoding,
                     {"diagnoses": tuple(vocabulary.diagnoses),
                      "procedures": tuple(vocabulary.procedures),
