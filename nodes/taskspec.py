@@ -208,6 +208,9 @@ def _check_distributed(settings: Mapping[str, Any], where: str) -> None:
     if len(have) != len(DISTRIBUTED) or settings["dp_mode"] != "distributed":
         raise ConfigError(f"{where}: distributed DP pins all of {', '.join(DISTRIBUTED)} "
                           "with dp_mode 'distributed'")
+    if settings.get("protection") not in ("mask", "ckks"):
+        raise ConfigError(f"{where}: distributed DP needs a secure sum (protection mask or "
+                          f"ckks), not {settings.get('protection')!r}")
     k, q, n = settings["dp_k"], settings["dp_sample_rate"], settings["dp_patients"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ConfigError(f"{where}: settings dp_k must be an integer >= 0, got {k!r}")
