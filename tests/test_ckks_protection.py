@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from protection_inputs import weighted_inputs
 
 from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.protocol.protection import NoProtection, RoundContext
@@ -34,14 +35,7 @@ def _ctx(round_: int = 1, participants=HOSPITALS, length: int = LENGTH) -> Round
     return RoundContext(b"s" * 32, round_, tuple(sorted(participants)), length)
 
 
-def _inputs(ctx: RoundContext, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for h in ctx.participants:
-        count = float(rng.integers(50, 500))
-        delta = rng.normal(0, 0.05, ctx.vector_length - 1)
-        out[h] = np.concatenate([count * delta, [count]])  # weighted FedAvg input
-    return out
+_inputs = weighted_inputs
 
 
 Hook = Callable[[str, dict], dict]

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from protection_inputs import weighted_inputs
 
 from fedrx.errors import ConfigError, ProtocolAbort
 from fedrx.protocol.protection import RoundContext
@@ -33,13 +34,7 @@ def _ctx(round_: int = 1, participants=HOSPITALS, length: int = LENGTH) -> Round
     return RoundContext(b"s" * 32, round_, tuple(sorted(participants)), length)
 
 
-def _inputs(ctx: RoundContext, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for h in ctx.participants:
-        count = float(rng.integers(50, 500))
-        out[h] = np.concatenate([count * rng.normal(0, 0.05, ctx.vector_length - 1), [count]])
-    return out
+_inputs = weighted_inputs
 
 
 Hook = Callable[[str, dict], dict]
