@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedrx.protocol.transport import StageStats, Transport
+from fedrx.protocol.transport import Absorb, StageStats, Transport
 
 
 @dataclass
@@ -67,17 +67,18 @@ class MeteredTransport(Transport):
         self._stats: list[StageStats] = []
         self._round_t0: float | None = None
 
-    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
+    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
+                 absorb: Absorb | None = None) -> dict[str, Any]:
         if self._round_t0 is None:
             self._round_t0 = time.process_time()
         replies: dict[str, Any] = {}
         parts: list[StageStats] = []
         if not requests:
-            replies.update(self.inner.exchange(stage, rnd, {}))
+            replies.update(self.inner.exchange(stage, rnd, {}, absorb))
             parts += self.inner.take_stats()
         for h in sorted(requests):
             t0 = time.process_time()
-            replies.update(self.inner.exchange(stage, rnd, {h: requests[h]}))
+            replies.update(self.inner.exchange(stage, rnd, {h: requests[h]}, absorb))
             parts += self.inner.take_stats()
             self.meter.hospital[(h, stage)] += time.process_time() - t0
         self._stats.append(merge_stats(stage, parts))

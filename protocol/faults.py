@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from fedrx.errors import ConfigError, ProtocolError
-from fedrx.protocol.transport import StageStats, Transport
+from fedrx.protocol.transport import Absorb, StageStats, Transport
 
 log = logging.getLogger("fedrx.faults")
 
@@ -168,8 +168,9 @@ class FaultyTransport(Transport):
         self.plan = plan
         self.party = party
 
-    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
-        replies = self.inner.exchange(stage, rnd, requests)
+    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
+                 absorb: Absorb | None = None) -> dict[str, Any]:
+        replies = self.inner.exchange(stage, rnd, requests, absorb)
         self.plan.crash_here(self.party, stage, rnd)
         return replies
 

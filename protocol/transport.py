@@ -5,6 +5,12 @@ transport calls each hospital's :meth:`HospitalParty.handle` directly (the parti
 wrapped, e.g. by the fault plan), the gRPC transport (``fedrx.nodes``) sends them over the
 network with a deadline. A hospital that raises, times out or is silent simply has no
 entry in the returned mapping: to the aggregator it has dropped.
+
+Streaming: ``exchange`` takes an optional ``absorb(hospital, reply) -> reply`` that every
+transport applies to each reply AS IT ARRIVES and keeps what it returns in place of the
+reply (:meth:`~fedrx.protocol.protection.ServerProtection.absorb` folds a protected input
+into the running sum and returns a stand-in), so the aggregator holds the aggregate and the
+reply in hand, not every hospital's input.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +27,9 @@ import numpy as np
 from fedrx.errors import ProtocolError
 
 log = logging.getLogger("fedrx.transport")
+
+Absorb = Callable[[str, Any], Any]
+"""``absorb(hospital, reply)``: what the transport keeps of a reply that just arrived."""
 
 
 def payload_bytes(obj: Any) -> int:
@@ -62,8 +71,10 @@ class StageStats:
 
 class Transport(ABC):
     @abstractmethod
-    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
-        """Deliver ``requests`` (hospital -> message); return the replies that came back."""
+    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
+                 absorb: Absorb | None = None) -> dict[str, Any]:
+        """Deliver ``requests`` (hospital -> message); return the replies that came back,
+        each passed through ``absorb`` on arrival when given (see the module doc)."""
 
     def take_stats(self) -> list[StageStats]:
         return []
@@ -77,7 +88,8 @@ class InProcessTransport(Transport):
         self.parties = dict(parties)
         self._stats: list[StageStats] = []
 
-    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
+    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
+                 absorb: Absorb | None = None) -> dict[str, Any]:
         st = StageStats(stage, asked=len(requests))
         t0 = time.perf_counter()
         replies: dict[str, Any] = {}
@@ -95,7 +107,8 @@ class InProcessTransport(Transport):
                 log.warning("hospital %s refused stage %s of round %d: %s", h, stage, rnd, exc)
                 continue
             st.received_bytes += payload_bytes(reply)
-            replies[h] = reply
+            replies[h] = reply if absorb is None else absorb(h, reply)
+            del reply
         st.answered = len(replies)
         st.seconds = time.perf_counter() - t0
         self._stats.append(st)
