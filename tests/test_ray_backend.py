@@ -2,86 +2,27 @@
 nothing but protocol messages and public data crossing an actor boundary.
 
 A local Ray with 2 CPUs (no dashboard, a small object store, a temporary folder) is started
-once for the module and shut down after it.
+once for the module and shut down after it (the shared ``local_ray`` fixture,
+``tests/ray_cluster.py``).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from ray_cluster import local_ray  # noqa: E402, F401  (the shared module fixture)
+
 from fedrx.nodes import codec, ray_backend, ray_transport  # noqa: E402
 from fedrx.nodes.simulate import SimulationConfig, run_simulation  # noqa: E402
 
-
-def _cluster_pids(tmp: str) -> list[int]:
-    """The processes of OUR cluster: each names ``tmp`` in its arguments."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if tmp.encode() in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _stop_cluster(tmp: str) -> None:
-    """Stop OUR cluster only, never another Ray on the machine (``ray stop`` would stop
-    them all): SIGTERM, then SIGKILL whatever is left after 5 s."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
-        for pid in _cluster_pids(tmp):
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while _cluster_pids(tmp) and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray head with 2 CPUs started by ``ray start`` in its own process, and this
-    test process connected to it as a driver. The head's processes are started from a fresh
-    process, not from this long-lived pytest process: in the full suite, raylets spawned by an
-    in-process ``ray.init`` sometimes never came up (startup timeout), after earlier tests
-    had installed signal handlers and left threads in this process."""
-    tmp = tempfile.mkdtemp(prefix="fedrx-ray-")
-    ray_cli = Path(sys.executable).with_name("ray")
-    cmd = [str(ray_cli), "start", "--head", "--num-cpus=2", "--include-dashboard=false",
-           f"--object-store-memory={100 * 1024 * 1024}", f"--temp-dir={tmp}", "--port=0",
-           "--disable-usage-stats"]
-    # a local test cluster without token authentication (the driver below presents none)
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False,
-                          env=env)
-    if proc.returncode != 0:
-        _stop_cluster(tmp)
-        pytest.fail(f"ray start failed: {(proc.stderr or proc.stdout)[-2000:]}")
-    address = re.search(r"--address='([^']+)'", proc.stdout + proc.stderr)
-    assert address, proc.stdout[-2000:]
-    try:
-        ray.init(address=address.group(1), log_to_driver=False)
-        yield
-    finally:
-        ray.shutdown()
-        _stop_cluster(tmp)
+pytestmark = pytest.mark.usefixtures("local_ray")  # every test here runs on the local Ray
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +48,7 @@ def _records(doc):
 
 
 @pytest.mark.parametrize("protection, kw", [("none", {}), ("mask", {"rounding_seed": 11})])
-def test_ray_backend_gives_the_in_process_round_records(local_ray, synth, tmp_path,
+def test_ray_backend_gives_the_in_process_round_records(synth, tmp_path,
                                                         protection, kw):
     local = run_simulation(_cfg(synth, tmp_path / "local", protection, "inprocess", **kw))
     remote = run_simulation(_cfg(synth, tmp_path / "ray", protection, "ray", **kw))
@@ -119,7 +60,7 @@ def test_ray_backend_gives_the_in_process_round_records(local_ray, synth, tmp_pa
     assert np.array_equal(sel_l, sel_r)
 
 
-def test_ray_backend_drop_is_the_in_process_drop(local_ray, synth, tmp_path):
+def test_ray_backend_drop_is_the_in_process_drop(synth, tmp_path):
     """``--drop`` is applied inside the actor by the same fault plan: the same survivors."""
     kw = {"rounding_seed": 5, "drop": "hosp02@masked_input:1", "rounds": 1}
     local = run_simulation(_cfg(synth, tmp_path / "local", "mask", "inprocess", **kw))
@@ -146,7 +87,7 @@ def _walk(obj, seen_types: set[str]):
 
 
 def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
-        local_ray, synth, tmp_path, monkeypatch):
+        synth, tmp_path, monkeypatch):
     """Record every argument the driver passes to an actor and every value it gets back;
     then fetch (test-only, through Ray's ``__ray_call__``) each actor's private keys and
     encoded records and check none of them is in anything that crossed."""
@@ -236,7 +177,7 @@ def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
 
 
 
-def test_late_refusing_or_malformed_replies_are_dropouts(local_ray):
+def test_late_refusing_or_malformed_replies_are_dropouts():
     """The transport's gather: a reply after the stage deadline, a refusal and bytes that
     are no protocol message all leave the hospital out of the replies (to the aggregator it
     dropped); the punctual one is decoded."""
