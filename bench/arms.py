@@ -5,7 +5,10 @@ In process (default): :func:`fedrx.nodes.simulate.run_simulation` with its trans
 wrapped by :class:`~fedrx.bench.metering.MeteredTransport` (CPU per hospital, stage and
 round) and the process's peak RSS reset per arm. ``--deploy``: real node processes over
 gRPC on loopback (:func:`fedrx.nodes.launcher.run_demo`); CPU and memory are then not
-measured (separate processes).
+measured (separate processes). ``--backend ray``: the same simulation with its hospitals in
+Ray worker actors, metered on the driver by
+:class:`~fedrx.bench.ray_bench.DriverMeteredTransport` (bytes and time per stage, the
+driver's CPU and peak RSS; hospital CPU is not measured, :mod:`fedrx.bench.ray_bench`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from fedrx.bench.config import BenchConfig
 from fedrx.bench.memory import peak_memory, reset_peak_memory
 from fedrx.bench.metering import CpuMeter, MeteredTransport
+from fedrx.bench.ray_bench import CPU_METHOD, MEMORY_NOTE, DriverMeteredTransport
 from fedrx.bench.records import round_record, summarize_arm
 from fedrx.nodes.simulate import SimulationConfig, run_simulation
 from fedrx.protocol.transport import Transport
@@ -28,7 +32,8 @@ def sim_config(cfg: BenchConfig, protection: str, dp: bool, out: Path) -> Simula
     """The simulation of one arm (resolved ``cfg``; results in ``out``)."""
     return SimulationConfig(data=cfg.data, hospitals=cfg.hospitals, rounds=int(cfg.rounds or 1),
                             protection=protection, seed=cfg.seed, out=str(out),
-                            hidden=int(cfg.hidden or 1), dp=dp, epsilon=cfg.epsilon)
+                            hidden=int(cfg.hidden or 1), dp=dp, epsilon=cfg.epsilon,
+                            backend=cfg.backend, ray_address=cfg.ray_address)
 
 
 def run_arm(cfg: BenchConfig, name: str, protection: str, dp: bool, out: Path,
@@ -36,22 +41,27 @@ def run_arm(cfg: BenchConfig, name: str, protection: str, dp: bool, out: Path,
     """Run one arm; its summary (:func:`summarize_arm`) with every round's numbers."""
     if cfg.deploy:
         return run_arm_deployed(cfg, name, protection, dp, out, tick)
+    on_ray = cfg.backend == "ray"
     meter = CpuMeter()
     rounds: list[dict[str, Any]] = []
 
     def progress(rec: dict[str, Any]) -> None:
         cpu, round_cpu = meter.take()
-        rounds.append(round_record(rec, cpu, round_cpu))
+        # on Ray the hospitals' CPU is in the actors: None, never the driver's
+        rounds.append(round_record(rec, None if on_ray else cpu, round_cpu))
         tick(f"{name}: round {rec['round']}/{cfg.rounds}")
 
     def metered(transport: Transport) -> Transport:
-        return MeteredTransport(transport, meter)
+        return (DriverMeteredTransport if on_ray else MeteredTransport)(transport, meter)
 
     method = reset_peak_memory()
     doc = run_simulation(sim_config(cfg, protection, dp, out), progress,
                          wrap_transport=metered)
     arm = summarize_arm(name, protection, dp, doc, rounds, peak_memory(method))
-    arm["memory_method"] = method
+    arm["backend"] = cfg.backend
+    arm["memory_method"] = f"{method} {MEMORY_NOTE}" if on_ray else method
+    if on_ray:
+        arm["cpu_method"] = CPU_METHOD
     arm["rounds"] = rounds
     arm["out"] = str(out)
     arm["results_json"] = str(out / "results.json")

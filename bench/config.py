@@ -10,6 +10,7 @@ from fedrx.errors import ConfigError
 
 UTILITY = ("jaccard", "prauc", "f1", "ddi_rate")
 DP_VALUES = {"on": True, "off": False}
+BACKENDS = ("inprocess", "ray")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # CI: seconds. Tiny model, one round, micro sizes only.
@@ -56,6 +57,11 @@ class BenchConfig:
     scaling: bool = True
     sweep: tuple[float, ...] | None = None
     overwrite: bool = False
+    backend: str = "inprocess"
+    """``inprocess`` (every arm's hospitals in this process) or ``ray`` (in Ray worker
+    actors, :mod:`fedrx.nodes.ray_backend`; one Ray session for the whole run)."""
+    ray_address: str = ""
+    """``backend="ray"``: the cluster to join ("" = a local Ray with this machine's cores)."""
     settings: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self) -> BenchConfig:
@@ -90,6 +96,7 @@ class BenchConfig:
             raise ConfigError(f"--hidden must be >= 1, got {self.hidden}")
         if not self.epsilon > 0 or any(not e > 0 for e in self.sweep):
             raise ConfigError("--epsilon and --epsilon-sweep values must be > 0")
+        self.check_backend()
         if self.deploy and self.sweep:
             raise ConfigError("--deploy: the epsilon sweep runs in one process; pass "
                               "--epsilon-sweep none")
@@ -101,6 +108,22 @@ class BenchConfig:
                               "overwritten): choose a new folder or pass --overwrite")
         self.settings = dict(p)
         return self
+
+    def check_backend(self) -> None:
+        """ConfigError (one line) on a bad ``backend``/``ray_address``, ``deploy`` with Ray,
+        or ``backend="ray"`` where Ray is not installed."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend: expected inprocess or ray, got {self.backend!r}")
+        if self.ray_address and self.backend != "ray":
+            raise ConfigError("--ray-address needs --backend ray")
+        if self.backend == "ray":
+            if self.deploy:
+                raise ConfigError("--deploy and --backend ray are exclusive (--deploy runs "
+                                  "gRPC node processes, --backend ray Ray worker actors)")
+            try:
+                import ray  # noqa: F401
+            except ImportError:
+                raise ConfigError("--backend ray needs Ray: pip install 'fedrx[ray]'") from None
 
     def arms(self) -> list[tuple[str, str, bool]]:
         """(arm name, protection, dp) for every arm, DP-off arms first."""

@@ -15,7 +15,11 @@ UTILITY = ("jaccard", "prauc", "f1", "ddi_rate")
 
 def round_record(rec: dict[str, Any], cpu: dict[tuple[str, str], float] | None,
                  round_cpu: float | None) -> dict[str, Any]:
-    """The bench's per-round numbers from one run_simulation round record."""
+    """The bench's per-round numbers from one run_simulation round record. ``cpu``: CPU s
+    per (hospital, stage), None where hospital CPU was not measured (gRPC nodes, Ray
+    actors); ``round_cpu``: this process's CPU s over the round (None: not measured). With
+    ``cpu`` None and ``round_cpu`` given, ``aggregator_cpu_s`` is this (driver) process's
+    round CPU and every hospital CPU field stays None."""
     n = max(1, len(rec["participants"]))
     stages = rec.get("stages", [])
     outer = ("train", "evaluate")
@@ -54,6 +58,8 @@ def round_record(rec: dict[str, Any], cpu: dict[tuple[str, str], float] | None,
         out["hospital_cpu_max_s"] = max(vals, default=0.0)
         out["hospital_eval_cpu_s"] = sum(per_h_eval.values()) / max(1, len(hs))
         out["aggregator_cpu_s"] = max(0.0, round_cpu - sum(cpu.values()))
+    elif round_cpu is not None:  # hospitals elsewhere (Ray actors): the driver's CPU only
+        out["aggregator_cpu_s"] = round_cpu
     return out
 
 

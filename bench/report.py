@@ -35,9 +35,22 @@ def machine_info() -> dict[str, Any]:
             "versions": versions}
 
 
+def transport_text(doc: dict[str, Any]) -> str:
+    """How the arms' hospitals were reached: gRPC, in-process, or the Ray cluster."""
+    b = doc.get("backend") or {}
+    if doc["config"].get("deploy"):
+        return "gRPC on loopback"
+    if b.get("name") == "ray":
+        return (f"Ray ({b.get('cluster_cpus')} cluster CPUs, {b.get('nodes')} node(s), "
+                f"{b.get('address')}; Ray {b.get('ray_version')}; hospitals in Ray worker "
+                "actors)")
+    return "in-process"
+
+
 def bench_markdown(doc: dict[str, Any]) -> str:
     """``bench.md``: settings, the arms table, headline, sweep, micro and scaling tables."""
     c, mi = doc["config"], doc["machine"]
+    first = doc["arms"][0] if doc["arms"] else {}
     v = mi["versions"]
     lines = [
         f"# fedrx bench: {doc['dataset']}",
@@ -49,7 +62,7 @@ def bench_markdown(doc: dict[str, Any]) -> str:
         f"Preset **{c['preset']}**: {c['hospitals']} hospitals, {c['rounds']} rounds, "
         f"hidden {c['hidden']} ({doc['parameters']} parameters), seed {c['seed']}, DP target "
         f"epsilon {c['epsilon']:g} (patient level, per hospital), transport "
-        f"{'gRPC on loopback' if c['deploy'] else 'in-process'}; total "
+        f"{transport_text(doc)}; total "
         f"{doc['seconds']:.0f} s ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in doc.get("phase_seconds", {}).items()) + ").",
         "",
@@ -62,6 +75,12 @@ def bench_markdown(doc: dict[str, Any]) -> str:
         "",
         *arms_table(doc["arms"]),
     ]
+    if (doc.get("backend") or {}).get("name") == "ray":
+        lines += ["", "Ray backend: hospital CPU n/a (hospitals run in Ray actors, not "
+                  "measurable from the driver); aggregator CPU is the driver process's CPU "
+                  "per round (aggregator, wire codec, Ray client threads); peak RSS is the "
+                  "driver's only. Micro-benchmarks, scaling and the epsilon sweep run in "
+                  "this process."]
     if doc.get("headline"):
         lines += ["", *[f"* {h}" for h in doc["headline"]]]
     if doc.get("sweep"):
@@ -112,7 +131,8 @@ def bench_markdown(doc: dict[str, Any]) -> str:
               "`arms/<arm>/` (each run's own results, summary and ledgers), plots: "
               + ", ".join(f"`{p}`" for p in doc["plots"]) + ".",
               "", "What is measured: see the docstring of `fedrx.bench` "
-              "(CPU: process_time around each hospital's exchange and each round, "
-              "by a transport wrapper; memory: " +
-              (doc["arms"][0].get("memory_method", "-") if doc["arms"] else "-") + ")."]
+              "(CPU: " + (first.get("cpu_method")
+                          or "process_time around each hospital's exchange and each round, "
+                          "by a transport wrapper") + "; memory: " +
+              first.get("memory_method", "-") + ")."]
     return "\n".join(lines) + "\n"

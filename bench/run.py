@@ -1,8 +1,13 @@
 """``fedrx bench``: run every part and write ``OUT/results.json`` (format ``fedrx-bench/1``),
-``OUT/bench.md`` and ``OUT/plots/`` (see :mod:`fedrx.bench` for what is measured)."""
+``OUT/bench.md`` and ``OUT/plots/`` (see :mod:`fedrx.bench` for what is measured).
+
+``backend`` in the document: ``inprocess``, ``grpc`` (``--deploy``) or the Ray cluster the
+arms ran on (:func:`fedrx.bench.ray_bench.cluster_info`; micro-benchmarks, scaling and the
+epsilon sweep always run in this process)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -17,6 +22,7 @@ from fedrx.bench.arms import arm_doc, run_arm, warmup
 from fedrx.bench.config import BenchConfig
 from fedrx.bench.micro import run_micro
 from fedrx.bench.plots import make_plots
+from fedrx.bench.ray_bench import ray_session
 from fedrx.bench.records import add_ratios
 from fedrx.bench.report import bench_markdown, machine_info
 from fedrx.bench.scaling import run_scaling, scaling_fits
@@ -49,12 +55,17 @@ def run_bench(cfg: BenchConfig, tick: Callable[[str], None] | None = None) -> di
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     phases: dict[str, float] = {}
-    if not cfg.deploy:
-        warmup(cfg, out / "warmup")
-    phases["warmup"] = time.perf_counter() - t0
-    arms = []
-    for name, prot, dp in cfg.arms():
-        arms.append(run_arm(cfg, name, prot, dp, out / "arms" / name.replace("+", "_"), step))
+    backend: dict[str, Any] = {"name": "grpc" if cfg.deploy else cfg.backend}
+    with contextlib.ExitStack() as stack:
+        if cfg.backend == "ray":  # one Ray session for every arm (not one per arm)
+            backend = stack.enter_context(ray_session(cfg.ray_address))
+        if not cfg.deploy:
+            warmup(cfg, out / "warmup")
+        phases["warmup"] = time.perf_counter() - t0
+        arms = []
+        for name, prot, dp in cfg.arms():
+            arms.append(run_arm(cfg, name, prot, dp, out / "arms" / name.replace("+", "_"),
+                                step))
     add_ratios(arms)
     phases["arms"] = time.perf_counter() - t0 - sum(phases.values())
     first = arm_doc(arms[0]) if arms else {}
@@ -62,6 +73,7 @@ def run_bench(cfg: BenchConfig, tick: Callable[[str], None] | None = None) -> di
         "format": "fedrx-bench/1",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),  # noqa: UP017
         "machine": machine_info(),
+        "backend": backend,
         "config": {k: v for k, v in asdict(cfg).items() if k != "settings"},
         "preset_settings": {k: list(v) if isinstance(v, tuple) else v
                             for k, v in cfg.settings.items()},

@@ -36,8 +36,13 @@ from fedrx.errors import ConfigError
 @click.option("--deploy", is_flag=True,
               help="real node processes over gRPC on loopback (no epsilon sweep)")
 @click.option("--overwrite", is_flag=True, help="reuse a non-empty --out (replaces its runs)")
+@click.option("--backend", default="inprocess", show_default=True,
+              help="the arms' hospitals: inprocess, or ray (Ray worker actors, fedrx[ray]; "
+                   "hospital CPU is then not measured)")
+@click.option("--ray-address", default="",
+              help="--backend ray: the cluster to join  [a local Ray]")
 def bench(protections, dp, hospitals, rounds, hidden, data, out_dir, seed, epsilon, sweep,
-          quick, ci, micro, scaling, deploy, overwrite) -> None:
+          quick, ci, micro, scaling, deploy, overwrite, backend, ray_address) -> None:
     """Compare protection levels side by side (utility, epsilon, bytes, time, CPU,
     memory) and measure how their cost scales; writes results.json, bench.md and plots."""
     from rich.console import Console
@@ -55,7 +60,8 @@ def bench(protections, dp, hospitals, rounds, hidden, data, out_dir, seed, epsil
                       preset="ci" if ci else "quick" if quick else "full", deploy=deploy,
                       micro=micro, scaling=scaling,
                       sweep=None if sweep is None else parse_epsilons(sweep),
-                      overwrite=overwrite).resolve()
+                      overwrite=overwrite, backend=backend,
+                      ray_address=ray_address).resolve()
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
