@@ -4,11 +4,18 @@
   ``h1..hn`` by a seeded shuffle of patients: ``iid`` (equal sizes) or ``skew`` (sizes
   proportional to ``1/i``, like real consortia with one large and many small sites).
 * Multi-site data (eICU, ``fedrx data synth`` output) keeps its REAL hospitals. Sites
-  with fewer than ``min_patients`` patients are too small to train on their own; they
-  are merged, smallest first, into groups named ``group-<first>-and-<k>``. If ``n`` is given
-  and smaller than the number of sites, the two smallest are merged repeatedly until
-  ``n`` remain, so no patient is thrown away; ``n`` larger than the number of sites is
-  an error.
+  with fewer than ``min_patients`` patients are merged, smallest first, into groups named
+  ``group-<first>-and-<k>``. If ``n`` is given and smaller than the number of sites, the
+  two smallest are merged repeatedly until ``n`` remain, so no patient is thrown away;
+  ``n`` larger than the number of sites is an error.
+
+``min_patients`` is at least 1. ``min_patients = 1`` (with ``n`` None) merges nothing: every
+site that has a patient is its own hospital, however small, and no ``group-...`` name
+appears. A site of 1 or 2 patients trains on all of them and has no validation or test
+patient (:func:`fedrx.medrx.prepare.split_hospital`); its evaluation reports zero-count
+metric sums, which add nothing to the pooled (count-weighted) metrics. A site with no
+patient left after the cohort's filters (e.g. an eICU site that records no medication) is
+not in the cohort, so it is no hospital and nothing is merged for it.
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ def _relabel(patients: list[Patient], hospital: str) -> list[Patient]:
 
 def partition(cohort: Cohort, n: int | None, *, seed: int = 0, scheme: str = "iid",
               min_patients: int = 20) -> dict[str, list[Patient]]:
-    """Hospital id -> its patients. Every patient goes to exactly one hospital."""
+    """Hospital id -> its patients. Every patient goes to exactly one hospital; every
+    hospital has at least one patient (module doc: ``min_patients``, merging)."""
     if n is not None and n < 1:
         raise ConfigError(f"--hospitals must be >= 1, got {n}")
+    if min_patients < 1:
+        raise ConfigError(f"--min-patients must be >= 1, got {min_patients}")
     if scheme not in ("iid", "skew"):
         raise ConfigError(f"unknown partition scheme {scheme!r} (iid or skew)")
     sites = cohort.by_hospital()

@@ -5,6 +5,13 @@ Data -> hospitals (:mod:`partition`) -> per-hospital patient split -> shared voc
 the code systems' categories, :mod:`fedrx.medrx.public_vocab`, which reveals nothing about
 any hospital) -> :class:`MedicationTask` and one
 :class:`HospitalData` per hospital. Nothing here knows about protection, DP or transport.
+
+The per-hospital split (:func:`split_hospital`): from 3 patients on, SafeDrug's seeded 2/3
+train, 1/6 validation, 1/6 test with at least one validation and one test patient
+(:func:`fedrx.medrx.split.split_patients`, unchanged). A hospital of 1 or 2 patients (a small
+eICU site with ``min_patients = 1``) puts every patient in TRAIN: it contributes its update
+and reports empty validation and test parts (zero-count metric sums; the pooled metrics are
+count-weighted, so it changes neither them nor model selection).
 """
 
 from __future__ import annotations
@@ -18,12 +25,33 @@ from fedrx.errors import ConfigError, DataError
 from fedrx.medrx.metrics import ddi_matrix
 from fedrx.medrx.partition import partition
 from fedrx.medrx.public_vocab import lexicon_atc3, mapping_atc3, public_vocabulary, to_categories
-from fedrx.medrx.records import Cohort
+from fedrx.medrx.records import Cohort, Patient
 from fedrx.medrx.split import Split, split_patients
 from fedrx.medrx.task import HospitalData, MedicationTask, make_hospital_data
 from fedrx.medrx.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger("fedrx.medrx.prepare")
+
+SPLIT_MIN_PATIENTS = 3
+"""Patients a hospital needs for a train / validation / test split; below it, train only."""
+
+
+def split_hospital(patients: list[Patient], *, seed: int) -> Split:
+    """ONE hospital's seeded patient split (module doc).
+
+    ``n >= SPLIT_MIN_PATIENTS``: exactly :func:`split_patients` (the same patients in the same
+    parts as before small hospitals were allowed). ``n = 1`` or ``2``: every patient trains;
+    no validation or test patient. Why not 1 train + 1 test for ``n = 2``: a single test
+    patient is one count among hundreds in the pooled test metrics (no signal) while it
+    halves what the site trains on; and all-train is what :func:`split_patients` already
+    gives for ``n < 3`` at the default fractions (``round(2/6) = 0``), so no split changes.
+    """
+    if len({p.hospital for p in patients}) > 1:
+        raise ConfigError("split_hospital splits ONE hospital's patients")
+    split = split_patients(patients, seed=seed)
+    if len(patients) >= SPLIT_MIN_PATIENTS:
+        return split
+    return Split(split.train + split.val + split.test, [], [])
 
 
 class DataSettings(Protocol):
@@ -79,7 +107,12 @@ def prepare(cfg: DataSettings) -> Prepared:
         raise ConfigError(f"vocabulary must be 'public' or 'data', got {cfg.vocabulary!r}")
     parts = partition(cohort, cfg.hospitals, seed=cfg.seed, scheme=cfg.partition,
                       min_patients=cfg.min_patients)
-    splits = {h: split_patients(p, seed=cfg.seed) for h, p in parts.items()}
+    splits = {h: split_hospital(p, seed=cfg.seed) for h, p in parts.items()}
+    small = sorted(h for h, p in parts.items() if len(p) < SPLIT_MIN_PATIENTS)
+    if small:
+        log.info("%d hospital(s) with fewer than %d patients train on all of them (no "
+                 "validation or test patients): %s", len(small), SPLIT_MIN_PATIENTS,
+                 ", ".join(small))
     for h, s in splits.items():
         if not s.train:
             raise ConfigError(f"hospital {h} has no training patients")
@@ -137,7 +170,7 @@ def prepare_hospital(cohort: Cohort, vocab: Vocabulary, *, public: bool, seed: i
         raise ConfigError(f"a hospital's export must hold one hospital, found {len(hospitals)}")
     if public:
         cohort, _ = to_categories(cohort)
-    split = split_patients(cohort.patients, seed=seed)
+    split = split_hospital(cohort.patients, seed=seed)
     if not split.train:
         raise ConfigError(f"hospital {hospitals[0]} has no training patients")
     ddi = ddi_matrix(vocab.labels, pairs) if pairs else None

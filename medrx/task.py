@@ -158,7 +158,8 @@ class MedicationTask(FederatedTask):
                                 f"this task's model has {self.spec.size} float32 parameters")
 
     def pool_metrics(self, reports: list[dict[str, Any]]) -> dict[str, float]:
-        """Hospitals' ``global`` metric sums pooled (= evaluating all patients together)."""
+        """Hospitals' ``global`` metric sums pooled (= evaluating all patients together);
+        ``{}`` when no hospital reported a patient (no division by a zero count)."""
         total = MetricSums()
         for r in reports:
             total = total.combine(MetricSums(**r["global"]))
@@ -192,6 +193,9 @@ class MedicationTask(FederatedTask):
                            extra={"protected_input": vector})
 
     def evaluate(self, weights: np.ndarray, data: HospitalData, part: str = "test") -> MetricSums:
+        """Metric sums of ``weights`` on ``part``. An empty part (a hospital of 1 or 2
+        patients has no validation or test patient) gives all-zero sums, count 0: they add
+        nothing to :meth:`pool_metrics` and are never divided by."""
         t = data.part(part)
         if len(t) == 0:
             return MetricSums()
