@@ -1,7 +1,8 @@
 """Markdown table rows of ``fedrx bench`` (arms, epsilon sweep, headline lines).
 
 Cells: 4 decimals for metrics, 3 for seconds and epsilon, bytes with SI units (kB, MB,
-GB), ratios as ``1.23x``; ``-`` where a value was not measured.
+GB), ratios as ``1.23x``; ``-`` where a value was not measured, ``n/a`` for hospital CPU on
+the Ray backend (not measurable from the driver).
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def _selected(sel: dict[str, Any] | None) -> str:
     return "-" if not sel else f"{fmt(sel.get('jaccard'))}, {sel['round']}"
 
 
+def _hospital_cpu(a: dict[str, Any]) -> str:
+    """Hospital CPU s/round; ``n/a`` on Ray, where hospitals run in actors the driver cannot
+    meter (never the driver's CPU in its place)."""
+    v = a.get("hospital_cpu_s_per_round")
+    return "n/a" if v is None and a.get("backend") == "ray" else fmt(v, ".3f")
+
+
 def arms_table(arms: list[dict[str, Any]]) -> list[str]:
     """The arms table (header, rule, one row per arm summary)."""
     lines = [ARM_HEADER, "|" + "---|" * ARM_HEADER.count(" | ") + "---|"]
@@ -52,7 +60,7 @@ def arms_table(arms: list[dict[str, Any]]) -> list[str]:
             f"{nbytes(a['bytes_up_per_hospital_round'])} | "
             f"{nbytes(a['bytes_down_per_hospital_round'])} | {fmt(a['s_per_round'], '.3f')} "
             f"| {ratio(a['time_ratio'])} | {ratio(a['bytes_ratio'])} | "
-            f"{fmt(a['hospital_cpu_s_per_round'], '.3f')} | "
+            f"{_hospital_cpu(a)} | "
             f"{fmt(a['aggregator_cpu_s_per_round'], '.3f')} | "
             f"{nbytes(a['peak_memory_bytes'])} |")
     return lines
@@ -79,9 +87,11 @@ def headline(arms: list[dict[str, Any]]) -> list[str]:
         if a["protection"] == "none" or b is None:
             continue
         dj = (a["final"]["jaccard"] or 0.0) - (b["final"]["jaccard"] or 0.0)
+        cpu = ("n/a (Ray actors)" if a["cpu_ratio"] is None and a.get("backend") == "ray"
+               else ratio(a["cpu_ratio"]))
         lines.append(f"{a['arm']} over {b['arm']}: round time {ratio(a['time_ratio'])} "
                      f"(with evaluation "
                      f"{ratio(a['s_per_round_with_eval'] / b['s_per_round_with_eval'])}), "
                      f"bytes {ratio(a['bytes_ratio'])}, hospital CPU "
-                     f"{ratio(a['cpu_ratio'])}, final Jaccard {dj:+.4f}")
+                     f"{cpu}, final Jaccard {dj:+.4f}")
     return lines

@@ -87,6 +87,11 @@ def test_ray_bench_markdown_and_plots(runs):
     _, _, out = runs
     md = (out / "bench.md").read_text()
     assert "transport Ray (2 cluster CPUs" in md and "hospital CPU n/a" in md
+    lines = md.split("## Arms", 1)[1].splitlines()
+    header = next(ln for ln in lines if ln.startswith("| arm ")).split(" | ")
+    rows = [ln.split(" | ") for ln in lines if ln.startswith(("| none ", "| mask "))]
+    col = header.index("hospital CPU s/round")
+    assert len(rows) == 2 and all(r[col] == "n/a" for r in rows)
     for p in ("utility", "bytes", "round_time"):
         assert (out / "plots" / f"{p}.png").read_bytes()[:4] == b"\x89PNG"
 
