@@ -10,6 +10,11 @@ back as bytes and is decoded and validated exactly as the gRPC aggregator does
 hospital that refused, whose actor failed, whose reply does not decode, or that has not
 answered when the deadline passes is absent from the replies: to the aggregator it dropped
 (its late call is cancelled where Ray still can).
+
+Memory: replies are fetched one at a time as they become ready, decoded, and passed to the
+stage's ``absorb`` (the server protection folds a protected input into its running sum and
+keeps a stand-in), so the driver holds the round's model, the aggregate and the reply in
+hand, never every hospital's update (:mod:`fedrx.secagg.absorb`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fedrx.errors import ProtocolError
-from fedrx.protocol.transport import StageStats, Transport
+from fedrx.protocol.transport import Absorb, StageStats, Transport
 
 log = logging.getLogger("fedrx.ray")
 
@@ -53,7 +58,8 @@ class RayTransport(Transport):
         self.deadline_s = float(deadline_s)
         self._stats: list[StageStats] = []
 
-    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
+    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
+                 absorb: Absorb | None = None) -> dict[str, Any]:
         import ray
         from ray.exceptions import RayError
 
@@ -90,7 +96,7 @@ class RayTransport(Transport):
                 break
             ready, waiting = ray.wait(waiting, num_returns=1, timeout=left)
             for ref in ready:  # decoded as it arrives; the encoded reply is dropped
-                h = pending[ref]
+                h = pending.pop(ref)  # our reference goes: Ray may free the reply
                 try:
                     data, reason = fetch([ref])[0]
                 except RayError as exc:
@@ -108,7 +114,9 @@ class RayTransport(Transport):
                     st.failures[h] = f"malformed reply: {exc}"
                     continue
                 st.received_bytes += len(data)
-                replies[h] = msg
+                # folded into the running sum now; the decoded input is dropped at once
+                replies[h] = msg if absorb is None else absorb(h, msg)
+                del msg, data
         for ref in waiting:
             st.failures[pending[ref]] = "late (stage deadline)"
             try:

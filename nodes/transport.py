@@ -33,9 +33,12 @@ from fedrx.nodes.session import HospitalSession, Pending
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2 as pb
 from fedrx.proto.gen.fedrx.v1 import fedrx_pb2_grpc as pb_grpc
 from fedrx.protocol.messages import EVALUATE, TRAIN
-from fedrx.protocol.transport import StageStats, Transport
+from fedrx.protocol.transport import Absorb, StageStats, Transport
 
 log = logging.getLogger("fedrx.nodes.aggregator")
+
+ARRIVAL_POLL_S = 0.02
+"""Longest a completed call waits (seconds) before its reply is absorbed into the sum."""
 
 
 class Registry:
@@ -149,7 +152,8 @@ class GrpcTransport(Transport):
     def deadline(self, stage: str) -> float:
         return self.deadlines.get(stage, self.deadlines.get("*", 60.0))
 
-    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any]) -> dict[str, Any]:
+    def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
+                 absorb: Absorb | None = None) -> dict[str, Any]:
         st = StageStats(stage, asked=len(requests))
         t0 = time.perf_counter()
         cache: dict[int, tuple[pb.Envelope, bytes]] = {}
@@ -169,24 +173,27 @@ class GrpcTransport(Transport):
             st.sent_bytes += p.sent_bytes
             pend[h] = (sess, p)
         end = time.monotonic() + self.deadline(stage)
-        for _sess, p in pend.values():
-            while not p.done.wait(0.1):
-                if time.monotonic() >= end or self.stop.is_set():
-                    break
         replies: dict[str, Any] = {}
-        for h, (sess, p) in pend.items():
-            if not p.done.is_set():
-                sess.expire(p)
-                st.failures[h] = "deadline exceeded" if not self.stop.is_set() \
-                    else "aggregator shutting down"
-            elif p.error:
-                st.failures[h] = p.error
-                if p.error != "disconnected":
-                    event(log, logging.WARNING, "hospital refused", hospital=h, stage=stage,
-                          round=rnd, reason=p.error)
-            else:
-                replies[h] = p.reply
+        left = dict(pend)
+        while left:  # settle each call as it completes (replies absorbed on arrival)
+            for h in [h for h, (_s, p) in left.items() if p.done.is_set()]:
+                _sess, p = left.pop(h)
+                if p.error:
+                    st.failures[h] = p.error
+                    if p.error != "disconnected":
+                        event(log, logging.WARNING, "hospital refused", hospital=h,
+                              stage=stage, round=rnd, reason=p.error)
+                    continue
+                replies[h] = p.reply if absorb is None else absorb(h, p.reply)
+                p.reply = None  # the stand-in replaces the decoded input
                 st.received_bytes += p.received_bytes
+            if not left or time.monotonic() >= end or self.stop.is_set():
+                break
+            next(iter(left.values()))[1].done.wait(ARRIVAL_POLL_S)
+        for h, (sess, p) in left.items():
+            sess.expire(p)
+            st.failures[h] = "deadline exceeded" if not self.stop.is_set() \
+                else "aggregator shutting down"
         st.answered = len(replies)
         st.seconds = time.perf_counter() - t0
         self._stats.append(st)

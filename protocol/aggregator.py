@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -183,7 +184,9 @@ class RoundMachine:
         for stage in self.protection.stages:
             self._go(Phase.PROTECT, out)
             requests = server.requests(stage, alive)
-            replies = self.transport.exchange(stage, rnd, requests)
+            # each reply is folded into the running sum as it arrives (ServerProtection.absorb)
+            replies = self.transport.exchange(stage, rnd, requests,
+                                              functools.partial(server.absorb, stage))
             server.collect(stage, replies)
             # hospitals asked but silent have dropped; those not asked stay alive
             alive = [h for h in alive if h in replies or h not in requests]

@@ -33,6 +33,7 @@ import numpy as np
 
 from fedrx.errors import ProtocolAbort
 from fedrx.protocol.context import Pinned
+from fedrx.secagg.absorb import Absorbed, AbsorbLedger
 
 # A protection refuses or ends a round by raising :class:`fedrx.errors.ProtocolAbort`.
 
@@ -92,9 +93,21 @@ class ServerProtection(ABC):
     def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
         """Requests for ``stage``, one per live hospital that must take part in it."""
 
+    def absorb(self, stage: str, hospital: str, reply: Any) -> Any:
+        """Called by the transport with each reply AS IT ARRIVES, before ``collect``.
+
+        A stage that sums validates the reply as ``collect`` would, adds it to its running
+        aggregate and returns a small :class:`~fedrx.secagg.absorb.Absorbed` stand-in that
+        ``collect`` then receives in its place (the aggregator never holds more than the
+        aggregate and the reply in hand; :mod:`fedrx.secagg.absorb`). Default: the reply
+        unchanged. Never raises for a bad reply: it is returned as is and ``collect``
+        rejects it."""
+        return reply
+
     @abstractmethod
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
-        """Take the replies that arrived in time; raise ProtocolAbort if the round fails."""
+        """Take the replies that arrived in time (stand-ins where :meth:`absorb` folded
+        one in); raise ProtocolAbort if the round fails."""
 
     @abstractmethod
     def result(self) -> AggregateResult:
@@ -177,6 +190,12 @@ class _PlainClient(ClientProtection):
 
 
 class _PlainServer(ServerProtection):
+    """Sums plaintext updates. A float64 sum depends on the order of its terms, so updates
+    are added in sorted hospital order whatever order they arrive in: an update that
+    arrives before every earlier hospital has arrived (or dropped) waits in ``_early``
+    (the arrival skew; none with the in-process transport), the rest are added on arrival
+    (:meth:`absorb`). Same sum, bit for bit, on every transport."""
+
     stages = ("upload",)
 
     def __init__(self, ctx: RoundContext):
@@ -184,19 +203,55 @@ class _PlainServer(ServerProtection):
         self.total = np.zeros(ctx.vector_length, dtype=np.float64)
         self.contributors: list[str] = []
         self.rejected: list[str] = []
+        self._absorbed = AbsorbLedger()
+        self._order: list[str] = []  # hospitals asked, sorted; those not yet added or passed
+        self._early: dict[str, np.ndarray] = {}
 
     def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
+        self._order = sorted(alive)
         return {h: PlainUploadRequest(self.ctx.round) for h in alive}
+
+    def _valid(self, msg: Any) -> bool:
+        return (isinstance(msg, PlainUpload) and msg.vector.shape == (self.ctx.vector_length,)
+                and bool(np.all(np.isfinite(msg.vector))))
+
+    def _fold_ready(self) -> None:
+        """Add the waiting updates whose every earlier hospital has been added."""
+        while self._order and self._order[0] in self._early:
+            self.total += self._early.pop(self._order.pop(0))
+
+    def absorb(self, stage: str, hospital: str, reply: Any) -> Any:
+        if stage != "upload" or hospital not in self._order:
+            return reply
+        seen = self._absorbed.offer(hospital)
+        if seen == "added":  # a repeated reply: the first one is in the sum
+            return Absorbed(hospital, stage)
+        if seen == "refused":
+            return reply
+        if not self._valid(reply):  # rejected at collect; no longer awaited
+            self._order.remove(hospital)
+            self._fold_ready()
+            return reply
+        self._early[hospital] = reply.vector
+        self._fold_ready()
+        return self._absorbed.stand_in(hospital, stage)
 
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
         for h in sorted(replies):
             msg = replies[h]
-            if (not isinstance(msg, PlainUpload) or msg.vector.shape != (self.ctx.vector_length,)
-                    or not np.all(np.isfinite(msg.vector))):
+            if h in self._absorbed.added:  # its input is in the sum (once)
+                self.contributors.append(h)
+            elif not self._valid(msg):
                 self.rejected.append(h)
-                continue
-            self.total += msg.vector
-            self.contributors.append(h)
+            else:  # a transport that did not absorb
+                self._early[h] = msg.vector
+                self.contributors.append(h)
+        for h in list(self._order):  # the stage is over: the silent have dropped
+            if h in self._early:
+                self.total += self._early.pop(h)
+        self._order.clear()
+        for h in sorted(self._early):  # replies of hospitals never asked (none normally)
+            self.total += self._early.pop(h)
         if not self.contributors:
             raise ProtocolAbort("no hospital uploaded a valid update")
 

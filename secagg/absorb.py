@@ -10,10 +10,11 @@ exactly as its ``collect`` would, adds it to its running aggregate and returns a
 ``collect`` then receives the stand-ins in place of the inputs.
 
 Invariants: an :class:`Absorbed` is never on the wire (the wire codec has no encoding for
-it, so a peer cannot send one); a state counts a stand-in only for a hospital IT absorbed
-in this stage (one absorb per hospital; a second reply from the same hospital is refused),
-so a stand-in cannot be forged by whoever builds the replies mapping; an invalid reply is
-not absorbed: it is returned unchanged and ``collect`` rejects it as before.
+it, so a peer cannot send one); a state counts a hospital as absorbed only if IT added that
+hospital's input in this stage (a stand-in it did not issue is an invalid reply, rejected
+at ``collect``); each hospital's input is added at most once (a repeated reply is ignored,
+and the hospital stays counted once, since its first input is in the sum); an invalid reply
+is not absorbed: it is returned unchanged and ``collect`` rejects it as before.
 """
 
 from __future__ import annotations
@@ -30,24 +31,24 @@ class Absorbed:
 
 
 class AbsorbLedger:
-    """Which hospitals a state absorbed (valid, added) or refused at absorb time.
-
-    ``take(h)`` answers, at ``collect``, whether the stand-in of ``h`` stands for an input
-    that was added; each hospital can be absorbed at most once."""
+    """Which hospitals a state has been offered on arrival (``seen``) and whose input it
+    added (``added``); a state consults it at ``collect``."""
 
     def __init__(self) -> None:
         self.added: set[str] = set()
         self.seen: set[str] = set()
 
-    def first(self, hospital: str) -> bool:
-        """True the first time ``hospital`` is offered; False for any later reply of it."""
+    def offer(self, hospital: str) -> str:
+        """``"new"`` the first time ``hospital`` is offered, ``"added"`` if its input is
+        already in the sum, ``"refused"`` if its first reply was invalid."""
+        if hospital in self.added:
+            return "added"
         if hospital in self.seen:
-            return False
+            return "refused"
         self.seen.add(hospital)
-        return True
+        return "new"
 
-    def counts(self, hospital: str, reply: object, stage: str) -> bool:
-        """True iff ``reply`` is THIS ledger's stand-in for an input of ``hospital`` that
-        was added in ``stage``."""
-        return (isinstance(reply, Absorbed) and reply.hospital == hospital
-                and reply.stage == stage and hospital in self.added)
+    def stand_in(self, hospital: str, stage: str) -> Absorbed:
+        """Record that ``hospital``'s input was added; its stand-in."""
+        self.added.add(hospital)
+        return Absorbed(hospital, stage)

@@ -165,6 +165,13 @@ class CkksServer(ServerProtection):
         assert not isinstance(state, ServerDone)
         return state.requests(alive)
 
+    def absorb(self, stage: str, hospital: str, reply: Any) -> Any:
+        """An upload on arrival is folded into the running homomorphic sum
+        (:meth:`~fedrx.secagg.ckks.server.ServerUpload.absorb`); other replies unchanged."""
+        if stage != self.state.stage or not hasattr(self.state, "absorb"):
+            return reply
+        return self.state.absorb(hospital, reply)
+
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
         state = self._at(stage)
         assert not isinstance(state, ServerDone)

@@ -156,6 +156,9 @@ class MaskServer(ServerProtection):
     def requests(self, stage: str, alive: Sequence[str]) -> dict[str, Any]:
         return self.machine.requests(stage, alive)
 
+    def absorb(self, stage: str, hospital: str, reply: Any) -> Any:
+        return self.machine.absorb(stage, hospital, reply)
+
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
         self.machine.collect(stage, replies)
 

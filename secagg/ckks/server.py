@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedrx.errors import ConfigError, CryptoError, ProtocolAbort, SignatureError
+from fedrx.secagg.absorb import Absorbed, AbsorbLedger
 from fedrx.secagg.ckks.ciphertext import CkksAccumulator, CkksPublicContext
 from fedrx.secagg.ckks.key_state import AggregatorKeyState
 from fedrx.secagg.ckks.messages import (
@@ -124,6 +125,7 @@ class ServerUpload:
         self.public = public
         self.acc = acc
         self.headers: dict[str, UploadHeader] = {}
+        self._absorbed = AbsorbLedger()
 
     def requests(self, alive: Sequence[str]) -> dict[str, Any]:
         r = self.rnd
@@ -133,13 +135,34 @@ class ServerUpload:
                                      r.vector_length, r.keys.delivery_for(h))
                 for h in alive if h in r.participants}
 
+    def absorb(self, h: str, msg: Any) -> Any:
+        """One upload on arrival, checked and folded exactly as at ``collect``
+        (:mod:`fedrx.secagg.absorb`): its stand-in if added, else the upload unchanged
+        (its rejection is recorded now and kept at ``collect``)."""
+        seen = self._absorbed.offer(h)
+        if seen == "added":  # a repeated upload: the first one is in the sum
+            return Absorbed(h, self.stage)
+        if seen == "refused":
+            return msg
+        try:
+            self._add(h, msg)
+        except CryptoError as exc:
+            self.rnd.rejected[h] = str(exc)
+            return msg
+        return self._absorbed.stand_in(h, self.stage)
+
     def collect(self, replies: Mapping[str, Any]) -> ServerDecrypt:
         r = self.rnd
         for h in sorted(replies):
+            if h in self._absorbed.added:
+                continue  # checked and added on arrival (once)
+            if h in self._absorbed.seen:  # refused on arrival (reason recorded then)
+                continue
             try:
                 self._add(h, replies[h])
             except CryptoError as exc:
                 r.rejected[h] = str(exc)
+        self.acc.contributors.sort()  # arrival order is the transport's, not the round's
         r.keys.confirm(self.public.key_id, self.acc.contributors)
         n_min = r.keys.config.min_contributors
         if len(self.acc.contributors) < n_min:

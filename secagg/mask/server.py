@@ -60,6 +60,13 @@ class MaskingServer:
         self._enter(stage)
         return self.state.requests(set(alive))
 
+    def absorb(self, stage: str, hospital: str, reply: Any) -> Any:
+        """One reply on arrival: folded into the running sum where the current state sums
+        (masked inputs; :mod:`fedrx.secagg.absorb`), else returned unchanged."""
+        if isinstance(self.state, ServerAborted) or self.state.name != stage:
+            return reply
+        return self.state.absorb(hospital, reply)
+
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
         self._enter(stage)
         try:

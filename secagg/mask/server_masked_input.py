@@ -8,6 +8,7 @@ from typing import Any
 
 from fedrx.errors import ProtocolError
 from fedrx.secagg import bitpack
+from fedrx.secagg.absorb import Absorbed, AbsorbLedger
 from fedrx.secagg.mask.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -26,7 +27,8 @@ from fedrx.secagg.mask.transcript import consistency_message, local_survivors, s
 class ServerMaskedInput(Advertised):
     """Holds the advertisements, ``sid_r``, each receiver's inbox of encrypted shares and
     the running sum. Forwards the inboxes; a reply is added only once its size and padding
-    validate (:meth:`bitpack.SumAccumulator.add`)."""
+    validate (:meth:`bitpack.SumAccumulator.add`), on arrival (:meth:`absorb`) or at
+    ``collect``, at most once per hospital."""
 
     name = MASKED_INPUT
 
@@ -35,26 +37,44 @@ class ServerMaskedInput(Advertised):
                  inbox: dict[str, list[EncryptedShare]]):
         super().__init__(ctx, acc, ads, sid_r)
         self._inbox = inbox
+        self._absorbed = AbsorbLedger()
 
     def requests(self, live: set[str]) -> dict[str, Any]:
         p = self.ctx.params
         return {h: MaskedInputRequest(p.round, tuple(self._inbox.get(h, ())))
                 for h in self.ctx.view.shared if h in live}
 
+    def _add(self, h: str, r: Any) -> str:
+        """Add ``h``'s masked input to the sum: "" if added, else why it was refused."""
+        p = self.ctx.params
+        if not self.answered(h, r, MaskedInput, self.ctx.view.shared) \
+                or r.modulus_bits != p.modulus_bits or r.length != p.length \
+                or not isinstance(r.packed, bytes):
+            return "invalid masked input"
+        try:  # validates size and padding before anything is added
+            self._acc.add(r.packed)
+        except ProtocolError:
+            return "malformed packed vector"
+        return ""
+
+    def absorb(self, hospital: str, reply: Any) -> Any:
+        seen = self._absorbed.offer(hospital)
+        if seen == "added":  # a repeated reply: the first one is in the sum
+            return Absorbed(hospital, MASKED_INPUT)
+        if seen == "refused" or self._add(hospital, reply):
+            return reply  # rejected at collect, as without streaming
+        return self._absorbed.stand_in(hospital, MASKED_INPUT)
+
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         p, v = self.ctx.params, self.ctx.view
-        u2 = v.shared
         ok = []
         for h in sorted(replies):
-            r = replies[h]
-            if not self.answered(h, r, MaskedInput, u2) or r.modulus_bits != p.modulus_bits \
-                    or r.length != p.length or not isinstance(r.packed, bytes):
-                v.rejected[h] = "invalid masked input"
+            if h in self._absorbed.added:  # its masked input is in the sum (once)
+                ok.append(h)
                 continue
-            try:  # validates size and padding before anything is added
-                self._acc.add(r.packed)
-            except ProtocolError:
-                v.rejected[h] = "malformed packed vector"
+            why = self._add(h, replies[h])  # a stand-in it did not issue is invalid
+            if why:
+                v.rejected[h] = why
                 continue
             ok.append(h)
         v.advance(PeerStatus.SHARED, ok, PeerStatus.MASKED)

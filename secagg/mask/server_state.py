@@ -59,6 +59,10 @@ class ServerState(ABC):
     def requests(self, live: set[str]) -> dict[str, Any]:
         """The request for every peer still expected in this stage that is in ``live``."""
 
+    def absorb(self, hospital: str, reply: Any) -> Any:
+        """A reply on arrival (:mod:`fedrx.secagg.absorb`); default: kept as it is."""
+        return reply
+
     @abstractmethod
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         """Take the replies that arrived; the next state, or raise ProtocolAbort."""
