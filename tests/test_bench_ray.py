@@ -111,3 +111,21 @@ def test_ray_not_installed_one_line(tmp_path, monkeypatch):
                       preset="ci", backend="ray")
     with pytest.raises(ConfigError, match=r"--backend ray needs Ray: pip install 'fedrx\[ray\]'"):
         cfg.resolve()
+
+
+@pytest.mark.slow
+def test_cli_joins_a_cluster_by_address(local_ray, synth, tmp_path):  # noqa: F811
+    """The real command line in its own process, joining the running cluster by
+    --ray-address: it names the address, and leaving it (ray.shutdown in the driver it
+    started) stops no cluster."""
+    import ray
+
+    out = tmp_path / "o"
+    proc = run("bench", "--ci", "--protection", "none", "--dp", "off", "--no-micro",
+               "--no-scaling", "--data", str(synth), "--out", str(out), "--backend", "ray",
+               "--ray-address", local_ray)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    b = json.loads((out / "results.json").read_text())["backend"]
+    assert b["address"] == local_ray and b["started_by_bench"] is True
+    assert b["cluster_cpus"] == 2
+    assert ray.cluster_resources().get("CPU") == 2  # the cluster is still up
