@@ -178,6 +178,9 @@ class _PrivacyRecord(RunHooks):
 
     def annotate(self, record: dict[str, Any], outcome: RoundOutcome) -> None:
         if self.dp:
+            refresh = getattr(self.process, "refresh_privacy", None)
+            if refresh is not None:  # Ray: the actors' public figures, one call per actor
+                refresh()
             record["privacy"] = {h: {"epsilon": p.dp.epsilon(), "delta": p.dp.delta,
                                      "refused": h in outcome.refused}
                                  for h, p in self.process.parties.items()}
