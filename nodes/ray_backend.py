@@ -15,22 +15,32 @@ description, the federation's PUBLIC identities (JSON), and the protocol message
 by the wire codec (:mod:`fedrx.nodes.codec`, the bytes the gRPC deployment sends; no
 pickle of a protocol object). Ray is imported here only (an optional extra, ``fedrx[ray]``).
 
+With DP (``--dp on`` / ``--dp distributed``) each hospital's DP state is built inside its
+actor by the same :func:`~fedrx.nodes.party.dp_factory` and signs its ledger with the
+identity that lives there; ledgers and identities go to the run folder as in-process, which
+the actors must therefore reach (:mod:`fedrx.nodes.ray_privacy`: the driver sees only each
+hospital's public privacy figures, one batched call per actor per round).
+
 Invariants: every hospital is owned by exactly one actor for the whole run; an actor
 refuses to start when the task it prepared differs from the driver's (initial model hash
-and vocabulary), so a cluster node with other data cannot join silently.
+and vocabulary), so a cluster node with other data cannot join silently; with DP it refuses
+to enroll unless it sees the federation file the driver wrote into the run folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedrx.errors import ConfigError, ProtocolError
+from fedrx.dp.pins import write_run_federation
+from fedrx.errors import ConfigError, FedrxError, ProtocolError
 from fedrx.medrx.prepare import Prepared, prepare
-from fedrx.nodes.party import client_optimizer, protection_params
+from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
+from fedrx.nodes.ray_privacy import RemoteDP, check_run_folder, privacy_figures
 from fedrx.nodes.ray_transport import DEFAULT_STAGE_DEADLINE_S, RayTransport, call_actor, fetch
 from fedrx.nodes.simulate import SimulationConfig
 from fedrx.protocol.aggregator import ServerState
@@ -42,6 +52,8 @@ from fedrx.protocol.runner import FederationRunner, initial_state
 from fedrx.protocol.task import model_hash
 from fedrx.secagg.identity import Federation, Identity, PublicIdentity
 
+_REMOTE_REFUSAL = re.compile(r"^fedrx\.errors\.[A-Za-z]+: (.+)$")
+"""The last line of a worker's traceback when a fedrx error ended its creation task."""
 OBJECT_STORE_BYTES = 200 * 1024 * 1024
 """Object store of a local Ray started here (messages only: one model per round)."""
 
@@ -50,8 +62,8 @@ class HospitalWorker:
     """A Ray actor's body: the hospitals it owns, built inside the actor.
 
     ``spec``: JSON ``{"config": <SimulationConfig fields>, "hospitals": [ids], "params":
-    <protection parameters, the aggregator's>}``. Methods take and return only str / bytes
-    / ints."""
+    <protection parameters, the aggregator's>, "run_dir": <absolute run folder>}``. Methods
+    take and return only str / bytes / ints."""
 
     def __init__(self, spec: str):
         import torch
@@ -65,12 +77,17 @@ class HospitalWorker:
         if missing:
             raise ConfigError(f"worker: hospital(s) {', '.join(missing)} not in the data")
         self.n = len(prep.hospitals)
+        # public: distributed DP's N (the in-process run sums the same partition)
+        self.federation_patients = sum(d.train.n_patients for d in prep.hospitals.values())
         self.params = dict(doc["params"])
+        self.run_dir = Path(doc.get("run_dir") or ".")
         self.task = prep.task
         self.data = {h: prep.hospitals[h] for h in owned}  # the others' data is dropped
         del prep
         self.identities = {h: Identity.generate(h) for h in owned}
         self.parties: dict[str, Any] = {}
+        self.dps: dict[str, Any] = {}
+        """Each owned hospital's DP state (with DP on): never leaves this actor."""
 
     def describe(self) -> str:
         """JSON: the task fingerprint and the owned hospitals' PUBLIC identities."""
@@ -86,15 +103,31 @@ class HospitalWorker:
         cfg = self.cfg
         params = self.params
         drops = parse_drops(cfg.drop)
+        make_dp = None
+        if cfg.dp:  # ledgers go to the run folder: refuse one this actor does not see
+            import socket
+
+            check_run_folder(self.run_dir, fed, socket.gethostname())
+            make_dp = dp_factory(cfg, self.run_dir, n_hospitals=self.n,
+                                 dim=self.task.spec.size,
+                                 federation_patients=self.federation_patients)
         for h in sorted(self.data):
+            if make_dp is not None:
+                self.dps[h] = make_dp(h, self.identities[h], self.data[h])
             party = make_party(h, self.task, self.data[h], protection=cfg.protection,
                                federation=fed, identity=self.identities[h], params=params,
-                               client_optimizer=client_optimizer(cfg), seed=cfg.seed)
+                               client_optimizer=client_optimizer(cfg), seed=cfg.seed,
+                               dp=self.dps.get(h))
             if drops:
                 plan = FaultPlan(drops, (TRAIN, *party.protection.stages, EVALUATE))
                 party = FaultyParty(party, plan)
             self.parties[h] = party
         return len(self.parties)
+
+    def privacy(self) -> str:
+        """JSON: the owned hospitals' PUBLIC privacy figures
+        (:func:`~fedrx.nodes.ray_privacy.privacy_figures`); ``{}`` without DP."""
+        return privacy_figures(self.dps)
 
     def handle(self, stage: str, hospital: str, request: bytes) -> tuple[bytes, str]:
         """One hospital's answer to one encoded request: (encoded reply, "") or
@@ -113,11 +146,12 @@ class HospitalWorker:
 
 @dataclass
 class RemoteHospital:
-    """The driver's handle of one hospital: its id and the actor that owns it."""
+    """The driver's handle of one hospital: its id, the actor that owns it and, with DP,
+    the :class:`~fedrx.nodes.ray_privacy.RemoteDP` view of its privacy figures."""
 
     hospital: str
     actor: Any
-    dp: Any = None
+    dp: RemoteDP | None = None
 
 
 @dataclass
@@ -145,6 +179,26 @@ class RayProcess:
         owners = {h: self.parties[h].actor for h in hospitals}
         return FederationRunner(self.server_protection, RayTransport(owners, self.deadline_s),
                                 self.task.pool_metrics, rounds, **kw)
+
+    def refresh_privacy(self) -> None:
+        """With DP: every hospital's public privacy figures, fetched by ONE call per actor
+        (in parallel) into its :class:`RemoteDP`; nothing without DP."""
+        if not self.cfg.dp:
+            return
+        docs = fetch([call_actor(a.privacy, "remote") for a in self.actors])
+        seen: set[str] = set()
+        for a, d in zip(self.actors, docs, strict=True):
+            figures = json.loads(d)
+            for h, fig in figures.items():
+                p = self.parties.get(h)
+                if p is None or p.actor is not a or p.dp is None or h in seen:
+                    raise ConfigError(f"a Ray worker sent privacy figures of {h!r}, a "
+                                      "hospital it does not own")
+                p.dp.update(fig)
+                seen.add(h)
+        if seen != set(self.parties):
+            raise ConfigError("a Ray worker sent no privacy figures of "
+                              f"{', '.join(sorted(set(self.parties) - seen))}")
 
     def close(self) -> None:
         """Kill the actors (their hospitals' state goes with them); shut Ray down if this
@@ -178,15 +232,31 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> bool:
     return True
 
 
+def _worker_calls(actors: list[Any], method: str, *args: Any) -> list[Any]:
+    """``method(*args)`` on every actor, in parallel; a worker's own refusal (a
+    :class:`~fedrx.errors.FedrxError` raised inside it, e.g. a run folder it cannot see) is
+    re-raised here as ONE ConfigError line, without the remote traceback."""
+    from ray.exceptions import RayError
+
+    try:
+        return fetch([call_actor(getattr(a, method), "remote", *args) for a in actors])
+    except RayError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, FedrxError):
+            raise ConfigError(str(cause)) from None
+        for line in reversed(str(exc).splitlines()):  # an actor whose __init__ refused:
+            found = _REMOTE_REFUSAL.match(line.strip())  # only its traceback's last line
+            if found:
+                raise ConfigError(found.group(1)) from None
+        raise
+
+
 def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
                       params: dict[str, Any] | None = None) -> tuple[RayProcess, ServerState]:
     """The Ray federation of ``cfg`` and its round-0 state: one actor per available CPU,
     hospitals assigned round-robin in sorted order, each enrolled inside its actor.
     ``params``: the protection parameters of every party (None: those ``cfg`` derives,
     :func:`fedrx.nodes.party.protection_params`; plain JSON values)."""
-    if cfg.dp:
-        raise ConfigError("--backend ray does not run DP yet (the privacy ledgers would "
-                          "live in the actors); use --backend inprocess with --dp")
     started = init_ray(cfg.ray_address)
     import ray
 
@@ -198,12 +268,12 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
     worker_cls = ray.remote(num_cpus=1)(HospitalWorker)
     owned: list[list[str]] = [hospitals[i::n_actors] for i in range(n_actors)]
     config = asdict(cfg)
+    run_dir = str(Path(out_dir).resolve()) if cfg.dp else ""  # one path for every actor
     actors = [call_actor(worker_cls, "remote",
-                         json.dumps({"config": config, "hospitals": hs,
-                                                 "params": params})) for hs in owned]
+                         json.dumps({"config": config, "hospitals": hs, "params": params,
+                                     "run_dir": run_dir})) for hs in owned]
     try:
-        docs = [json.loads(d) for d in fetch(
-            [call_actor(a.describe, "remote") for a in actors])]
+        docs = [json.loads(d) for d in _worker_calls(actors, "describe")]
         expected = model_hash(prep.task.initial_weights(cfg.seed))
         publics: list[PublicIdentity] = []
         for d, hs in zip(docs, owned, strict=True):
@@ -217,7 +287,9 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
             publics.extend(pubs)
         federation = Federation({p.hospital: p for p in publics})
         fed_json = json.dumps(federation.to_json())
-        fetch([call_actor(a.enroll, "remote", fed_json) for a in actors])
+        if cfg.dp:  # the pinned keys of the audit; each actor checks it sees them
+            write_run_federation(Path(out_dir), federation)
+        _worker_calls(actors, "enroll", fed_json)
     except BaseException:
         for a in actors:
             ray.kill(a)
@@ -229,7 +301,8 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
     proc = RayProcess(cfg, federation, server, prep.task, actors, started_ray=started)
     for hs, a in zip(owned, actors, strict=True):
         for h in hs:
-            proc.parties[h] = RemoteHospital(h, a)
+            proc.parties[h] = RemoteHospital(h, a, RemoteDP(h) if cfg.dp else None)
+    proc.refresh_privacy()  # epsilon before round 1 (earlier runs' carried spend)
     state = initial_state(prep.task, cfg.seed,
                           ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr))
     proc.validate_drops(cfg.rounds)

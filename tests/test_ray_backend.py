@@ -8,17 +8,19 @@ once for the module and shut down after it (the shared ``local_ray`` fixture,
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from ray_boundary import BoundaryWatch  # noqa: E402
 from ray_cluster import local_ray  # noqa: E402, F401  (the shared module fixture)
 
+from fedrx.dp.audit import AuditResult, run_audit  # noqa: E402
+from fedrx.dp.ledger import read_entries  # noqa: E402
+from fedrx.errors import ConfigError  # noqa: E402
 from fedrx.nodes import codec, ray_backend, ray_transport  # noqa: E402
 from fedrx.nodes.simulate import SimulationConfig, run_simulation  # noqa: E402
 
@@ -69,112 +71,101 @@ def test_ray_backend_drop_is_the_in_process_drop(synth, tmp_path):
     assert _records(remote) == _records(local)
 
 
-def _walk(obj, seen_types: set[str]):
-    """Every value inside a decoded protocol message (dataclasses, containers)."""
-    seen_types.add(type(obj).__name__)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        for f in dataclasses.fields(obj):
-            yield from _walk(getattr(obj, f.name), seen_types)
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _walk(k, seen_types)
-            yield from _walk(v, seen_types)
-    elif isinstance(obj, list | tuple):
-        for v in obj:
-            yield from _walk(v, seen_types)
-    else:
-        yield obj
+def _dp_cfg(synth, out, backend: str, **kw) -> SimulationConfig:
+    base = dict(dp=True, epsilon=8.0, accountant="rdp", personalize=False, budget_store="off",
+                dp_batch=30)
+    return _cfg(synth, out, kw.pop("protection", "mask"), backend, **(base | kw))
+
+
+def _epsilons(doc) -> list[dict[str, tuple[float, float, bool]]]:
+    return [{h: (p["epsilon"], p["delta"], p["refused"]) for h, p in r["privacy"].items()}
+            for r in doc["rounds"]]
+
+
+def _audited(run: Path) -> AuditResult:
+    """What ``fedrx audit RUN`` checks (the same function), asserted clean and pinned."""
+    result = run_audit(run)
+    assert result.exit_code == 0, [str(f) for f in result.findings]
+    assert result.pins == str(run.resolve() / "federation.json")
+    assert all(h.signatures == "pinned" and h.chain and h.recomputed for h in result.hospitals)
+    return result
+
+
+def test_local_dp_on_ray_charges_what_the_in_process_run_charges(synth, tmp_path):
+    """``--dp on``: each hospital's HospitalDP lives in its actor; the accountant (same
+    mechanism, same steps) gives the in-process epsilons to the last bit, though the noise
+    draws differ; the actors' signed ledgers are where ``fedrx audit`` looks and verify."""
+    kw = {"protection": "none"}  # the accountant is blind to it; masking: the tests below
+    local = run_simulation(_dp_cfg(synth, tmp_path / "local", "inprocess", **kw))
+    remote = run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", **kw))
+    assert [r["status"] for r in remote["rounds"]] == ["completed"] * 2
+    assert _epsilons(remote) == _epsilons(local)
+    assert remote["dp"] == local["dp"]  # mechanism and epsilon of every hospital
+    assert all(0 < d["epsilon"] <= 8.0 for d in remote["dp"].values())
+    for h in remote["dp"]:
+        entries = read_entries(tmp_path / "ray" / "ledger" / f"{h}.jsonl")
+        assert [e["round"] for e in entries] == [1, 2]
+        assert all(e["signature"] and e["hospital"] == h for e in entries)
+        assert remote["rounds"][1]["ledger_heads"][h] == entries[1]["entry_hash"]
+        assert (tmp_path / "ray" / "identities" / f"{h}.pub.json").is_file()
+    result = _audited(tmp_path / "ray")
+    assert result.ledgers == 4 and result.entries == 8
+
+
+def test_distributed_dp_on_ray(synth, tmp_path, monkeypatch):
+    """``--dp distributed``: the discrete-Gaussian shares are drawn inside the actors (none
+    of them, nor any hospital's noised share before masking, crosses) and only their masked
+    sum is released; the in-process epsilons; the record names the survivor floor; the
+    audit is clean."""
+    kw = dict(dp_mode="distributed", dp_k=1, rounds=2)
+    local = run_simulation(_dp_cfg(synth, tmp_path / "local", "inprocess", **kw))
+    watch = BoundaryWatch()  # and neither a noise share nor a sum crossed unmasked
+    watch.install(monkeypatch)
+    remote = run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", **kw))
+    watch.check({"clip_norm", "min_contributors", "noisy_shares"}, hospitals=4, dp=True)
+    assert [r["status"] for r in remote["rounds"]] == ["completed"] * 2
+    assert all(r["distributed"] == {"survivors": 4, "min_survivors": 3}
+               for r in remote["rounds"])
+    assert _epsilons(remote) == _epsilons(local)
+    for h, d in remote["dp"].items():
+        assert d["mechanism"] == "distributed" and d["share_kind"] == "discrete"
+        assert d == local["dp"][h]
+        entries = read_entries(tmp_path / "ray" / "ledger" / f"{h}.jsonl")
+        assert len(entries) == 2 and all(e["distributed"]["shares"] == 4 for e in entries)
+    _audited(tmp_path / "ray")
+
+
+def test_an_actor_that_cannot_see_the_run_folder_refuses_dp(synth, tmp_path, monkeypatch):
+    """Ledgers are written by the actors into the run folder: an actor that does not see the
+    federation file the driver wrote there (a cluster node without the shared folder:
+    simulated by the driver writing it elsewhere) refuses to enroll, with one line, before
+    any ledger exists."""
+    elsewhere = tmp_path / "driver-only"
+    real = ray_backend.write_run_federation
+    monkeypatch.setattr(ray_backend, "write_run_federation",
+                        lambda _run, fed: real(elsewhere, fed))
+    with pytest.raises(ConfigError, match="not visible there") as exc:
+        run_simulation(_dp_cfg(synth, tmp_path / "run", "ray", rounds=1))
+    assert "\n" not in str(exc.value) and "mounts at the same path" in str(exc.value)
+    assert (elsewhere / "federation.json").is_file()
+    assert not (tmp_path / "run" / "ledger").exists()
 
 
 def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
         synth, tmp_path, monkeypatch):
-    """Record every argument the driver passes to an actor and every value it gets back;
-    then fetch (test-only, through Ray's ``__ray_call__``) each actor's private keys and
-    encoded records and check none of them is in anything that crossed."""
-    sent: list = []
-    received: list = []
-    actors: list = []
-    real_call, real_fetch = ray_transport.call_actor, ray_transport.fetch
-
-    def call(method, verb, *args):
-        sent.extend(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
-        out = real_call(method, verb, *args)
-        if verb == "remote" and method is not None and hasattr(out, "handle"):
-            actors.append(out)
-        return out
-
-    def fetch(refs):
-        out = real_fetch(refs)
-        received.extend(out)
-        return out
-
-    for mod in (ray_transport, ray_backend):
-        monkeypatch.setattr(mod, "call_actor", call)
-        monkeypatch.setattr(mod, "fetch", fetch)
-    secrets: list[bytes] = []
-    records: list[bytes] = []
-    real_close = ray_backend.RayProcess.close
-
-    def close(self):  # before the actors are killed: what the test must not find
-        for a in self.actors:
-            keys, recs = ray.get(a.__ray_call__.remote(_private_view))
-            secrets.extend(keys)
-            records.extend(recs)
-        real_close(self)
-
-    def _private_view(worker):  # nested: Ray ships it by value
-        """Runs INSIDE an actor (test only): its hospitals' raw private keys and the bytes of
-        their encoded training records (feature and label matrices)."""
-        keys, records = [], []
-        for ident in worker.identities.values():
-            keys.append(ident._sign.private_bytes_raw())
-            keys.append(ident.seal_private().private_bytes_raw())
-        for data in worker.data.values():
-            records.extend([data.train.x.tobytes(), data.train.y.tobytes()])
-        return keys, records
-
-    monkeypatch.setattr(ray_backend.RayProcess, "close", close)
-    run_simulation(_cfg(synth, tmp_path / "ray", "mask", "ray", rounds=1))
-    assert len(actors) == 2 and len(secrets) == 4 * 2 and len(records) == 4 * 2
-    allowed = (str, bytes, int, tuple)
-    flat: list = []
-    for v in sent + received:
-        assert isinstance(v, allowed), type(v)
-        flat.extend(v if isinstance(v, tuple) else (v,))
-    messages = 0
-    blobs: list[bytes] = []
-    for v in flat:
-        assert isinstance(v, str | bytes | int), type(v)
-        if isinstance(v, bytes) and v:
-            msg = codec.from_bytes(v)  # every byte string is a wire-codec protocol message
-            messages += 1
-            types: set[str] = set()
-            for leaf in _walk(msg, types):
-                if isinstance(leaf, bytes):
-                    blobs.append(leaf)
-                elif isinstance(leaf, np.ndarray):
-                    blobs.append(leaf.tobytes())
-            assert not types & {"Identity", "HospitalData", "Patient", "Visit",
-                                "Ed25519PrivateKey", "X25519PrivateKey"}, types
-            blobs.append(v)
-        elif isinstance(v, str) and v.startswith("{"):
-            doc = json.loads(v)
-            if "config" in doc:  # the build description: settings and hospital ids only
-                assert set(doc) == {"config", "hospitals", "params"}
-                assert set(doc["params"]) <= {"clip_norm", "threshold", "rounding_seed"}
-                assert set(doc["config"]) == {f.name for f in
-                                              dataclasses.fields(SimulationConfig)}
-            blobs.append(v.encode())
+    """A local-DP round with masking: record every argument the driver passes to an actor
+    and every value it gets back; then fetch (test-only, through Ray's ``__ray_call__``) each
+    actor's private keys (identity and ledger signing key), encoded records, and what
+    probes inside it kept: each hospital's protected input (its update with the DP-SGD
+    noise, before masking), that input's ring encoding and every Gaussian noise draw. None
+    of them is in anything that crossed; only public privacy figures did
+    (``tests/ray_boundary.py``)."""
+    watch = BoundaryWatch()
+    watch.install(monkeypatch)
+    doc = run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", rounds=1))
+    assert doc["rounds"][0]["status"] == "completed"
+    messages = watch.check({"clip_norm", "threshold", "rounding_seed"}, hospitals=4, dp=True)
     assert messages > 4 * 4  # train, key, share and masked-input stages at least
-    for key in secrets:  # raw, hex or base64 (a JSON string would carry it encoded)
-        assert len(key) == 32
-        forms = (key, key.hex().encode(), base64.b64encode(key)[:40],
-                 base64.urlsafe_b64encode(key)[:40])
-        assert not any(f in b for f in forms for b in blobs), \
-            "a private key crossed an actor boundary"
-    for rec in records:
-        assert not any(rec in b for b in blobs), "a hospital's records crossed"
-
 
 
 def test_late_refusing_or_malformed_replies_are_dropouts():
