@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from fedrx.dp.pins import write_run_federation
-from fedrx.errors import ConfigError, FedrxError, ProtocolError
+from fedrx.errors import ConfigError, FedrxError
 from fedrx.medrx.prepare import Prepared, prepare
 from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
 from fedrx.nodes.ray_privacy import RemoteDP, check_run_folder, privacy_figures
+from fedrx.nodes.ray_stage import StageHandler
 from fedrx.nodes.ray_transport import DEFAULT_STAGE_DEADLINE_S, RayTransport, call_actor, fetch
 from fedrx.nodes.simulate import SimulationConfig
 from fedrx.protocol.aggregator import ServerState
@@ -58,7 +59,7 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024
 """Object store of a local Ray started here (messages only: one model per round)."""
 
 
-class HospitalWorker:
+class HospitalWorker(StageHandler):
     """A Ray actor's body: the hospitals it owns, built inside the actor.
 
     ``spec``: JSON ``{"config": <SimulationConfig fields>, "hospitals": [ids], "params":
@@ -128,20 +129,6 @@ class HospitalWorker:
         """JSON: the owned hospitals' PUBLIC privacy figures
         (:func:`~fedrx.nodes.ray_privacy.privacy_figures`); ``{}`` without DP."""
         return privacy_figures(self.dps)
-
-    def handle(self, stage: str, hospital: str, request: bytes) -> tuple[bytes, str]:
-        """One hospital's answer to one encoded request: (encoded reply, "") or
-        (b"", reason) when it refused (a ProtocolError, e.g. a fault-injected drop)."""
-        from fedrx.nodes import codec
-
-        party = self.parties.get(hospital)
-        if party is None:
-            return b"", "unknown hospital"
-        try:
-            req = codec.from_bytes(request)
-            return codec.to_bytes(party.handle(stage, req)), ""
-        except ProtocolError as exc:
-            return b"", str(exc)
 
 
 @dataclass

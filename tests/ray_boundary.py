@@ -5,7 +5,8 @@
 both as the transport and the backend see them): every argument sent and every value
 received is kept. Before round 1 it installs probes INSIDE every actor (through Ray's
 ``__ray_call__``, test only) that keep each hospital's protected input (the update with its
-DP noise, before masking), its quantised ring encoding and every noise draw (the Gaussian of
+DP noise, before masking), its quantised ring encoding (raw, and bit-packed the way a
+``MaskedInput`` carries its masked vector) and every noise draw (the Gaussian of
 DP-SGD, the discrete Gaussian of distributed DP); before the actors are killed it fetches
 those and the hospitals' private keys (identity, ledger signing key) and encoded records.
 :meth:`BoundaryWatch.check` then asserts that none of them, raw or hex/base64, occurs in
@@ -62,10 +63,11 @@ def _probes():
 
         import fedrx.dp.distributed.hospital as dd
         import fedrx.dp.noise as noise
+        import fedrx.secagg.bitpack as bitpack
         import fedrx.secagg.quantize as quantize
 
         cap = worker.__dict__.setdefault("_test_capture", {"input": [], "encoded": [],
-                                                           "noise": []})
+                                                           "packed": [], "noise": []})
 
         def keep(kind, fn, pick):
             def wrapped(*a, **kw):
@@ -74,9 +76,16 @@ def _probes():
                 return out
             return wrapped
 
-        quantize.encode = keep("encoded", quantize.encode, lambda o: o[0])
-        quantize.encode_prequantised = keep("encoded", quantize.encode_prequantised,
-                                            lambda o: o)
+        def encoding(fn, pick):  # the ring vector, and bit-packed as a MaskedInput packs
+            def wrapped(vector, qcfg, m, *a, **kw):
+                out = fn(vector, qcfg, m, *a, **kw)
+                cap["encoded"].append(np.asarray(pick(out)).tobytes())
+                cap["packed"].append(bitpack.pack(np.asarray(pick(out)), m))
+                return out
+            return wrapped
+
+        quantize.encode = encoding(quantize.encode, lambda o: o[0])
+        quantize.encode_prequantised = encoding(quantize.encode_prequantised, lambda o: o)
         noise.SecureNoise.normal = keep("noise", noise.SecureNoise.normal,
                                         lambda o: o.numpy())
         dd.discrete_gaussian = keep("noise", dd.discrete_gaussian, lambda o: o)
@@ -112,16 +121,18 @@ class BoundaryWatch:
         self.actors: list[Any] = []
         self.keys: list[bytes] = []
         self.records: list[bytes] = []
-        self.captured: dict[str, list[bytes]] = {"input": [], "encoded": [], "noise": []}
+        self.captured: dict[str, list[bytes]] = {"input": [], "encoded": [], "packed": [],
+                                                 "noise": []}
 
-    def install(self, monkeypatch: Any) -> None:
+    def install(self, monkeypatch: Any, then: Any = None) -> None:
+        """``then``: a function run inside every actor after the probes (a test's mutant)."""
         real_call, real_fetch = ray_transport.call_actor, ray_transport.fetch
         install, view = _probes()
 
         def call(method, verb, *args):
             self.sent.extend(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
             out = real_call(method, verb, *args)
-            if verb == "remote" and method is not None and hasattr(out, "handle"):
+            if verb == "remote" and method is not None and hasattr(out, "handle_stage"):
                 self.actors.append(out)
             return out
 
@@ -137,6 +148,8 @@ class BoundaryWatch:
 
         def runner(proc, *a, **kw):  # before round 1: the probes inside every actor
             ray.get([actor.__ray_call__.remote(install) for actor in proc.actors])
+            if then is not None:
+                ray.get([actor.__ray_call__.remote(then) for actor in proc.actors])
             return real_runner(proc, *a, **kw)
 
         def close(proc):  # before the actors are killed: what the test must not find
@@ -200,7 +213,7 @@ class BoundaryWatch:
         for rec in self.records:
             assert not any(rec in b for b in blobs), "a hospital's records crossed"
         if dp:
-            for kind in ("input", "encoded", "noise"):
+            for kind in ("input", "encoded", "packed", "noise"):
                 assert self.captured[kind], f"no {kind} was captured inside the actors"
         for kind, secrets in self.captured.items():
             for s in secrets:

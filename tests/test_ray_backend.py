@@ -8,6 +8,7 @@ once for the module and shut down after it (the shared ``local_ray`` fixture,
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ ray = pytest.importorskip("ray")
 from ray_boundary import BoundaryWatch  # noqa: E402
 from ray_cluster import local_ray  # noqa: E402, F401  (the shared module fixture)
 
+from fedrx.dp.accountants.mechanism import Mechanism  # noqa: E402
+from fedrx.dp.accountants.registry import compute_epsilon  # noqa: E402
 from fedrx.dp.audit import AuditResult, run_audit  # noqa: E402
 from fedrx.dp.ledger import read_entries  # noqa: E402
 from fedrx.errors import ConfigError  # noqa: E402
@@ -113,23 +116,23 @@ def test_local_dp_on_ray_charges_what_the_in_process_run_charges(synth, tmp_path
 
 
 def test_distributed_dp_on_ray(synth, tmp_path, monkeypatch):
-    """``--dp distributed``: the discrete-Gaussian shares are drawn inside the actors (none
-    of them, nor any hospital's noised share before masking, crosses) and only their masked
-    sum is released; the in-process epsilons; the record names the survivor floor; the
-    audit is clean."""
-    kw = dict(dp_mode="distributed", dp_k=1, rounds=2)
-    local = run_simulation(_dp_cfg(synth, tmp_path / "local", "inprocess", **kw))
-    watch = BoundaryWatch()  # and neither a noise share nor a sum crossed unmasked
+    """``--dp distributed``: the discrete-Gaussian shares are drawn inside the actors (no
+    noise draw, nor any hospital's noised share before masking, crosses) and only their
+    masked sum is released; every round charges one step of the honest shares' sigma (the
+    accountant replayed here); the record names the survivor floor; the audit is clean."""
+    watch = BoundaryWatch()
     watch.install(monkeypatch)
-    remote = run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", **kw))
+    doc = run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", dp_mode="distributed",
+                                 dp_k=1, rounds=2))
     watch.check({"clip_norm", "min_contributors", "noisy_shares"}, hospitals=4, dp=True)
-    assert [r["status"] for r in remote["rounds"]] == ["completed"] * 2
-    assert all(r["distributed"] == {"survivors": 4, "min_survivors": 3}
-               for r in remote["rounds"])
-    assert _epsilons(remote) == _epsilons(local)
-    for h, d in remote["dp"].items():
+    assert [r["status"] for r in doc["rounds"]] == ["completed"] * 2
+    assert all(r["distributed"] == {"survivors": 4, "min_survivors": 3} for r in doc["rounds"])
+    for h, d in doc["dp"].items():
         assert d["mechanism"] == "distributed" and d["share_kind"] == "discrete"
-        assert d == local["dp"][h]
+        assert d["shares"] == 4 and d["honest_shares"] == 3
+        step = Mechanism(d["sample_rate"], d["charged_noise_multiplier"], 1)
+        assert [r["privacy"][h]["epsilon"] for r in doc["rounds"]] == \
+            [compute_epsilon([step] * r, d["delta"], "rdp") for r in (1, 2)]
         entries = read_entries(tmp_path / "ray" / "ledger" / f"{h}.jsonl")
         assert len(entries) == 2 and all(e["distributed"]["shares"] == 4 for e in entries)
     _audited(tmp_path / "ray")
@@ -168,40 +171,82 @@ def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
     assert messages > 4 * 4  # train, key, share and masked-input stages at least
 
 
+@pytest.mark.slow
+def test_the_boundary_check_catches_an_actor_that_sends_its_input_unmasked(
+        synth, tmp_path, monkeypatch):
+    """The check above is not vacuous: a worker that sends, in place of its masked vector,
+    its hospital's DP-noised input encoded as the ring vector (what a skipped mask would
+    send) is caught."""
+
+    def leak(worker):  # nested: Ray ships it by value; runs inside each actor
+        for party in worker.parties.values():
+            def handle(stage, request, real=party.handle):
+                reply = real(stage, request)
+                if stage == "masked_input":
+                    unmasked = worker.__dict__["_test_capture"]["packed"][-1]
+                    reply = dataclasses.replace(reply, packed=unmasked)
+                return reply
+            party.handle = handle
+
+    watch = BoundaryWatch()
+    watch.install(monkeypatch, then=leak)
+    run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", rounds=1))
+    with pytest.raises(AssertionError, match="packed"):
+        watch.check({"clip_norm", "threshold", "rounding_seed"}, hospitals=4, dp=True)
+
+
 def test_late_refusing_or_malformed_replies_are_dropouts():
-    """The transport's gather: a reply after the stage deadline, a refusal and bytes that
-    are no protocol message all leave the hospital out of the replies (to the aggregator it
-    dropped); the punctual one is decoded."""
+    """The transport's gather, one streaming call per actor: a reply after the stage
+    deadline, a refusal, bytes that are no protocol message, an item for a hospital the
+    actor was not asked about (or a second one), an actor that fails mid-stage and one that
+    ends its stream early all leave the hospitals concerned out of the replies (to the
+    aggregator they dropped); the punctual ones are decoded."""
     import time
 
+    from fedrx.nodes.ray_stage import decode_plan
     from fedrx.protocol.messages import EvalRequest, TrainAck
 
     class Fake:  # nested: Ray ships it by value
         def ping(self):
             return 1
 
-        def handle(self, stage, hospital, request):
-            if hospital == "late":
-                time.sleep(3.0)
-            if hospital == "refuses":
-                return b"", "refused: not this round"
-            if hospital == "garbage":
-                return b"\x00\xffnot an envelope", ""
-            return codec.to_bytes(TrainAck(1, hospital, "trained")), ""
+        def handle_stage(self, stage, plan, *payloads):
+            for h, _i in decode_plan(plan, len(payloads)):
+                ok = codec.to_bytes(TrainAck(1, h, "trained"))
+                if h == "late":
+                    time.sleep(3.0)
+                if h == "refuses":
+                    yield h, b"", "refused: not this round"
+                elif h == "garbage":
+                    yield h, b"\x00\xffnot an envelope", ""
+                elif h == "liar":  # answers for another actor's hospital, then twice
+                    yield "ok", codec.to_bytes(TrainAck(1, "ok", "refused")), ""
+                    yield h, ok, ""
+                    yield h, codec.to_bytes(TrainAck(1, h, "refused")), ""
+                elif h == "crashes":
+                    raise RuntimeError("worker bug")
+                elif h == "quits":
+                    return
+                else:
+                    yield h, ok, ""
 
-    names = ("late", "ok", "refuses", "garbage")
+    names = ("late", "ok", "refuses", "garbage", "liar", "crashes", "quits")
     fake = ray.remote(num_cpus=0)(Fake)
     actors = {h: fake.remote() for h in names}  # one each: an actor answers in order
     ray.get([a.ping.remote() for a in actors.values()])  # started before the clock runs
     transport = ray_transport.RayTransport(actors, deadline_s=1.5)
     req = EvalRequest(1, np.zeros(3), "x" * 64)
     replies = transport.exchange("evaluate", 1, {h: req for h in (*names, "unknown")})
-    assert set(replies) == {"ok"} and replies["ok"] == TrainAck(1, "ok", "trained")
+    assert set(replies) == {"ok", "liar"}
+    assert replies["ok"] == TrainAck(1, "ok", "trained")  # not the liar's item for it
+    assert replies["liar"] == TrainAck(1, "liar", "trained")  # its first item only
     (st,) = transport.take_stats()
     assert st.failures["late"] == "late (stage deadline)"
     assert st.failures["refuses"] == "refused: not this round"
     assert st.failures["garbage"].startswith("malformed reply")
     assert st.failures["unknown"] == "unknown hospital"
-    assert st.asked == 5 and st.answered == 1
+    assert st.failures["crashes"].startswith("worker failed")
+    assert st.failures["quits"] == "no answer from its worker"
+    assert st.asked == 8 and st.answered == 2
     for a in actors.values():
         ray.kill(a)
