@@ -6,6 +6,7 @@ with them among the contributors and finite pooled metrics."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -83,15 +84,13 @@ def test_split_hospital_refuses_several_hospitals():
 
 # -- a federation with 1- and 2-patient hospitals -----------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_sites(tmp_path_factory):
-    """A synthetic cohort (builtin catalogue) in which two sites hold 1 and 2 patients:
-    ``tiny1`` and ``tiny2`` are carved out of ``hosp03`` (JSON Lines)."""
+def write_tiny_sites(root: Path) -> Path:
+    """A synthetic cohort (builtin catalogue, 90 patients) in which two sites hold 1 and 2
+    patients: ``tiny1`` and ``tiny2`` are carved out of ``hosp03``; ``root/tiny.jsonl``."""
     from fedrx.medrx.datasets import load_dataset
     from fedrx.medrx.synth.config import SynthConfig
     from fedrx.medrx.synth.writer import generate
 
-    root = tmp_path_factory.mktemp("tiny")
     generate(SynthConfig(hospitals=3, patients=90, seed=7, catalogue="builtin"), root / "s")
     patients = sorted(load_dataset(root / "s").patients, key=lambda p: p.patient_id)
     h3 = [p for p in patients if p.hospital == "hosp03"]
@@ -100,6 +99,11 @@ def tiny_sites(tmp_path_factory):
            for p in patients]
     write_jsonl(root / "tiny.jsonl", out)
     return root / "tiny.jsonl"
+
+
+@pytest.fixture(scope="module")
+def tiny_sites(tmp_path_factory):
+    return write_tiny_sites(tmp_path_factory.mktemp("tiny"))
 
 
 def _settings(data, **kw):
