@@ -16,10 +16,8 @@ from fedrx.bench.config import BenchConfig
 from fedrx.cli.main import main
 from fedrx.errors import ConfigError
 
-pytest.importorskip("ray")
-
-FLAGS = ["--ci", "--protection", "none,mask", "--dp", "off", "--no-micro", "--no-scaling",
-         "--seed", "5"]
+FLAGS = ["--ci", "--no-micro", "--no-scaling", "--seed", "5"]
+ARMS = ["--protection", "none,mask", "--dp", "off"]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +40,8 @@ def runs(local_ray, synth, tmp_path_factory) -> tuple[dict, dict, Path]:  # noqa
     import ray
 
     base = tmp_path_factory.mktemp("bench-ray")
-    local = _bench(base / "inprocess", synth)
-    remote = _bench(base / "ray", synth, "--backend", "ray")
+    local = _bench(base / "inprocess", synth, *ARMS)
+    remote = _bench(base / "ray", synth, *ARMS, "--backend", "ray")
     # the fixture's Ray was already up: the bench joined it and left it running
     assert ray.is_initialized()
     return local, remote, base / "ray"
@@ -121,11 +119,27 @@ def test_cli_joins_a_cluster_by_address(local_ray, synth, tmp_path):  # noqa: F8
     import ray
 
     out = tmp_path / "o"
-    proc = run("bench", "--ci", "--protection", "none", "--dp", "off", "--no-micro",
-               "--no-scaling", "--data", str(synth), "--out", str(out), "--backend", "ray",
-               "--ray-address", local_ray)
+    proc = run("bench", *FLAGS, "--protection", "none", "--dp", "off", "--data", str(synth),
+               "--out", str(out), "--backend", "ray", "--ray-address", local_ray)
     assert proc.returncode == 0, proc.stderr[-3000:]
     b = json.loads((out / "results.json").read_text())["backend"]
     assert b["address"] == local_ray and b["started_by_bench"] is True
     assert b["cluster_cpus"] == 2
     assert ray.cluster_resources().get("CPU") == 2  # the cluster is still up
+
+
+@pytest.mark.slow
+def test_dp_arm_on_ray_spends_the_in_process_epsilon(local_ray, synth, tmp_path):  # noqa: F811
+    """A DP arm runs on Ray through the same run_simulation: every round's epsilon (the
+    accountant's, per hospital) is the in-process arm's, and the ledgers are written by
+    the actors into the arm's run folder."""
+    flags = ["--protection", "none", "--dp", "on"]
+    local = _bench(tmp_path / "inprocess", synth, *flags)
+    remote = _bench(tmp_path / "ray", synth, *flags, "--backend", "ray")
+    la, ra = local["arms"][0], remote["arms"][0]
+    assert ra["arm"] == "none+dp" and ra["backend"] == "ray" and ra["dp"] is True
+    assert [r["epsilon_by_hospital"] for r in ra["rounds"]] == \
+        [r["epsilon_by_hospital"] for r in la["rounds"]]
+    assert 0 < ra["epsilon"] <= 8.0 * 1.001
+    ledgers = sorted(p.name for p in (Path(ra["out"]) / "ledger").glob("*.jsonl"))
+    assert ledgers == sorted(f"{h}.jsonl" for h in ra["rounds"][0]["epsilon_by_hospital"])
