@@ -201,13 +201,32 @@ def test_local_dp_at_2_patient_hospitals_runs_and_checks_delta(tiny_sites, tmp_p
     assert "\n" not in str(err.value)
 
 
+def test_distributed_dp_with_1_and_2_patient_hospitals_completes(tiny_sites, tmp_path):
+    """``--dp distributed`` (one DP-SGD step of the federation per round, noise shared under
+    mask): hospitals of 1 and 2 training patients send their noisy shares like the others."""
+    from fedrx.nodes.simulate import SimulationConfig, start_process
+
+    cfg = SimulationConfig(data=str(tiny_sites), min_patients=1, rounds=1, hidden=16, dp=True,
+                           dp_mode="distributed", dp_k=1, protection="mask", epsilon=8.0,
+                           personalize=False, out=str(tmp_path / "o"))
+    prep = prepare(cfg)
+    process, state = start_process(cfg, prep, tmp_path / "o")
+    res = process.runner(prep.hospitals, 1, hooks=RunHooks(sorted(prep.hospitals))).run(state)
+    assert res.rounds[0]["status"] == "completed"
+    assert {"tiny1", "tiny2"} <= set(res.rounds[0]["contributors"])
+    assert np.all(np.isfinite(res.state.weights))
+
+
 # -- the eICU demo ---------------------------------------------------------------------------
 
 def test_eicu_demo_min_patients_1_gives_one_hospital_per_site_with_data(eicu_demo):
     from fedrx.medrx.datasets import load_dataset
+    from fedrx.medrx.eicu import read_eicu
 
+    raw = read_eicu(eicu_demo).by_hospital()
     cohort = load_dataset("eicu-demo")
     sites = cohort.by_hospital()
+    assert len(raw) == 186 and set(sites) < set(raw)  # 42 sites with no drug label at all
     prep = prepare(_settings("eicu-demo", seed=0))
     assert sorted(prep.hospitals) == sorted(sites)  # every site with a patient, no group
     assert not any(h.startswith("group-") for h in prep.hospitals)
