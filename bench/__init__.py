@@ -40,6 +40,11 @@ What is measured
   :mod:`~fedrx.bench.memory`). It covers every hospital, the aggregator, the data and
   torch together. Where the reset is not possible it falls back to ``ru_maxrss``
   (monotone over the whole run; flagged in the output).
+* ``--backend ray``: hospitals run in Ray actors, so hospital CPU is not measured ("n/a"):
+  :class:`~fedrx.bench.ray_bench.DriverMeteredTransport` hands each stage to the Ray
+  transport whole (one-at-a-time delivery would serialise the actors), aggregator CPU is
+  the driver's process CPU (aggregator, wire codec, Ray client threads) and peak memory is
+  the driver's peak RSS; bytes are the wire codec's.
 * Bytes: per round, the sum over stages of request (down) and reply (up) payload bytes,
   divided by the round's participants; ``protection`` variants exclude the train and
   evaluate stages (the model download and metric sums, the same in every arm).
