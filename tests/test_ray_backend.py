@@ -138,6 +138,30 @@ def test_distributed_dp_on_ray(synth, tmp_path, monkeypatch):
     _audited(tmp_path / "ray")
 
 
+@pytest.mark.slow
+def test_ray_actors_carry_the_budget_of_earlier_runs_as_in_process(synth, tmp_path):
+    """The driver's ``open_budgets`` writes each hospital's carry file into the run folder
+    and the actor's ledger reads it there: after an earlier run on the same patients, a Ray
+    run's ledgers compose the earlier charges exactly as the in-process run's do."""
+    import shutil
+
+    store = tmp_path / "store"
+    run_simulation(_dp_cfg(synth, tmp_path / "first", "inprocess", protection="none",
+                           rounds=1, epsilon=2.0, budget_store=str(store)))
+    shutil.copytree(store, tmp_path / "store-ray")
+    kw = dict(protection="none", rounds=1)
+    local = run_simulation(_dp_cfg(synth, tmp_path / "local", "inprocess",
+                                   budget_store=str(store), **kw))
+    remote = run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray",
+                                    budget_store=str(tmp_path / "store-ray"), **kw))
+    assert _epsilons(remote) == _epsilons(local)
+    for h, d in remote["dp"].items():
+        assert (tmp_path / "ray" / "budget" / f"{h}.json").is_file()
+        # the noise calibrated to what remains after the carried spend: the in-process one
+        assert d == local["dp"][h] and d["epsilon"] <= 8.0
+    assert all(a.carried_runs == 1 for a in _audited(tmp_path / "ray").hospitals)
+
+
 def test_an_actor_that_cannot_see_the_run_folder_refuses_dp(synth, tmp_path, monkeypatch):
     """Ledgers are written by the actors into the run folder: an actor that does not see the
     federation file the driver wrote there (a cluster node without the shared folder:
