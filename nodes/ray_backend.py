@@ -105,16 +105,22 @@ class HospitalWorker(StageHandler):
         params = self.params
         drops = parse_drops(cfg.drop)
         make_dp = None
+        host = ""
         if cfg.dp:  # ledgers go to the run folder: refuse one this actor does not see
             import socket
 
-            check_run_folder(self.run_dir, fed, socket.gethostname())
+            host = socket.gethostname()
+            check_run_folder(self.run_dir, fed, host)
             make_dp = dp_factory(cfg, self.run_dir, n_hospitals=self.n,
                                  dim=self.task.spec.size,
                                  federation_patients=self.federation_patients)
         for h in sorted(self.data):
             if make_dp is not None:
-                self.dps[h] = make_dp(h, self.identities[h], self.data[h])
+                try:  # opens the ledger, writes the public identity beside it
+                    self.dps[h] = make_dp(h, self.identities[h], self.data[h])
+                except OSError as exc:
+                    raise ConfigError(f"Ray worker on {host}: cannot write {h}'s ledger in "
+                                      f"{self.run_dir}: {exc.strerror}") from None
             party = make_party(h, self.task, self.data[h], protection=cfg.protection,
                                federation=fed, identity=self.identities[h], params=params,
                                client_optimizer=client_optimizer(cfg), seed=cfg.seed,

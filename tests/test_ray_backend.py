@@ -25,6 +25,7 @@ from fedrx.dp.audit import AuditResult, run_audit  # noqa: E402
 from fedrx.dp.ledger import read_entries  # noqa: E402
 from fedrx.errors import ConfigError  # noqa: E402
 from fedrx.nodes import codec, ray_backend, ray_transport  # noqa: E402
+from fedrx.nodes.ray_privacy import RemoteDP  # noqa: E402
 from fedrx.nodes.simulate import SimulationConfig, run_simulation  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("local_ray")  # every test here runs on the local Ray
@@ -160,6 +161,46 @@ def test_ray_actors_carry_the_budget_of_earlier_runs_as_in_process(synth, tmp_pa
         # the noise calibrated to what remains after the carried spend: the in-process one
         assert d == local["dp"][h] and d["epsilon"] <= 8.0
     assert all(a.carried_runs == 1 for a in _audited(tmp_path / "ray").hospitals)
+
+
+def test_the_driver_takes_only_public_figures_of_its_own_hospitals(monkeypatch):
+    """``refresh_privacy``: one ``privacy()`` call per actor fills the RemoteDP proxies; an
+    actor that sends a figure beyond the public ones (say, a noise vector), figures of a
+    hospital it does not own, or none for one it owns is refused, one line each."""
+    import json
+
+    class Actor:  # the answer of its privacy() call
+        def __init__(self, figures):
+            self.figures = figures
+
+        def privacy(self):
+            return json.dumps(self.figures)
+
+    monkeypatch.setattr(ray_backend, "call_actor", lambda method, verb, *a: method())
+    monkeypatch.setattr(ray_backend, "fetch", lambda refs: list(refs))
+    fig = {"epsilon": 1.5, "delta": 1e-5, "mode": "distributed", "min_survivors": 3,
+           "describe": {"mechanism": "distributed", "k": 1}}
+
+    def process(a_figs, b_figs):
+        a, b = Actor(a_figs), Actor(b_figs)
+        proc = ray_backend.RayProcess(SimulationConfig(dp=True), None, None, None, [a, b])
+        for h, actor in (("h1", a), ("h2", a), ("h3", b)):
+            proc.parties[h] = ray_backend.RemoteHospital(h, actor, RemoteDP(h))
+        return proc
+
+    proc = process({"h1": fig, "h2": fig | {"epsilon": 2.0}}, {"h3": fig})
+    proc.refresh_privacy()
+    assert [proc.parties[h].dp.epsilon() for h in ("h1", "h2", "h3")] == [1.5, 2.0, 1.5]
+    dp = proc.parties["h1"].dp
+    assert (dp.delta, dp.mode, dp.min_survivors()) == (1e-5, "distributed", 3)
+    assert dp.describe() == fig["describe"] and dp.describe() is not dp.describe()
+    for a_figs, b_figs, why in (
+            ({"h1": fig | {"noise": [0.1, 0.2]}, "h2": fig}, {"h3": fig}, "malformed"),
+            ({"h1": fig | {"epsilon": float("nan")}, "h2": fig}, {"h3": fig}, "malformed"),
+            ({"h1": fig, "h2": fig, "h3": fig}, {"h3": fig}, "does not own"),
+            ({"h1": fig}, {"h3": fig}, "no privacy figures of h2")):
+        with pytest.raises(ConfigError, match=why):
+            process(a_figs, b_figs).refresh_privacy()
 
 
 def test_an_actor_that_cannot_see_the_run_folder_refuses_dp(synth, tmp_path, monkeypatch):
