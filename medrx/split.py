@@ -1,8 +1,10 @@
 """Seeded patient-level train / validation / test split.
 
 No patient appears in two parts (visits of one patient are never split). The split is
-made WITHIN each hospital, so every hospital has its own train, validation and test
-patients (federated training uses a hospital's train part; evaluation pools test parts).
+made WITHIN each hospital, so every hospital of 3 or more patients has its own train,
+validation and test patients (federated training uses a hospital's train part; evaluation
+pools test parts; a hospital of 1-2 patients trains only, :func:`fedrx.medrx.prepare.
+split_hospital`).
 Default fractions follow SafeDrug: 2/3 train, 1/6 validation, 1/6 test.
 """
 

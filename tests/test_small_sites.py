@@ -236,3 +236,29 @@ def test_eicu_demo_min_patients_1_gives_one_hospital_per_site_with_data(eicu_dem
         assert len(s.train) + len(s.val) + len(s.test) == n
         assert (s.val == [] and s.test == []) == (n < SPLIT_MIN_PATIENTS)
     assert sorted(len(p) for p in sites.values())[:3] == [1, 1, 2]
+
+
+def test_fedrx_simulate_min_patients_1_runs_every_site_and_refuses_0(tiny_sites, tmp_path):
+    """The command line (``fedrx simulate --min-patients 1``, a real process): every site is
+    its own hospital and contributes; 0 is one clear line and a non-zero exit."""
+    import json
+    import subprocess
+    import sys
+
+    def fedrx(*args):
+        return subprocess.run([sys.executable, "-m", "fedrx.cli", *args], capture_output=True,
+                              text=True, timeout=600)
+
+    out = tmp_path / "run"
+    ok = fedrx("simulate", "--data", str(tiny_sites), "--min-patients", "1", "--rounds", "1",
+               "--protection", "mask", "--out", str(out))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert sorted(doc["rounds"][0]["contributors"]) == ["hosp01", "hosp02", "hosp03",
+                                                        "tiny1", "tiny2"]
+    bad = fedrx("simulate", "--data", str(tiny_sites), "--min-patients", "0",
+                "--out", str(tmp_path / "bad"))
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode != 0 and len(lines) == 1, bad.stderr
+    assert lines[0] == "fedrx: error: --min-patients must be >= 1, got 0"
+    assert not (tmp_path / "bad" / "results.json").exists()
