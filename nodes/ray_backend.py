@@ -205,6 +205,33 @@ class RayProcess:
             ray.shutdown()
 
 
+REACH_TIMEOUT_S = 5.0
+"""How long :func:`check_reachable` waits for the cluster's port to accept a connection."""
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """ConfigError (one line) unless ``address`` (``host:port`` or ``ray://host:port``;
+    ``auto`` is left to Ray) accepts a TCP connection within ``timeout`` seconds: Ray
+    itself retries an unreachable address for minutes."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--ray-address {address!r} is not host:port (or ray://host:port "
+                          "or auto)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--ray-address {address}: nothing accepts connections there "
+                          f"({exc.strerror or type(exc).__name__}); is the cluster's head "
+                          "running (ray start --head)?") from None
+
+
 def init_ray(address: str = "", num_cpus: int | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a local Ray with ``num_cpus`` (the
     machine's cores) unless one is running; True if this call started it."""
@@ -216,7 +243,12 @@ def init_ray(address: str = "", num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        check_reachable(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"--ray-address {address}: cannot join the Ray cluster "
+                              f"({type(exc).__name__})") from None
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else os.cpu_count()

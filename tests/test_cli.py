@@ -102,3 +102,18 @@ def test_installed_under_one_import_name(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("address, fragment", [
+    ("127.0.0.1:1", "--ray-address 127.0.0.1:1: nothing accepts connections there"),
+    ("nonsense", "is not host:port"),
+])
+def test_unreachable_or_malformed_ray_address_is_one_line(tmp_path, address, fragment):
+    """Ray itself retries an unreachable cluster for minutes; fedrx says so in one line."""
+    pytest.importorskip("ray")
+    data = tmp_path / "d"
+    assert run("data", "synth", "--out", str(data), "--hospitals", "2", "--patients", "40",
+               "--catalogue", "builtin").returncode == 0
+    proc = run("simulate", "--data", str(data), "--rounds", "1", "--backend", "ray",
+               "--ray-address", address, "--out", str(tmp_path / "o"))
+    assert_one_line_error(proc, fragment)
