@@ -53,6 +53,22 @@ def _records(doc):
              r["metrics"]) for r in doc["rounds"]]
 
 
+@pytest.fixture
+def one_thread():
+    """The in-process side on ONE torch thread, as each actor runs (a float reduction split
+    over more threads may differ in its last bits; bit-identical records need the same
+    thread count on both sides)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("protection, kw", [("none", {}), ("mask", {"rounding_seed": 11})])
 def test_ray_backend_gives_the_in_process_round_records(synth, tmp_path,
                                                         protection, kw):
@@ -66,6 +82,7 @@ def test_ray_backend_gives_the_in_process_round_records(synth, tmp_path,
     assert np.array_equal(sel_l, sel_r)
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_ray_backend_drop_is_the_in_process_drop(synth, tmp_path):
     """``--drop`` is applied inside the actor by the same fault plan: the same survivors."""
     kw = {"rounding_seed": 5, "drop": "hosp02@masked_input:1", "rounds": 1}
