@@ -109,8 +109,9 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
 @click.option("--server-optimizer", help="fedavg or fedadam  [fedavg]")
 @click.option("--server-lr", type=float, help="server learning rate  [1.0]")
 @click.option("--partition", help="iid or skew (single-site data only)  [iid]")
-@click.option("--min-patients", type=int, help="merge sites smaller than this (1: every site with data is its own "
-              "hospital; below 3 patients it trains only)  [20]")
+@click.option("--min-patients", type=int,
+              help="merge sites smaller than this (1: every site with data is its own "
+                   "hospital; below 3 patients it trains only)  [20]")
 @click.option("--drop", help="fault injection: HOSPITAL@STAGE:ROUND[,...]")
 @click.option("--clip-norm", type=float,
               help="mask: L2 bound on each hospital's model delta  [10.0]")
@@ -140,8 +141,12 @@ def train(data, json_out, config, model, epochs, batch_size, lr, hidden, seed, m
               help="also train centrally on the same split, for comparison")
 @click.option("--backend", type=click.Choice(["inprocess", "ray"]),
               help="inprocess, or ray: hospitals in Ray worker actors (fedrx[ray])  [inprocess]")
-@click.option("--ray-address", help="--backend ray: the cluster to join (with --dp, --out must be a "
-              "folder every node mounts at the same path)  [a local Ray]")
+@click.option("--ray-address",
+              help="--backend ray: the cluster to join (with --dp, --out must be a folder "
+                   "every node mounts at the same path)  [a local Ray]")
+@click.option("--stage-deadline", type=float,
+              help="--backend ray: seconds a stage waits for its hospitals; later ones have "
+                   "dropped  [3600]")
 @click.option("--config", type=PathType, help="TOML file with a [simulate] table")
 def simulate(config, **flags) -> None:
     """Run a federation in one process with the real protocol and cryptography."""

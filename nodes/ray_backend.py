@@ -323,7 +323,8 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
         raise
     server = make_server_protection(cfg.protection, federation, params,
                                     n, prep.task.spec.size + 1)
-    proc = RayProcess(cfg, federation, server, prep.task, actors, started_ray=started)
+    proc = RayProcess(cfg, federation, server, prep.task, actors, started_ray=started,
+                      deadline_s=cfg.stage_deadline or DEFAULT_STAGE_DEADLINE_S)
     for hs, a in zip(owned, actors, strict=True):
         for h in hs:
             proc.parties[h] = RemoteHospital(h, a, RemoteDP(h) if cfg.dp else None)

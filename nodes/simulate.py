@@ -94,6 +94,10 @@ class SimulationConfig:
     worker actors, :mod:`fedrx.nodes.ray_backend`; the ``fedrx[ray]`` extra)."""
     ray_address: str = ""
     """``--backend ray``: the cluster to join ("" = start a local Ray on this machine)."""
+    stage_deadline: float = 0.0
+    """``--backend ray``: seconds a stage waits for its hospitals (those that have not
+    answered by then have dropped); 0 = :data:`fedrx.nodes.ray_transport.
+    DEFAULT_STAGE_DEADLINE_S`. In process every call returns (no deadline)."""
 
     def dp_config(self):  # noqa: ANN201  (torch-free import at module level)
         from fedrx.dp.dpsgd import DPConfig
@@ -130,6 +134,11 @@ class SimulationConfig:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.backend not in ("inprocess", "ray"):
             raise ConfigError(f"backend must be 'inprocess' or 'ray', got {self.backend!r}")
+        if not self.stage_deadline >= 0:
+            raise ConfigError(f"--stage-deadline must be >= 0 seconds, got {self.stage_deadline}")
+        if self.stage_deadline and self.backend != "ray":
+            raise ConfigError("--stage-deadline applies to --backend ray only (in process "
+                              "every hospital answers before the next is asked)")
         if self.dp:
             if not self.epsilon > 0:
                 raise ConfigError(f"--epsilon must be > 0, got {self.epsilon}")

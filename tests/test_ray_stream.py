@@ -52,3 +52,21 @@ def test_ray_driver_never_holds_two_masked_inputs(synth, tmp_path, monkeypatch):
     assert all(len(r["contributors"]) == 6 for r in doc["rounds"])
     # one decode per hospital and round; none of the earlier ones still alive at any of them
     assert alive_at_decode == [0] * 12
+
+
+def test_stage_deadline_reaches_the_ray_transport(synth, tmp_path):
+    """``--stage-deadline``: hospitals that have not answered in time have dropped (here a
+    deadline no training can meet: the round aborts, the model is unchanged); it is refused
+    in process, where it would mean nothing."""
+    from fedrx.errors import ConfigError
+
+    doc = run_simulation(SimulationConfig(
+        data=str(synth), rounds=1, protection="mask", seed=2, out=str(tmp_path / "late"),
+        hidden=16, min_patients=3, backend="ray", stage_deadline=1e-3, personalize=False))
+    (rec,) = doc["rounds"]
+    assert rec["status"] == "aborted" and rec["trained"] == []
+    assert all(why == "train: late (stage deadline)" for why in rec["dropped"].values())
+    assert len(rec["dropped"]) == 6
+    assert rec["model_hash"] == doc["initial_model_hash"]
+    with pytest.raises(ConfigError, match="--stage-deadline applies to --backend ray only"):
+        SimulationConfig(data=str(synth), stage_deadline=5.0).validate()
