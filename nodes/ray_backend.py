@@ -129,7 +129,20 @@ class HospitalWorker(StageHandler):
                 plan = FaultPlan(drops, (TRAIN, *party.protection.stages, EVALUATE))
                 party = FaultyParty(party, plan)
             self.parties[h] = party
+        self._warm_up()
         return len(self.parties)
+
+    def _warm_up(self) -> None:
+        """One throwaway local update (no DP, no party, nothing kept) so that a fresh
+        actor's first-call costs (torch kernels, autograd, the optimizer) are paid at
+        enrolment, not inside round 1 (the in-process simulation pays them once per
+        process). Changes no result: every local update seeds torch itself
+        (``derive_seed``); a hospital without training visits is skipped."""
+        for h in sorted(self.data):
+            if len(self.data[h].train):
+                self.task.local_train(self.task.initial_weights(self.cfg.seed), self.data[h],
+                                      client_optimizer(self.cfg), seed=self.cfg.seed)
+                return
 
     def privacy(self) -> str:
         """JSON: the owned hospitals' PUBLIC privacy figures
