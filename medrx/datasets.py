@@ -21,6 +21,10 @@ from fedrx.errors import DataError
 from fedrx.medrx.records import Cohort, Patient, read_jsonl
 from fedrx.medrx.tables import find_table
 
+NAMED_DATASETS = ("synthetic", "mimic3-demo", "mimic4-demo", "omop-demo", "eicu-demo")
+"""``spec`` values :func:`load_dataset` takes as names (looked up under the data root), not
+as paths."""
+
 
 def shared_data_root() -> Path | None:
     """The folder holding ``mimic3-demo/`` and ``eicu-demo/``, or None if not found."""

@@ -38,6 +38,7 @@ from typing import Any
 
 from fedrx.dp.pins import write_run_federation
 from fedrx.errors import ConfigError, FedrxError
+from fedrx.medrx.datasets import NAMED_DATASETS
 from fedrx.medrx.prepare import Prepared, prepare
 from fedrx.nodes.party import client_optimizer, dp_factory, protection_params
 from fedrx.nodes.ray_privacy import RemoteDP, check_run_folder, privacy_figures
@@ -289,6 +290,21 @@ def _worker_calls(actors: list[Any], method: str, *args: Any) -> list[Any]:
         raise
 
 
+def _absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its local data and mappings paths made absolute, so that an actor
+    reads the same files whatever its working folder (on a cluster: a path every node
+    mounts; a dataset NAME such as ``eicu-demo`` stays a name, found through each node's
+    ``FEDRX_DATA_ROOT``). Everything else unchanged."""
+    out = dict(config)
+    for key in ("data", "mappings"):
+        value = str(out.get(key) or "")
+        if key == "data" and value in NAMED_DATASETS:  # load_dataset reads names first
+            continue
+        if value and Path(value).expanduser().exists():
+            out[key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
                       params: dict[str, Any] | None = None) -> tuple[RayProcess, ServerState]:
     """The Ray federation of ``cfg`` and its round-0 state: one actor per available CPU,
@@ -305,7 +321,7 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
     n_actors = max(1, min(cpus, len(hospitals)))
     worker_cls = ray.remote(num_cpus=1)(HospitalWorker)
     owned: list[list[str]] = [hospitals[i::n_actors] for i in range(n_actors)]
-    config = asdict(cfg)
+    config = _absolute_paths(asdict(cfg))
     run_dir = str(Path(out_dir).resolve()) if cfg.dp else ""  # one path for every actor
     actors = [call_actor(worker_cls, "remote",
                          json.dumps({"config": config, "hospitals": hs, "params": params,

@@ -70,3 +70,18 @@ def test_stage_deadline_reaches_the_ray_transport(synth, tmp_path):
     assert rec["model_hash"] == doc["initial_model_hash"]
     with pytest.raises(ConfigError, match="--stage-deadline applies to --backend ray only"):
         SimulationConfig(data=str(synth), stage_deadline=5.0).validate()
+
+
+def test_a_relative_data_path_reaches_actors_in_another_folder(synth, tmp_path, monkeypatch):
+    """The actors do not share the driver's working folder (here: the driver moves to
+    another one after the cluster started): a relative ``--data`` is made absolute before
+    it is shipped, so every actor reads the same files."""
+    import shutil
+
+    shutil.copytree(synth, tmp_path / "rel-data")
+    monkeypatch.chdir(tmp_path)
+    doc = run_simulation(SimulationConfig(
+        data="rel-data", rounds=1, protection="none", seed=2, out="out", hidden=16,
+        min_patients=3, backend="ray", personalize=False))
+    assert doc["rounds"][0]["status"] == "completed"
+    assert len(doc["rounds"][0]["contributors"]) == 6
