@@ -6,8 +6,10 @@ both as the transport and the backend see them): every argument sent and every v
 received is kept. Before round 1 it installs probes INSIDE every actor (through Ray's
 ``__ray_call__``, test only) that keep each hospital's protected input (the update with its
 DP noise, before masking), its quantised ring encoding (raw, and bit-packed the way a
-``MaskedInput`` carries its masked vector) and every noise draw (the Gaussian of
-DP-SGD, the discrete Gaussian of distributed DP); before the actors are killed it fetches
+``MaskedInput`` carries its masked vector), every noise draw (the Gaussian of
+DP-SGD, the discrete Gaussian of distributed DP) and every masking secret of the round (the
+two X25519 private keys of ``advertise_keys``, the self-mask seed ``b`` of ``share_keys``);
+before the actors are killed it fetches
 those and the hospitals' private keys (identity, ledger signing key) and encoded records.
 :meth:`BoundaryWatch.check` then asserts that none of them, raw or hex/base64, occurs in
 anything that crossed, and that every byte string that crossed is a wire-codec protocol
@@ -67,7 +69,32 @@ def _probes():
         import fedrx.secagg.quantize as quantize
 
         cap = worker.__dict__.setdefault("_test_capture", {"input": [], "encoded": [],
-                                                           "packed": [], "noise": []})
+                                                           "packed": [], "noise": [],
+                                                           "mask_secret": []})
+        import os as real_os
+
+        import fedrx.secagg.kex as kex
+        import fedrx.secagg.mask.client_shares as client_shares
+
+        real_keypair = kex.generate_keypair
+
+        def keypair():  # the round's X25519 secrets (share encryption, pairwise masks)
+            sk, pk = real_keypair()
+            cap["mask_secret"].append(kex.private_bytes(sk))
+            return sk, pk
+
+        class _Os:  # the self-mask seed b, drawn in share_keys
+            def __getattr__(self, name):
+                return getattr(real_os, name)
+
+            @staticmethod
+            def urandom(n):
+                out = real_os.urandom(n)
+                cap["mask_secret"].append(out)
+                return out
+
+        kex.generate_keypair = keypair
+        client_shares.os = _Os()
 
         def keep(kind, fn, pick):
             def wrapped(*a, **kw):
@@ -122,7 +149,7 @@ class BoundaryWatch:
         self.keys: list[bytes] = []
         self.records: list[bytes] = []
         self.captured: dict[str, list[bytes]] = {"input": [], "encoded": [], "packed": [],
-                                                 "noise": []}
+                                                 "noise": [], "mask_secret": []}
 
     def install(self, monkeypatch: Any, then: Any = None) -> None:
         """``then``: a function run inside every actor after the probes (a test's mutant)."""
@@ -204,8 +231,10 @@ class BoundaryWatch:
         assert len(self.keys) == hospitals * (3 if dp else 2)
         assert len(self.records) == hospitals * 2
         blobs, messages = self.crossed(params)
-        for key in self.keys:  # raw, hex or base64 (a JSON string would carry it encoded)
-            assert len(key) == 32
+        # every hospital drew 2 round key pairs and a self-mask seed b per masked round
+        assert len(self.captured["mask_secret"]) >= 3 * hospitals
+        for key in self.keys + self.captured["mask_secret"]:  # raw, hex or base64 (JSON
+            assert len(key) == 32                              # would carry it encoded)
             forms = (key, key.hex().encode(), base64.b64encode(key)[:40],
                      base64.urlsafe_b64encode(key)[:40])
             assert not any(f in b for f in forms for b in blobs), \

@@ -277,6 +277,29 @@ def test_the_boundary_check_catches_an_actor_that_sends_its_input_unmasked(
         watch.check({"clip_norm", "threshold", "rounding_seed"}, hospitals=4, dp=True)
 
 
+@pytest.mark.slow
+def test_the_boundary_check_catches_an_actor_that_sends_a_mask_secret(
+        synth, tmp_path, monkeypatch):
+    """... and a worker that slips its self-mask seed ``b`` (drawn in share_keys) into the
+    first bytes of its masked vector is caught too."""
+
+    def leak(worker):  # nested: Ray ships it by value; runs inside each actor
+        for party in worker.parties.values():
+            def handle(stage, request, real=party.handle):
+                reply = real(stage, request)
+                if stage == "masked_input":
+                    seed = worker.__dict__["_test_capture"]["mask_secret"][-1]
+                    reply = dataclasses.replace(reply, packed=seed + reply.packed[32:])
+                return reply
+            party.handle = handle
+
+    watch = BoundaryWatch()
+    watch.install(monkeypatch, then=leak)
+    run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", rounds=1))
+    with pytest.raises(AssertionError, match="a private key crossed"):
+        watch.check({"clip_norm", "threshold", "rounding_seed"}, hospitals=4, dp=True)
+
+
 def test_late_refusing_or_malformed_replies_are_dropouts():
     """The transport's gather, one streaming call per actor: a reply after the stage
     deadline, a refusal, bytes that are no protocol message, an item for a hospital the
