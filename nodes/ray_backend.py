@@ -92,11 +92,15 @@ class HospitalWorker(StageHandler):
         """Each owned hospital's DP state (with DP on): never leaves this actor."""
 
     def describe(self) -> str:
-        """JSON: the task fingerprint and the owned hospitals' PUBLIC identities."""
+        """JSON: the task fingerprint, the owned hospitals' PUBLIC identities and the Ray
+        node this actor runs on (its id)."""
+        import ray
+
         return json.dumps({
             "initial_model_hash": model_hash(self.task.initial_weights(self.cfg.seed)),
             "vocabulary": list(self.task.vocab.sizes),
             "public": [self.identities[h].public.to_json() for h in sorted(self.identities)],
+            "node": str(ray.get_runtime_context().get_node_id()),
         })
 
     def enroll(self, federation: str) -> int:
@@ -174,6 +178,9 @@ class RayProcess:
     parties: dict[str, RemoteHospital] = field(default_factory=dict)
     started_ray: bool = False
     deadline_s: float = DEFAULT_STAGE_DEADLINE_S
+    placement: dict[str, Any] = field(default_factory=dict)
+    """Where the hospitals run: actors, distinct Ray nodes, hospitals per actor, address
+    (recorded in the results document as ``backend``)."""
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -340,6 +347,7 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
                 raise ConfigError("a Ray worker announced hospitals it does not own")
             publics.extend(pubs)
         federation = Federation({p.hospital: p for p in publics})
+        nodes = sorted({str(d.get("node", "")) for d in docs})
         fed_json = json.dumps(federation.to_json())
         if cfg.dp:  # the pinned keys of the audit; each actor checks it sees them
             write_run_federation(Path(out_dir), federation)
@@ -353,7 +361,10 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
     server = make_server_protection(cfg.protection, federation, params,
                                     n, prep.task.spec.size + 1)
     proc = RayProcess(cfg, federation, server, prep.task, actors, started_ray=started,
-                      deadline_s=cfg.stage_deadline or DEFAULT_STAGE_DEADLINE_S)
+                      deadline_s=cfg.stage_deadline or DEFAULT_STAGE_DEADLINE_S,
+                      placement={"actors": len(actors), "nodes": len(nodes),
+                                 "hospitals_per_actor": [len(hs) for hs in owned],
+                                 "address": cfg.ray_address or "local"})
     for hs, a in zip(owned, actors, strict=True):
         for h in hs:
             proc.parties[h] = RemoteHospital(h, a, RemoteDP(h) if cfg.dp else None)

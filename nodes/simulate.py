@@ -250,6 +250,7 @@ def _run(cfg: SimulationConfig, prep: Prepared, out_dir: Path, process: Any,
     doc = results_document(asdict(cfg), prep.describe(), res.rounds, 0.0,
                            prep.task.pool_metrics)
     doc["initial_model_hash"] = initial_hash
+    doc["backend"] = {"name": cfg.backend, **getattr(process, "placement", {})}
     doc["stopped"] = res.stopped
     doc["dp"] = ({h: p.dp.describe() | {"epsilon": p.dp.epsilon()}
                   for h, p in process.parties.items()} if cfg.dp else None)
