@@ -365,9 +365,9 @@ def start_ray_process(cfg: SimulationConfig, prep: Prepared, out_dir: Path, *,
                       placement={"actors": len(actors), "nodes": len(nodes),
                                  "hospitals_per_actor": [len(hs) for hs in owned],
                                  "address": cfg.ray_address or "local"})
-    for hs, a in zip(owned, actors, strict=True):
-        for h in hs:
-            proc.parties[h] = RemoteHospital(h, a, RemoteDP(h) if cfg.dp else None)
+    owner = {h: a for hs, a in zip(owned, actors, strict=True) for h in hs}
+    for h in hospitals:  # sorted, as the in-process parties (the results' DP record order)
+        proc.parties[h] = RemoteHospital(h, owner[h], RemoteDP(h) if cfg.dp else None)
     proc.refresh_privacy()  # epsilon before round 1 (earlier runs' carried spend)
     state = initial_state(prep.task, cfg.seed,
                           ServerOptimizer(cfg.server_optimizer, lr=cfg.server_lr))
