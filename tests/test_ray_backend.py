@@ -254,49 +254,32 @@ def test_only_protocol_messages_and_public_data_cross_actor_boundaries(
 
 
 @pytest.mark.slow
-def test_the_boundary_check_catches_an_actor_that_sends_its_input_unmasked(
-        synth, tmp_path, monkeypatch):
+@pytest.mark.parametrize("leaked, match", [
+    ("packed", "packed"),  # its DP-noised input as the ring vector, in place of the masked
+    ("mask_secret", "a private key crossed"),  # its self-mask seed b in the first bytes
+])
+def test_the_boundary_check_catches_an_actor_that_leaks(synth, tmp_path, monkeypatch,
+                                                         leaked, match):
     """The check above is not vacuous: a worker that sends, in place of its masked vector,
     its hospital's DP-noised input encoded as the ring vector (what a skipped mask would
-    send) is caught."""
+    send), or that slips its self-mask seed ``b`` (drawn in share_keys) into the first bytes
+    of its masked vector, is caught."""
 
     def leak(worker):  # nested: Ray ships it by value; runs inside each actor
         for party in worker.parties.values():
             def handle(stage, request, real=party.handle):
                 reply = real(stage, request)
                 if stage == "masked_input":
-                    unmasked = worker.__dict__["_test_capture"]["packed"][-1]
-                    reply = dataclasses.replace(reply, packed=unmasked)
+                    secret = worker.__dict__["_test_capture"][leaked][-1]
+                    packed = secret if leaked == "packed" else secret + reply.packed[32:]
+                    reply = dataclasses.replace(reply, packed=packed)
                 return reply
             party.handle = handle
 
     watch = BoundaryWatch()
     watch.install(monkeypatch, then=leak)
     run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", rounds=1))
-    with pytest.raises(AssertionError, match="packed"):
-        watch.check({"clip_norm", "threshold", "rounding_seed"}, hospitals=4, dp=True)
-
-
-@pytest.mark.slow
-def test_the_boundary_check_catches_an_actor_that_sends_a_mask_secret(
-        synth, tmp_path, monkeypatch):
-    """... and a worker that slips its self-mask seed ``b`` (drawn in share_keys) into the
-    first bytes of its masked vector is caught too."""
-
-    def leak(worker):  # nested: Ray ships it by value; runs inside each actor
-        for party in worker.parties.values():
-            def handle(stage, request, real=party.handle):
-                reply = real(stage, request)
-                if stage == "masked_input":
-                    seed = worker.__dict__["_test_capture"]["mask_secret"][-1]
-                    reply = dataclasses.replace(reply, packed=seed + reply.packed[32:])
-                return reply
-            party.handle = handle
-
-    watch = BoundaryWatch()
-    watch.install(monkeypatch, then=leak)
-    run_simulation(_dp_cfg(synth, tmp_path / "ray", "ray", rounds=1))
-    with pytest.raises(AssertionError, match="a private key crossed"):
+    with pytest.raises(AssertionError, match=match):
         watch.check({"clip_norm", "threshold", "rounding_seed"}, hospitals=4, dp=True)
 
 
