@@ -33,7 +33,7 @@ import numpy as np
 
 from fedrx.errors import ProtocolAbort
 from fedrx.protocol.context import Pinned
-from fedrx.secagg.absorb import Absorbed, AbsorbLedger
+from fedrx.secagg.absorb import AbsorbLedger
 
 # A protection refuses or ends a round by raising :class:`fedrx.errors.ProtocolAbort`.
 
@@ -220,38 +220,36 @@ class _PlainServer(ServerProtection):
         while self._order and self._order[0] in self._early:
             self.total += self._early.pop(self._order.pop(0))
 
+    def _wait(self, h: str, msg: Any) -> str:
+        """Check one update and queue it for the hospital-order sum: "" or why not."""
+        if not self._valid(msg):
+            self._order.remove(h)  # rejected at collect; no longer awaited
+            self._fold_ready()
+            return "invalid update"
+        self._early[h] = msg.vector
+        self._fold_ready()
+        return ""
+
     def absorb(self, stage: str, hospital: str, reply: Any) -> Any:
         if stage != "upload" or hospital not in self._order:
             return reply
-        seen = self._absorbed.offer(hospital)
-        if seen == "added":  # a repeated reply: the first one is in the sum
-            return Absorbed(hospital, stage)
-        if seen == "refused":
-            return reply
-        if not self._valid(reply):  # rejected at collect; no longer awaited
-            self._order.remove(hospital)
-            self._fold_ready()
-            return reply
-        self._early[hospital] = reply.vector
-        self._fold_ready()
-        return self._absorbed.stand_in(hospital, stage)
+        return self._absorbed.take(hospital, stage, reply, self._wait)
 
     def collect(self, stage: str, replies: Mapping[str, Any]) -> None:
         for h in sorted(replies):
             msg = replies[h]
-            if h in self._absorbed.added:  # its input is in the sum (once)
+            if h in self._absorbed.added:  # its input is in the sum, or waits (once)
                 self.contributors.append(h)
-            elif not self._valid(msg):
+            elif h in self._absorbed.refused or not self._valid(msg):
                 self.rejected.append(h)
             else:  # a transport that did not absorb
                 self._early[h] = msg.vector
                 self.contributors.append(h)
-        for h in list(self._order):  # the stage is over: the silent have dropped
-            if h in self._early:
-                self.total += self._early.pop(h)
-        self._order.clear()
-        for h in sorted(self._early):  # replies of hospitals never asked (none normally)
+        # the stage is over (the silent have dropped): what still waits comes after every
+        # update already added, so adding it in sorted order keeps the hospital order
+        for h in sorted(self._early):
             self.total += self._early.pop(h)
+        self._order.clear()
         if not self.contributors:
             raise ProtocolAbort("no hospital uploaded a valid update")
 

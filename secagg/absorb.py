@@ -19,7 +19,9 @@ is not absorbed: it is returned unchanged and ``collect`` rejects it as before.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,24 +33,26 @@ class Absorbed:
 
 
 class AbsorbLedger:
-    """Which hospitals a state has been offered on arrival (``seen``) and whose input it
-    added (``added``); a state consults it at ``collect``."""
+    """Which hospitals a state has added on arrival (``added``) and refused on arrival
+    (``refused``: hospital -> reason); a state consults it at ``collect``."""
 
     def __init__(self) -> None:
         self.added: set[str] = set()
-        self.seen: set[str] = set()
+        self.refused: dict[str, str] = {}
 
-    def offer(self, hospital: str) -> str:
-        """``"new"`` the first time ``hospital`` is offered, ``"added"`` if its input is
-        already in the sum, ``"refused"`` if its first reply was invalid."""
+    def take(self, hospital: str, stage: str, reply: Any,
+             add: Callable[[str, Any], str]) -> Any:
+        """What a transport keeps of ``reply``: the stand-in when ``add(hospital, reply)``
+        (the state's own check-and-add, returning "" or why it refused) added it now or
+        earlier (a repeat is not added twice), else ``reply`` unchanged (refused, the
+        reason kept for ``collect``; a second reply after a refusal is not tried again)."""
         if hospital in self.added:
-            return "added"
-        if hospital in self.seen:
-            return "refused"
-        self.seen.add(hospital)
-        return "new"
-
-    def stand_in(self, hospital: str, stage: str) -> Absorbed:
-        """Record that ``hospital``'s input was added; its stand-in."""
+            return Absorbed(hospital, stage)
+        if hospital in self.refused:
+            return reply
+        why = add(hospital, reply)
+        if why:
+            self.refused[hospital] = why
+            return reply
         self.added.add(hospital)
         return Absorbed(hospital, stage)

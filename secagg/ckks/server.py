@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedrx.errors import ConfigError, CryptoError, ProtocolAbort, SignatureError
-from fedrx.secagg.absorb import Absorbed, AbsorbLedger
+from fedrx.secagg.absorb import AbsorbLedger
 from fedrx.secagg.ckks.ciphertext import CkksAccumulator, CkksPublicContext
 from fedrx.secagg.ckks.key_state import AggregatorKeyState
 from fedrx.secagg.ckks.messages import (
@@ -139,29 +139,24 @@ class ServerUpload:
         """One upload on arrival, checked and folded exactly as at ``collect``
         (:mod:`fedrx.secagg.absorb`): its stand-in if added, else the upload unchanged
         (its rejection is recorded now and kept at ``collect``)."""
-        seen = self._absorbed.offer(h)
-        if seen == "added":  # a repeated upload: the first one is in the sum
-            return Absorbed(h, self.stage)
-        if seen == "refused":
-            return msg
+        return self._absorbed.take(h, self.stage, msg, self._checked_add)
+
+    def _checked_add(self, h: str, msg: Any) -> str:
+        """:meth:`_add`: "" if added, else why not (recorded as the hospital's rejection)."""
         try:
             self._add(h, msg)
         except CryptoError as exc:
             self.rnd.rejected[h] = str(exc)
-            return msg
-        return self._absorbed.stand_in(h, self.stage)
+            return str(exc)
+        return ""
 
     def collect(self, replies: Mapping[str, Any]) -> ServerDecrypt:
         r = self.rnd
         for h in sorted(replies):
             if h in self._absorbed.added:
                 continue  # checked and added on arrival (once)
-            if h in self._absorbed.seen:  # refused on arrival (reason recorded then)
-                continue
-            try:
-                self._add(h, replies[h])
-            except CryptoError as exc:
-                r.rejected[h] = str(exc)
+            if h not in self._absorbed.refused:  # (refused on arrival: reason recorded)
+                self._checked_add(h, replies[h])
         self.acc.contributors.sort()  # arrival order is the transport's, not the round's
         r.keys.confirm(self.public.key_id, self.acc.contributors)
         n_min = r.keys.config.min_contributors

@@ -8,7 +8,7 @@ from typing import Any
 
 from fedrx.errors import ProtocolError
 from fedrx.secagg import bitpack
-from fedrx.secagg.absorb import Absorbed, AbsorbLedger
+from fedrx.secagg.absorb import AbsorbLedger
 from fedrx.secagg.mask.messages import (
     AdvertiseKeys,
     ConsistencyRequest,
@@ -58,12 +58,7 @@ class ServerMaskedInput(Advertised):
         return ""
 
     def absorb(self, hospital: str, reply: Any) -> Any:
-        seen = self._absorbed.offer(hospital)
-        if seen == "added":  # a repeated reply: the first one is in the sum
-            return Absorbed(hospital, MASKED_INPUT)
-        if seen == "refused" or self._add(hospital, reply):
-            return reply  # rejected at collect, as without streaming
-        return self._absorbed.stand_in(hospital, MASKED_INPUT)
+        return self._absorbed.take(hospital, MASKED_INPUT, reply, self._add)
 
     def collect(self, replies: Mapping[str, Any]) -> ServerState:
         p, v = self.ctx.params, self.ctx.view
@@ -72,7 +67,8 @@ class ServerMaskedInput(Advertised):
             if h in self._absorbed.added:  # its masked input is in the sum (once)
                 ok.append(h)
                 continue
-            why = self._add(h, replies[h])  # a stand-in it did not issue is invalid
+            # refused on arrival, or checked now (a stand-in it did not issue is invalid)
+            why = self._absorbed.refused.get(h) or self._add(h, replies[h])
             if why:
                 v.rejected[h] = why
                 continue
