@@ -26,32 +26,26 @@ from fedrx.medrx.metrics import ddi_matrix
 from fedrx.medrx.partition import partition
 from fedrx.medrx.public_vocab import lexicon_atc3, mapping_atc3, public_vocabulary, to_categories
 from fedrx.medrx.records import Cohort, Patient
-from fedrx.medrx.split import Split, split_patients
+from fedrx.medrx.split import MIN_SPLIT_PATIENTS, Split, split_patients
 from fedrx.medrx.task import HospitalData, MedicationTask, make_hospital_data
 from fedrx.medrx.vocab import Vocabulary, build_vocabulary
 
 log = logging.getLogger("fedrx.medrx.prepare")
 
-SPLIT_MIN_PATIENTS = 3
-"""Patients a hospital needs for a train / validation / test split; below it, train only."""
+SPLIT_MIN_PATIENTS = MIN_SPLIT_PATIENTS
+"""Patients a hospital needs for a train / validation / test split; below it, train only
+(:data:`fedrx.medrx.split.MIN_SPLIT_PATIENTS`)."""
 
 
 def split_hospital(patients: list[Patient], *, seed: int) -> Split:
-    """ONE hospital's seeded patient split (module doc).
-
-    ``n >= SPLIT_MIN_PATIENTS``: exactly :func:`split_patients` (the same patients in the same
-    parts as before small hospitals were allowed). ``n = 1`` or ``2``: every patient trains;
-    no validation or test patient. Why not 1 train + 1 test for ``n = 2``: a single test
-    patient is one count among hundreds in the pooled test metrics (no signal) while it
-    halves what the site trains on; and all-train is what :func:`split_patients` already
-    gives for ``n < 3`` at the default fractions (``round(2/6) = 0``), so no split changes.
-    """
+    """ONE hospital's seeded patient split: :func:`split_patients` of a single hospital
+    (module doc), which puts every patient of a hospital below
+    :data:`SPLIT_MIN_PATIENTS` in train. Why not 1 train + 1 test for ``n = 2``: a single
+    test patient is one count among hundreds in the pooled test metrics (no signal) while it
+    halves what the site trains on."""
     if len({p.hospital for p in patients}) > 1:
         raise ConfigError("split_hospital splits ONE hospital's patients")
-    split = split_patients(patients, seed=seed)
-    if len(patients) >= SPLIT_MIN_PATIENTS:
-        return split
-    return Split(split.train + split.val + split.test, [], [])
+    return split_patients(patients, seed=seed)
 
 
 class DataSettings(Protocol):

@@ -31,6 +31,11 @@ def _hospital_seed(seed: int, hospital: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
+MIN_SPLIT_PATIENTS = 3
+"""Patients a hospital needs for a train / validation / test split; below it every patient
+trains (no validation or test patient)."""
+
+
 def split_patients(
     patients: list[Patient], *, seed: int = 0, val_frac: float = 1 / 6, test_frac: float = 1 / 6
 ) -> Split:
@@ -49,9 +54,11 @@ def split_patients(
         n = len(group)
         n_test = int(round(n * test_frac))
         n_val = int(round(n * val_frac))
-        if n >= 3 and test_frac > 0:
+        if n < MIN_SPLIT_PATIENTS:  # too few for three parts: every patient trains
+            n_test = n_val = 0
+        if n >= MIN_SPLIT_PATIENTS and test_frac > 0:
             n_test = max(n_test, 1)
-        if n >= 3 and val_frac > 0:
+        if n >= MIN_SPLIT_PATIENTS and val_frac > 0:
             n_val = max(n_val, 1)
         n_train = n - n_test - n_val
         shuffled = [group[i] for i in order]
