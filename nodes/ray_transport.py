@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fedrx.errors import ProtocolError
+from fedrx.nodes import codec
 from fedrx.nodes.ray_stage import encode_plan
 from fedrx.protocol.transport import Absorb, StageStats, Transport
 
@@ -69,8 +70,6 @@ class RayTransport(Transport):
         """Start one ``handle_stage`` call per actor: generator -> the hospitals asked."""
         import ray
 
-        from fedrx.nodes import codec
-
         encoded: dict[int, tuple[Any, int]] = {}
         by_actor: dict[int, tuple[Any, list[tuple[str, Any]]]] = {}
         for h in sorted(requests):
@@ -109,8 +108,6 @@ class RayTransport(Transport):
         import ray
         from ray.exceptions import RayError
 
-        from fedrx.nodes import codec
-
         st = StageStats(stage, asked=len(requests))
         t0 = time.perf_counter()
         calls = self._calls(stage, requests, st)
@@ -141,7 +138,7 @@ class RayTransport(Transport):
                 expected.discard(h)
                 if not expected:
                     calls.pop(gen)
-                self._settle(h, data, reason, stage, rnd, st, replies, absorb, codec)
+                self._settle(h, data, reason, stage, rnd, st, replies, absorb)
         for gen, hospitals in calls.items():
             for h in hospitals:
                 st.failures[h] = "late (stage deadline)"
@@ -156,7 +153,7 @@ class RayTransport(Transport):
 
     @staticmethod
     def _settle(h: str, data: Any, reason: Any, stage: str, rnd: int, st: StageStats,
-                replies: dict[str, Any], absorb: Absorb | None, codec: Any) -> None:
+                replies: dict[str, Any], absorb: Absorb | None) -> None:
         """One hospital's item: decoded, checked and absorbed, or recorded as a failure."""
         if reason or not isinstance(data, bytes):
             st.failures[h] = str(reason) if reason else "malformed reply: not bytes"
