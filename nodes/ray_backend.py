@@ -236,16 +236,17 @@ def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
     itself retries an unreachable address for minutes."""
     import socket
 
+    from fedrx.nodes.transport import parse_listen
+
     if address == "auto":
         return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:  # the deployment's own host:port parser (IPv6 in brackets)
+        host, port = parse_listen(address.split("://", 1)[-1].rstrip("/"))
+    except ConfigError:
         raise ConfigError(f"--ray-address {address!r} is not host:port (or ray://host:port "
-                          "or auto)")
+                          "or auto)") from None
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout):
             pass
     except OSError as exc:
         raise ConfigError(f"--ray-address {address}: nothing accepts connections there "
