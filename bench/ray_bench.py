@@ -16,8 +16,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from fedrx.bench.metering import CpuMeter, MeteredTransport
-from fedrx.protocol.transport import Absorb, Transport
+from fedrx.bench.metering import MeteredTransport
+from fedrx.protocol.transport import Absorb
 
 CPU_METHOD = ("hospital CPU not measured: hospitals run in Ray actors; aggregator CPU = "
               "the driver process's CPU per round (aggregator, wire codec, Ray client "
@@ -33,15 +33,11 @@ class DriverMeteredTransport(MeteredTransport):
     empty (hospital work is in other processes). One :class:`StageStats` per exchange, as
     ``inner`` records it."""
 
-    def __init__(self, inner: Transport, meter: CpuMeter):
-        super().__init__(inner, meter)
-
     def exchange(self, stage: str, rnd: int, requests: Mapping[str, Any],
                  absorb: Absorb | None = None) -> dict[str, Any]:
         if self._round_t0 is None:
             self._round_t0 = time.process_time()
-        replies = (self.inner.exchange(stage, rnd, requests) if absorb is None
-                   else self.inner.exchange(stage, rnd, requests, absorb))
+        replies = self.inner.exchange(stage, rnd, requests, absorb)
         self._stats += self.inner.take_stats()
         return replies
 
